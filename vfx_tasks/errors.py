@@ -1,0 +1,93 @@
+"""One error tree for the whole package.
+
+Every error says what went wrong, the offending value, and what to do about it. Errors fall
+into two families that the queue treats differently:
+
+* :class:`PermanentError`: retrying cannot help (a corrupt video, an unknown model, missing
+  weights). The task fails at once and the reason is recorded.
+* :class:`TransientError`: the world may be better in a moment (network, Redis, GPU memory).
+  The task is retried with backoff.
+
+Exception arguments are plain strings so that they survive JSON serialisation through the
+Celery result backend.
+"""
+
+from __future__ import annotations
+
+
+class VfxError(Exception):
+    """Base class of every error raised on purpose by vfx_tasks."""
+
+    #: Stable, machine-readable name of the error kind (kept in task results and the ledger).
+    code: str = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, str]:
+        """Return a JSON-friendly description: ``{"code": ..., "message": ...}``."""
+        return {"code": self.code, "message": self.message}
+
+
+class PermanentError(VfxError):
+    """A failure that will happen again on every retry; never retried."""
+
+    code = "permanent"
+
+
+class TransientError(VfxError):
+    """A failure that may go away on its own; retried with backoff."""
+
+    code = "transient"
+
+
+class ConfigurationError(PermanentError):
+    """An argument or setting has a value that cannot work (unknown crop type, bad batch size...)."""
+
+    code = "bad_configuration"
+
+
+class UnknownModelError(ConfigurationError):
+    """The requested model name is not one of the supported backbones."""
+
+    code = "unknown_model"
+
+
+class CheckpointError(PermanentError):
+    """Model weights are missing, unreadable, or do not fit the backbone."""
+
+    code = "bad_checkpoint"
+
+
+class CheckpointNotFoundError(CheckpointError):
+    """The checkpoint file is not in the pretrained directory."""
+
+    code = "checkpoint_not_found"
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint lacks backbone tensors or holds them with the wrong shapes."""
+
+    code = "checkpoint_mismatch"
+
+
+class VideoError(PermanentError):
+    """A video cannot be read: missing, unreadable, empty, corrupt or not a video at all."""
+
+    code = "bad_video"
+
+
+class DependencyError(PermanentError):
+    """An optional dependency needed for the requested feature is not installed."""
+
+    code = "missing_dependency"
+
+
+class DeviceOutOfMemoryError(TransientError):
+    """The accelerator ran out of memory even at the smallest batch size."""
+
+    code = "out_of_memory"

@@ -1,0 +1,187 @@
+"""The per-video pipeline: decode -> sample -> transform -> backbone -> average pool.
+
+Knows nothing about queues. :class:`FeatureExtractor` loads a backbone once and serves any
+number of videos; :func:`extract_features` is the one-call convenience on top of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vfx_tasks.device import Precision, autocast, resolve_device, validate_precision
+from vfx_tasks.errors import DeviceOutOfMemoryError
+from vfx_tasks.models import get_model_spec
+from vfx_tasks.models.backbone import load_backbone
+from vfx_tasks.sampling import (
+    ClipSampling,
+    batch_slices,
+    sample_clip_indices,
+    validate_clip_sampling,
+    validate_num_clips,
+)
+from vfx_tasks.settings import Settings
+from vfx_tasks.transforms import CropType, frames_to_model_input, num_crops, validate_crop_type
+from vfx_tasks.video import VideoReader
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoFeatures:
+    """Features of one video and how they were obtained. ``repr`` shows shapes, not data."""
+
+    features: np.ndarray = field(repr=False)
+    """``(num_clips, n_crops, D)`` float32."""
+    num_frames: int
+    fps: float
+    seconds: float
+    batch_size: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape)
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoFeatures(shape={self.shape}, num_frames={self.num_frames}, fps={self.fps:.3g}, "
+            f"seconds={self.seconds:.3g}, batch_size={self.batch_size})"
+        )
+
+
+class FeatureExtractor:
+    """A loaded backbone plus its preprocessing; reuse it for many videos.
+
+    Args:
+        model: Full model name or alias (see :func:`vfx_tasks.models.model_names`).
+        pretrained_dir: Folder with the checkpoint; default from :class:`Settings`.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``fp32``, ``fp16`` or ``bf16`` autocast for the backbone.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        pretrained_dir: str | os.PathLike[str] | None = None,
+        device: str = "auto",
+        precision: Precision = "fp32",
+    ) -> None:
+        self.spec = get_model_spec(model)
+        self.precision = validate_precision(precision)
+        self.device = resolve_device(device)
+        if pretrained_dir is None:
+            pretrained_dir = Settings.from_env().pretrained_dir
+        self.backbone: nn.Module = load_backbone(self.spec, Path(pretrained_dir)).to(self.device)
+
+    def __repr__(self) -> str:
+        return f"FeatureExtractor(model={self.spec.name!r}, device={self.device}, precision={self.precision!r})"
+
+    def extract(
+        self,
+        video_path: str | os.PathLike[str],
+        *,
+        crop_type: CropType = "5-crop",
+        num_clips_per_video: int = -1,
+        batch_size: int = 16,
+        clip_sampling: ClipSampling = "sequential",
+    ) -> VideoFeatures:
+        """Compute the features of one video.
+
+        Raises:
+            VideoError: the video cannot be opened or decoded.
+            ConfigurationError: an argument has an unsupported value.
+            DeviceOutOfMemoryError: even a single clip does not fit on the device.
+        """
+        validate_crop_type(crop_type)
+        validate_num_clips(num_clips_per_video)
+        validate_clip_sampling(clip_sampling)
+        batch_slices(1, batch_size)  # validates batch_size before any decoding
+        started = time.perf_counter()
+        spec = self.spec
+        with VideoReader(video_path) as video:
+            clips = sample_clip_indices(
+                video.info.num_frames,
+                clip_len=spec.clip_len,
+                sampling_rate=spec.sampling_rate,
+                num_clips_per_video=num_clips_per_video,
+                clip_sampling=clip_sampling,
+            )
+            features = np.empty((len(clips), num_crops(crop_type), spec.feature_dim), dtype=np.float32)
+            for batch in batch_slices(len(clips), batch_size):
+                # Decode each distinct frame once, in order; clips index into that buffer.
+                unique_frames, positions = np.unique(clips[batch], return_inverse=True)
+                frames = torch.from_numpy(video.read_frames(unique_frames)).to(self.device)
+                model_input = frames_to_model_input(
+                    frames,
+                    positions.reshape(clips[batch].shape),
+                    short_side=spec.resize_short_side,
+                    crop_size=spec.crop_size,
+                    crop_type=crop_type,
+                    mean_rgb=spec.mean_rgb,
+                    std_rgb=spec.std_rgb,
+                )
+                del frames
+                features[batch] = self._embed_clips(model_input).cpu().numpy()
+        seconds = time.perf_counter() - started
+        logger.debug("%s: %s clips in %.2f s", video_path, features.shape, seconds)
+        return VideoFeatures(features, video.info.num_frames, video.info.fps, seconds, batch_size)
+
+    @torch.inference_mode()
+    def embed(self, clips_bvcthw: torch.Tensor) -> torch.Tensor:
+        """Run the backbone on ``(B, n_crops, C, T, H, W)`` and average-pool: ``(B, n_crops, D)`` float32."""
+        batch, views = clips_bvcthw.shape[:2]
+        with autocast(self.device, self.precision):
+            feature_maps = self.backbone(clips_bvcthw.flatten(0, 1))  # (B*V, D, t, h, w)
+        pooled = feature_maps.float().mean(dim=(2, 3, 4))
+        return pooled.view(batch, views, -1)
+
+    def _embed_clips(self, clips_bvcthw: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed`, splitting the batch in halves while the device runs out of memory."""
+        try:
+            return self.embed(clips_bvcthw)
+        except torch.OutOfMemoryError as e:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(clips_bvcthw) == 1:
+                raise DeviceOutOfMemoryError(
+                    f"One clip of {self.spec.name} does not fit in {self.device} memory; free the "
+                    "GPU, use a smaller crop type, or --precision fp16."
+                ) from e
+            half = len(clips_bvcthw) // 2
+            logger.warning("Out of memory on %d clips; retrying as %d + %d", len(clips_bvcthw), half,
+                           len(clips_bvcthw) - half)
+            return torch.cat([self._embed_clips(clips_bvcthw[:half]), self._embed_clips(clips_bvcthw[half:])])
+
+
+def extract_features(
+    video_path: str | os.PathLike[str],
+    *,
+    model: str,
+    crop_type: CropType = "5-crop",
+    num_clips_per_video: int = -1,
+    batch_size: int = 16,
+    clip_sampling: ClipSampling = "sequential",
+    pretrained_dir: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    precision: Precision = "fp32",
+) -> np.ndarray:
+    """Compute one video's features: ``(num_clips, n_crops, D)`` float32.
+
+    Loads the model on every call; use :class:`FeatureExtractor` for many videos.
+    """
+    extractor = FeatureExtractor(model, pretrained_dir=pretrained_dir, device=device, precision=precision)
+    return extractor.extract(
+        video_path,
+        crop_type=crop_type,
+        num_clips_per_video=num_clips_per_video,
+        batch_size=batch_size,
+        clip_sampling=clip_sampling,
+    ).features

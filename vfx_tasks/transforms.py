@@ -1,0 +1,139 @@
+"""Spatial preprocessing: resize the short side, cut crops, normalise, lay out for the model.
+
+Matches torchvision's ``Resize(256, antialias=True)`` on uint8, ``CenterCrop`` / ``FiveCrop`` /
+``TenCrop`` (same crop order and offsets) and ``Normalize`` on the 0-1 scale, as the original
+pipeline used them. Work is done once per *decoded frame*, not per clip, and clips are
+gathered at the end, so frames shared by clips are processed once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vfx_tasks.errors import ConfigurationError
+
+CropType = Literal["center", "5-crop", "10-crop"]
+CROP_TYPES: tuple[str, ...] = get_args(CropType)
+_NUM_CROPS: dict[str, int] = {"center": 1, "5-crop": 5, "10-crop": 10}
+
+
+def validate_crop_type(crop_type: str) -> CropType:
+    if crop_type not in _NUM_CROPS:
+        raise ConfigurationError(
+            f"Invalid crop type ({crop_type!r}). Supported values are {', '.join(CROP_TYPES)}."
+        )
+    return crop_type  # type: ignore[return-value]
+
+
+def num_crops(crop_type: CropType) -> int:
+    """Number of views a crop type produces per frame (1, 5 or 10)."""
+    return _NUM_CROPS[validate_crop_type(crop_type)]
+
+
+def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """Output ``(height, width)`` of a short-side resize, truncating the long side like
+    torchvision's ``Resize(int)``."""
+    if height <= width:
+        return short_side, int(short_side * width / height)
+    return int(short_side * height / width), short_side
+
+
+def resize_short_side(frames_nchw: torch.Tensor, short_side: int) -> torch.Tensor:
+    """Bilinear, antialiased resize of uint8 frames so the short side is ``short_side``.
+
+    Args:
+        frames_nchw: ``(N, 3, H, W)`` uint8.
+
+    Returns:
+        ``(N, 3, H', W')`` uint8. On the CPU the resize runs natively on uint8 (torch's
+        integer kernel, as torchvision does); elsewhere in float32, rounded back to uint8.
+    """
+    size = resized_size(frames_nchw.shape[-2], frames_nchw.shape[-1], short_side)
+    if tuple(frames_nchw.shape[-2:]) == size:
+        return frames_nchw
+    if frames_nchw.device.type == "cpu":
+        return F.interpolate(frames_nchw, size=size, mode="bilinear", antialias=True, align_corners=False)
+    resized = F.interpolate(
+        frames_nchw.float(), size=size, mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def crop_boxes(height: int, width: int, crop_size: int, crop_type: CropType) -> list[tuple[int, int]]:
+    """Top-left corners ``(top, left)`` of the crops, in torchvision's order.
+
+    ``center``: the centre crop. ``5-crop``: top-left, top-right, bottom-left, bottom-right,
+    centre. ``10-crop`` uses the ``5-crop`` boxes on the frame and on its mirror image.
+    """
+    validate_crop_type(crop_type)
+    if crop_size > height or crop_size > width:
+        raise ConfigurationError(f"Crop {crop_size} does not fit frames of {height}x{width}.")
+    # torchvision rounds the centre offset with Python's round() (half to even).
+    center = (int(round((height - crop_size) / 2.0)), int(round((width - crop_size) / 2.0)))
+    if crop_type == "center":
+        return [center]
+    bottom, right = height - crop_size, width - crop_size
+    return [(0, 0), (0, right), (bottom, 0), (bottom, right), center]
+
+
+def crop_views(frames_nchw: torch.Tensor, crop_size: int, crop_type: CropType) -> torch.Tensor:
+    """Cut the crops of every frame.
+
+    Args:
+        frames_nchw: ``(N, 3, H, W)`` frames, any dtype.
+
+    Returns:
+        ``(N, n_crops, 3, crop_size, crop_size)``, crops in torchvision's order.
+    """
+    height, width = frames_nchw.shape[-2:]
+    boxes = crop_boxes(height, width, crop_size, crop_type)
+    sources = [frames_nchw]
+    if crop_type == "10-crop":
+        sources.append(torch.flip(frames_nchw, dims=(-1,)))
+    views = [
+        source[..., top : top + crop_size, left : left + crop_size]
+        for source in sources
+        for top, left in boxes
+    ]
+    return torch.stack(views, dim=1)
+
+
+def normalize(
+    crops_uint8: torch.Tensor, mean_rgb: tuple[float, ...], std_rgb: tuple[float, ...]
+) -> torch.Tensor:
+    """Scale uint8 pixels to 0-1 and normalise per channel; channels on axis -3. Returns float32."""
+    shape = (3, 1, 1)
+    mean = torch.tensor(mean_rgb, dtype=torch.float32, device=crops_uint8.device).view(shape)
+    std = torch.tensor(std_rgb, dtype=torch.float32, device=crops_uint8.device).view(shape)
+    return (crops_uint8.float().div_(255.0) - mean).div_(std)
+
+
+def frames_to_model_input(
+    frames_nhwc: torch.Tensor,
+    clip_frame_positions: np.ndarray,
+    *,
+    short_side: int,
+    crop_size: int,
+    crop_type: CropType,
+    mean_rgb: tuple[float, ...],
+    std_rgb: tuple[float, ...],
+) -> torch.Tensor:
+    """Turn the decoded frames of a batch of clips into the backbone's input.
+
+    Args:
+        frames_nhwc: ``(N, H, W, 3)`` uint8 RGB, each distinct frame the batch needs, once.
+        clip_frame_positions: ``(B, T)`` positions into ``frames_nhwc`` of each clip's frames.
+
+    Returns:
+        ``(B, n_crops, 3, T, crop_size, crop_size)`` float32 on ``frames_nhwc``'s device.
+    """
+    frames_nchw = frames_nhwc.permute(0, 3, 1, 2)  # a channels-last view: the fast uint8 path
+    resized = resize_short_side(frames_nchw, short_side)
+    crops = normalize(crop_views(resized, crop_size, crop_type), mean_rgb, std_rgb)  # (N, V, C, h, w)
+    positions = torch.as_tensor(clip_frame_positions, dtype=torch.long, device=crops.device)
+    clips = crops[positions]  # (B, T, V, C, h, w)
+    return clips.permute(0, 2, 3, 1, 4, 5).contiguous()
