@@ -57,3 +57,21 @@ def videos_copy(tmp_path: Path, sample_videos_dir: Path) -> Path:
     for name in ("carphone_pristine.mp4", "bikes.mp4"):
         shutil.copy(sample_videos_dir / name, folder / name)
     return folder
+
+
+def write_test_video(
+    path: Path, *, width: int, height: int, num_frames: int, fps: float = 25.0, fourcc: str = "mp4v"
+) -> Path:
+    """Write a small real video whose frames are distinct gradients (OpenCV's encoder)."""
+    import cv2
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    assert writer.isOpened(), f"OpenCV cannot write {path} with {fourcc}"
+    ys, xs = np.mgrid[0:height, 0:width]
+    for i in range(num_frames):
+        frame = np.stack([(xs + 7 * i) % 256, (ys + 3 * i) % 256, np.full_like(xs, (11 * i) % 256)], axis=-1)
+        writer.write(frame.astype(np.uint8))
+    writer.release()
+    return path
