@@ -24,6 +24,7 @@ import importlib.util
 import os
 import sys
 import types
+import warnings
 from typing import Any
 
 from vfx_tasks.errors import DependencyError
@@ -73,7 +74,10 @@ def import_mmaction_backbones() -> types.ModuleType:
     try:
         _ensure_importlib_metadata()
         _install_drn_stand_in()
-        return importlib.import_module("mmaction.models.backbones")
+        with warnings.catch_warnings():
+            # mmcv-lite lacks compiled ops that no backbone here uses; mmcv warns on import.
+            warnings.filterwarnings("ignore", message=".*MultiScaleDeformableAttention.*")
+            return importlib.import_module("mmaction.models.backbones")
     except ImportError as e:
         raise DependencyError(
             f"Could not import mmaction2's backbones ({e}). Install the model stack with "
