@@ -18,7 +18,7 @@ from torch import nn
 
 from vfx_tasks.device import Precision, autocast, resolve_device, validate_precision
 from vfx_tasks.errors import DeviceOutOfMemoryError
-from vfx_tasks.models import get_model_spec
+from vfx_tasks.models import ModelSpec, get_model_spec
 from vfx_tasks.models.backbone import load_backbone
 from vfx_tasks.sampling import (
     ClipSampling,
@@ -116,19 +116,9 @@ class FeatureExtractor:
             )
             features = np.empty((len(clips), num_crops(crop_type), spec.feature_dim), dtype=np.float32)
             for batch in batch_slices(len(clips), batch_size):
-                # Decode each distinct frame once, in order; clips index into that buffer.
-                unique_frames, positions = np.unique(clips[batch], return_inverse=True)
-                frames = torch.from_numpy(video.read_frames(unique_frames)).to(self.device)
-                model_input = frames_to_model_input(
-                    frames,
-                    positions.reshape(clips[batch].shape),
-                    short_side=spec.resize_short_side,
-                    crop_size=spec.crop_size,
-                    crop_type=crop_type,
-                    mean_rgb=spec.mean_rgb,
-                    std_rgb=spec.std_rgb,
+                model_input = preprocess_clips(
+                    video, clips[batch], spec=spec, crop_type=crop_type, device=self.device
                 )
-                del frames
                 features[batch] = self._embed_clips(model_input).cpu().numpy()
         seconds = time.perf_counter() - started
         logger.debug("%s: %s clips in %.2f s", video_path, features.shape, seconds)
@@ -159,6 +149,36 @@ class FeatureExtractor:
             logger.warning("Out of memory on %d clips; retrying as %d + %d", len(clips_bvcthw), half,
                            len(clips_bvcthw) - half)
             return torch.cat([self._embed_clips(clips_bvcthw[:half]), self._embed_clips(clips_bvcthw[half:])])
+
+
+def preprocess_clips(
+    video: VideoReader,
+    clips_bt: np.ndarray,
+    *,
+    spec: ModelSpec,
+    crop_type: CropType,
+    device: torch.device,
+) -> torch.Tensor:
+    """Decode and transform one batch of clips into the backbone's input.
+
+    Args:
+        clips_bt: ``(B, T)`` frame numbers of each clip, as :func:`sample_clip_indices` gives.
+
+    Returns:
+        ``(B, n_crops, 3, T, crop_size, crop_size)`` float32 on ``device``.
+    """
+    # Decode each distinct frame once, in order; clips index into that buffer.
+    unique_frames, positions = np.unique(clips_bt, return_inverse=True)
+    frames = torch.from_numpy(video.read_frames(unique_frames)).to(device)
+    return frames_to_model_input(
+        frames,
+        positions.reshape(clips_bt.shape),
+        short_side=spec.resize_short_side,
+        crop_size=spec.crop_size,
+        crop_type=crop_type,
+        mean_rgb=spec.mean_rgb,
+        std_rgb=spec.std_rgb,
+    )
 
 
 def extract_features(
