@@ -82,7 +82,10 @@ class FeatureExtractor:
         self.backbone: nn.Module = load_backbone(self.spec, Path(pretrained_dir)).to(self.device)
 
     def __repr__(self) -> str:
-        return f"FeatureExtractor(model={self.spec.name!r}, device={self.device}, precision={self.precision!r})"
+        return (
+            f"FeatureExtractor(model={self.spec.name!r}, device={self.device}, "
+            f"precision={self.precision!r})"
+        )
 
     def extract(
         self,
@@ -120,6 +123,7 @@ class FeatureExtractor:
                     video, clips[batch], spec=spec, crop_type=crop_type, device=self.device
                 )
                 features[batch] = self._embed_clips(model_input).cpu().numpy()
+                del model_input  # a 10-crop batch is gigabytes: free it before decoding the next
         seconds = time.perf_counter() - started
         logger.debug("%s: %s clips in %.2f s", video_path, features.shape, seconds)
         return VideoFeatures(features, video.info.num_frames, video.info.fps, seconds, batch_size)

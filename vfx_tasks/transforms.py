@@ -102,14 +102,16 @@ def crop_views(frames_nchw: torch.Tensor, crop_size: int, crop_type: CropType) -
     return torch.stack(views, dim=1)
 
 
-def normalize(
-    crops_uint8: torch.Tensor, mean_rgb: tuple[float, ...], std_rgb: tuple[float, ...]
+def normalize_(
+    clips_uint8: torch.Tensor, mean_rgb: tuple[float, ...], std_rgb: tuple[float, ...], *, channel_dim: int
 ) -> torch.Tensor:
-    """Scale uint8 pixels to 0-1 and normalise per channel; channels on axis -3. Returns float32."""
-    shape = (3, 1, 1)
-    mean = torch.tensor(mean_rgb, dtype=torch.float32, device=crops_uint8.device).view(shape)
-    std = torch.tensor(std_rgb, dtype=torch.float32, device=crops_uint8.device).view(shape)
-    return (crops_uint8.float().div_(255.0) - mean).div_(std)
+    """Scale uint8 pixels to 0-1 and normalise per channel, converting to float32 once and then
+    working in place. ``channel_dim`` is the axis of the 3 colour channels."""
+    shape = [1] * clips_uint8.dim()
+    shape[channel_dim] = 3
+    mean = torch.tensor(mean_rgb, dtype=torch.float32, device=clips_uint8.device).view(shape)
+    std = torch.tensor(std_rgb, dtype=torch.float32, device=clips_uint8.device).view(shape)
+    return clips_uint8.float().div_(255.0).sub_(mean).div_(std)
 
 
 def frames_to_model_input(
@@ -133,7 +135,8 @@ def frames_to_model_input(
     """
     frames_nchw = frames_nhwc.permute(0, 3, 1, 2)  # a channels-last view: the fast uint8 path
     resized = resize_short_side(frames_nchw, short_side)
-    crops = normalize(crop_views(resized, crop_size, crop_type), mean_rgb, std_rgb)  # (N, V, C, h, w)
+    crops = crop_views(resized, crop_size, crop_type)  # (N, V, C, h, w) uint8
     positions = torch.as_tensor(clip_frame_positions, dtype=torch.long, device=crops.device)
-    clips = crops[positions]  # (B, T, V, C, h, w)
-    return clips.permute(0, 2, 3, 1, 4, 5).contiguous()
+    # Gather and lay out while still uint8 (a quarter of the bytes), then go to float once.
+    clips = crops[positions].permute(0, 2, 3, 1, 4, 5).contiguous()  # (B, V, C, T, h, w)
+    return normalize_(clips, mean_rgb, std_rgb, channel_dim=2)
