@@ -18,7 +18,9 @@ def i3d(pretrained_dir: Path) -> FeatureExtractor:
     return FeatureExtractor("i3d", pretrained_dir=pretrained_dir, device="cpu")
 
 
-def test_first_n_clips_equal_the_first_clips_of_all(i3d: FeatureExtractor, sample_videos_dir: Path) -> None:
+def test_first_n_clips_equal_the_first_clips_of_all(
+    i3d: FeatureExtractor, sample_videos_dir: Path
+) -> None:
     video = sample_videos_dir / "carphone_pristine.mp4"
     everything = i3d.extract(video, crop_type="center", batch_size=1)
     first = i3d.extract(video, crop_type="center", num_clips_per_video=1)

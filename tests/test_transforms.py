@@ -15,7 +15,9 @@ from vfx_tasks.transforms import crop_boxes, crop_views, frames_to_model_input, 
     ("height", "width", "expected"),
     [(720, 1280, (256, 455)), (144, 176, (256, 312)), (1280, 720, (455, 256)), (256, 256, (256, 256))],
 )
-def test_short_side_resize_truncates_the_long_side(height: int, width: int, expected: tuple[int, int]) -> None:
+def test_short_side_resize_truncates_the_long_side(
+    height: int, width: int, expected: tuple[int, int]
+) -> None:
     assert resized_size(height, width, 256) == expected
 
 

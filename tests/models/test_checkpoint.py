@@ -58,7 +58,8 @@ def test_wrong_shape_is_listed(tmp_path: Path, i3d_checkpoint: dict) -> None:
     state = dict(i3d_checkpoint["state_dict"])
     state["backbone.conv1.conv.weight"] = torch.zeros(64, 3, 1, 7, 7)
     folder = save_as_i3d(tmp_path / "p", {"state_dict": state})
-    with pytest.raises(CheckpointMismatchError, match=r"wrong shape: conv1\.conv\.weight: checkpoint \(64, 3, 1, 7, 7\)"):
+    expected = r"wrong shape: conv1\.conv\.weight: checkpoint \(64, 3, 1, 7, 7\)"
+    with pytest.raises(CheckpointMismatchError, match=expected):
         load_backbone(I3D, folder)
 
 
@@ -95,7 +96,8 @@ def test_untrusted_pickle_is_not_unpickled(tmp_path: Path, i3d_checkpoint: dict)
 def test_file_matching_its_official_hash_is_fully_unpickled(tmp_path: Path) -> None:
     # Given a checkpoint with non-tensor metadata, named like OpenMMLab names its files
     staging = tmp_path / "staging.pth"
-    torch.save({"meta": {"args": argparse.Namespace(x=1)}, "state_dict": {"backbone.w": torch.ones(2)}}, staging)
+    checkpoint = {"meta": {"args": argparse.Namespace(x=1)}, "state_dict": {"backbone.w": torch.ones(2)}}
+    torch.save(checkpoint, staging)
     named = tmp_path / f"model_20220101-{file_sha256(staging)[:8]}.pth"
     staging.rename(named)
     spec = dataclasses.replace(I3D, checkpoint_filename=named.name)

@@ -6,7 +6,6 @@ import copy
 import logging
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from vfx_tasks.models._mmaction_compat import import_mmaction_backbones
