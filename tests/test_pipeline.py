@@ -36,7 +36,9 @@ def test_batch_size_does_not_change_features(i3d: FeatureExtractor, sample_video
     np.testing.assert_allclose(one_by_one, all_at_once, rtol=0, atol=1e-4)
 
 
-def test_uniform_sampling_reaches_the_end_of_the_video(i3d: FeatureExtractor, sample_videos_dir: Path) -> None:
+def test_uniform_sampling_reaches_the_end_of_the_video(
+    i3d: FeatureExtractor, sample_videos_dir: Path
+) -> None:
     video = sample_videos_dir / "bikes.mp4"  # 250 frames: sequential N=2 covers only the first 128
     uniform = i3d.extract(video, crop_type="center", num_clips_per_video=2, clip_sampling="uniform")
     sequential = i3d.extract(video, crop_type="center", num_clips_per_video=2)
