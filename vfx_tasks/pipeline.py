@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,9 @@ class FeatureExtractor:
         if pretrained_dir is None:
             pretrained_dir = Settings.from_env().pretrained_dir
         self.backbone: nn.Module = load_backbone(self.spec, Path(pretrained_dir)).to(self.device)
+        if self.device.type == "cuda":
+            # Input shapes repeat (batch x crops x 3 x 32 x 224 x 224): let cuDNN pick its kernels once.
+            torch.backends.cudnn.benchmark = True
 
     def __repr__(self) -> str:
         return (
@@ -118,12 +122,22 @@ class FeatureExtractor:
                 clip_sampling=clip_sampling,
             )
             features = np.empty((len(clips), num_crops(crop_type), spec.feature_dim), dtype=np.float32)
-            for batch in batch_slices(len(clips), batch_size):
-                model_input = preprocess_clips(
-                    video, clips[batch], spec=spec, crop_type=crop_type, device=self.device
-                )
-                features[batch] = self._embed_clips(model_input).cpu().numpy()
-                del model_input  # a 10-crop batch is gigabytes: free it before decoding the next
+            batches = batch_slices(len(clips), batch_size)
+            pin = self.device.type == "cuda"
+            # One decode thread keeps the next batch ready while this one runs through the
+            # model: decord and torch both release the GIL, so decoding overlaps the backbone.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vfx-decode") as decoder:
+                upcoming = decoder.submit(decode_clips, video, clips[batches[0]], pin_memory=pin)
+                for index, batch in enumerate(batches):
+                    decoded = upcoming.result()
+                    if index + 1 < len(batches):
+                        upcoming = decoder.submit(
+                            decode_clips, video, clips[batches[index + 1]], pin_memory=pin
+                        )
+                    model_input = transform_clips(decoded, spec=spec, crop_type=crop_type, device=self.device)
+                    del decoded
+                    features[batch] = self._embed_clips(model_input).cpu().numpy()
+                    del model_input  # a 10-crop batch is gigabytes: free it before the next
         seconds = time.perf_counter() - started
         logger.debug("%s: %s clips in %.2f s", video_path, features.shape, seconds)
         return VideoFeatures(features, video.info.num_frames, video.info.fps, seconds, batch_size)
@@ -155,6 +169,50 @@ class FeatureExtractor:
             return torch.cat([self._embed_clips(clips_bvcthw[:half]), self._embed_clips(clips_bvcthw[half:])])
 
 
+@dataclass(frozen=True)
+class DecodedClips:
+    """The distinct frames a batch of clips needs, and where each clip finds its frames."""
+
+    frames_nhwc: torch.Tensor
+    """``(N, H, W, 3)`` uint8 RGB on the CPU (pinned when bound for a GPU)."""
+    positions_bt: np.ndarray
+    """``(B, T)`` indices into ``frames_nhwc``."""
+
+
+def decode_clips(video: VideoReader, clips_bt: np.ndarray, *, pin_memory: bool = False) -> DecodedClips:
+    """Decode each distinct frame of a batch of clips once, in frame order.
+
+    Args:
+        clips_bt: ``(B, T)`` frame numbers of each clip, as :func:`sample_clip_indices` gives.
+        pin_memory: page-lock the frames so the copy to the GPU can run asynchronously.
+    """
+    unique_frames, positions = np.unique(clips_bt, return_inverse=True)
+    frames = torch.from_numpy(video.read_frames(unique_frames))
+    if pin_memory:
+        frames = frames.pin_memory()
+    return DecodedClips(frames, positions.reshape(clips_bt.shape))
+
+
+def transform_clips(
+    decoded: DecodedClips, *, spec: ModelSpec, crop_type: CropType, device: torch.device
+) -> torch.Tensor:
+    """Move decoded frames to ``device`` and turn them into the backbone's input there.
+
+    Returns:
+        ``(B, n_crops, 3, T, crop_size, crop_size)`` float32 on ``device``.
+    """
+    frames = decoded.frames_nhwc.to(device, non_blocking=True)
+    return frames_to_model_input(
+        frames,
+        decoded.positions_bt,
+        short_side=spec.resize_short_side,
+        crop_size=spec.crop_size,
+        crop_type=crop_type,
+        mean_rgb=spec.mean_rgb,
+        std_rgb=spec.std_rgb,
+    )
+
+
 def preprocess_clips(
     video: VideoReader,
     clips_bt: np.ndarray,
@@ -163,26 +221,9 @@ def preprocess_clips(
     crop_type: CropType,
     device: torch.device,
 ) -> torch.Tensor:
-    """Decode and transform one batch of clips into the backbone's input.
-
-    Args:
-        clips_bt: ``(B, T)`` frame numbers of each clip, as :func:`sample_clip_indices` gives.
-
-    Returns:
-        ``(B, n_crops, 3, T, crop_size, crop_size)`` float32 on ``device``.
-    """
-    # Decode each distinct frame once, in order; clips index into that buffer.
-    unique_frames, positions = np.unique(clips_bt, return_inverse=True)
-    frames = torch.from_numpy(video.read_frames(unique_frames)).to(device)
-    return frames_to_model_input(
-        frames,
-        positions.reshape(clips_bt.shape),
-        short_side=spec.resize_short_side,
-        crop_size=spec.crop_size,
-        crop_type=crop_type,
-        mean_rgb=spec.mean_rgb,
-        std_rgb=spec.std_rgb,
-    )
+    """Decode and transform one batch of clips: :func:`decode_clips` then :func:`transform_clips`."""
+    decoded = decode_clips(video, clips_bt, pin_memory=device.type == "cuda")
+    return transform_clips(decoded, spec=spec, crop_type=crop_type, device=device)
 
 
 def extract_features(
