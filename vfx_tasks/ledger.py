@@ -223,24 +223,12 @@ class Ledger:
             return {k: json.loads(v) for k, v in raw.items()}
         return raw
 
-    def states_of(self, run_id: str, relative_ids: list[str]) -> dict[str, str]:
-        """Current state (``done``, ``failed`` or ``pending``) of each given video that has one."""
-
+    def summaries(self, run_id: str, state: str, relative_ids: list[str]) -> dict[str, Any]:
+        """Decoded ``done`` / ``failed`` entries of the given videos that have one."""
         if not relative_ids:
             return {}
-
-        def fetch() -> dict[str, str]:
-            pipe = self.client.pipeline(transaction=False)
-            for state in ("done", "failed", "pending"):
-                pipe.hmget(self._key(run_id, state), relative_ids)
-            found: dict[str, str] = {}
-            for state, values in zip(("done", "failed", "pending"), pipe.execute()):
-                for relative_id, value in zip(relative_ids, values):
-                    if value is not None and relative_id not in found:
-                        found[relative_id] = state
-            return found
-
-        return self._call(fetch)
+        values = self._call(lambda: self.client.hmget(self._key(run_id, state), relative_ids))
+        return {k: json.loads(v) for k, v in zip(relative_ids, values) if v is not None}
 
     def runs(self) -> list[dict[str, str]]:
         """Every run's description, with its ``run_id``."""
