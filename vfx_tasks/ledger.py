@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,7 +53,7 @@ class RunSpec:
         """Like the constructor, with ``output_dir`` made absolute so every machine agrees."""
         return cls(output_dir=str(Path(output_dir).expanduser().resolve()), **kwargs)
 
-    @property
+    @cached_property
     def run_id(self) -> str:
         payload = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
