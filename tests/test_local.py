@@ -29,10 +29,22 @@ def assert_no_process_left(marker: str, started: set[int], timeout: float = 10) 
 
 def start_local(videos: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "vfx_tasks.cli.enqueue", "--input_dir", str(videos), "--output_dir", str(out),
-         *ARGS, "--local"],
+        [
+            sys.executable,
+            "-m",
+            "vfx_tasks.cli.enqueue",
+            "--input_dir",
+            str(videos),
+            "--output_dir",
+            str(out),
+            *ARGS,
+            "--local",
+        ],
         env={**env, "VFX_BROKER_URL": ""},  # --local needs no Redis of its own
-        cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -32,8 +32,14 @@ pytestmark = pytest.mark.slow
 
 
 def run_spec(output_dir: Path) -> RunSpec:
-    return RunSpec.create(output_dir, model=DEFAULT_MODEL, crop_type="center", num_clips_per_video=1,
-                          clip_sampling="sequential", precision="fp32")
+    return RunSpec.create(
+        output_dir,
+        model=DEFAULT_MODEL,
+        crop_type="center",
+        num_clips_per_video=1,
+        clip_sampling="sequential",
+        precision="fp32",
+    )
 
 
 def npy_files(folder: Path) -> list[str]:
@@ -50,19 +56,29 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = PROCES
 
 def start_enqueue_wait(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", ENQUEUE, *args, *COMMON, "--wait"], env=env, cwd=REPO_DIR,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", ENQUEUE, *args, *COMMON, "--wait"],
+        env=env,
+        cwd=REPO_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 @pytest.fixture(scope="module")
-def shared_worker(pretrained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, WorkerProcess]]:
+def shared_worker(
+    pretrained_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, WorkerProcess]]:
     """One Redis and one CPU worker for the tests that need nothing special (saves a model load each)."""
     with RedisServer() as server:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_DIR), env.get("PYTHONPATH", "")]))
-        env.update(VFX_BROKER_URL=server.url, VFX_RESULT_BACKEND="", VFX_PRETRAINED_DIR=str(pretrained_dir),
-                   VFX_DEVICE="cpu")
+        env.update(
+            VFX_BROKER_URL=server.url,
+            VFX_RESULT_BACKEND="",
+            VFX_PRETRAINED_DIR=str(pretrained_dir),
+            VFX_DEVICE="cpu",
+        )
         worker = WorkerProcess(env, tmp_path_factory.mktemp("shared-worker") / "worker.log", "shared@%h")
         try:
             yield server.url, worker
@@ -72,12 +88,16 @@ def shared_worker(pretrained_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 def enqueue_in_process(redis_url: str, *args: str) -> Result:
     """``vfx-enqueue`` through click's runner: no interpreter start-up per call."""
-    return CliRunner().invoke(enqueue.main, [*args, *COMMON], env={"VFX_BROKER_URL": redis_url},
-                              catch_exceptions=False)
+    return CliRunner().invoke(
+        enqueue.main, [*args, *COMMON], env={"VFX_BROKER_URL": redis_url}, catch_exceptions=False
+    )
 
 
 def test_end_to_end_matches_the_pipeline_and_resumes(
-    nested_videos: Path, tmp_path: Path, shared_worker: tuple[str, WorkerProcess], pretrained_dir: Path,
+    nested_videos: Path,
+    tmp_path: Path,
+    shared_worker: tuple[str, WorkerProcess],
+    pretrained_dir: Path,
 ) -> None:
     redis_url, _ = shared_worker
     out, progress = tmp_path / "features", tmp_path / "progress.txt"
@@ -91,12 +111,16 @@ def test_end_to_end_matches_the_pipeline_and_resumes(
     assert sorted(progress.read_text().split()) == ["a/b/deep", "a/other", "top"]
     extractor = FeatureExtractor("i3d", pretrained_dir=pretrained_dir, device="cpu")
     for relative_id, source in [("top", "top.mp4"), ("a/b/deep", "a/b/deep.mp4"), ("a/other", "a/other.avi")]:
-        expected = extractor.extract(nested_videos / source, crop_type="center", num_clips_per_video=1).features
+        expected = extractor.extract(
+            nested_videos / source, crop_type="center", num_clips_per_video=1
+        ).features
         actual = np.load(out / f"{relative_id}.npy")
         assert actual.shape == (1, 1, 2048) and actual.dtype == np.float32
         np.testing.assert_array_equal(actual, expected)
     # The result backend keeps each task's summary.
-    result = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(run_spec(out).task_id("a/other"))
+    result = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(
+        run_spec(out).task_id("a/other")
+    )
     assert result.state == "SUCCESS"
     assert result.result["shape"] == [1, 1, 2048] and result.result["num_frames"] == 60
 
@@ -112,7 +136,9 @@ def test_end_to_end_matches_the_pipeline_and_resumes(
 
 
 def test_corrupt_videos_fail_with_their_reason_and_others_succeed(
-    tmp_path: Path, sample_videos_dir: Path, shared_worker: tuple[str, WorkerProcess],
+    tmp_path: Path,
+    sample_videos_dir: Path,
+    shared_worker: tuple[str, WorkerProcess],
 ) -> None:
     redis_url, worker = shared_worker
     videos, out = tmp_path / "videos", tmp_path / "features"
@@ -129,7 +155,9 @@ def test_corrupt_videos_fail_with_their_reason_and_others_succeed(
     assert npy_files(out) == ["good.npy"]
     # Permanent errors are not retried, and the result backend keeps the failure.
     assert "Retry in" not in worker.log()
-    failure = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(run_spec(out).task_id("empty"))
+    failure = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(
+        run_spec(out).task_id("empty")
+    )
     assert failure.state == "FAILURE"
     assert type(failure.result).__name__ == "VideoError"
     report = CliRunner().invoke(status.main, ["--output_dir", str(out)], env={"VFX_BROKER_URL": redis_url})
@@ -145,8 +173,11 @@ def _kill_pool_child_while_running(worker: WorkerProcess, ledger: Ledger, run_id
 
 
 def test_killed_worker_child_loses_nothing(
-    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str],
-    start_worker: Callable[..., WorkerProcess], redis_url: str,
+    tmp_path: Path,
+    sample_videos_dir: Path,
+    queue_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    redis_url: str,
 ) -> None:
     videos, out = tmp_path / "videos", tmp_path / "features"
     videos.mkdir()
@@ -164,15 +195,20 @@ def test_killed_worker_child_loses_nothing(
     assert waiting.returncode == 0, stderr
     assert "2 done, 0 failed of 2" in stderr
     assert npy_files(out) == ["carphone_distorted.npy", "carphone_pristine.npy"]
-    assert all(is_valid_output(p, n_crops=1, feature_dim=2048, num_clips_per_video=1) for p in out.rglob("*.npy"))
+    assert all(
+        is_valid_output(p, n_crops=1, feature_dim=2048, num_clips_per_video=1) for p in out.rglob("*.npy")
+    )
     assert find_temp_files(out) == []
     assert "WorkerLostError" in first.log()
     assert "redelivered after 1 worker death" in first.log() + second.log()
 
 
 def test_redeliveries_are_capped(
-    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str],
-    start_worker: Callable[..., WorkerProcess], redis_url: str,
+    tmp_path: Path,
+    sample_videos_dir: Path,
+    queue_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    redis_url: str,
 ) -> None:
     videos, out = tmp_path / "videos", tmp_path / "features"
     videos.mkdir()

@@ -229,7 +229,7 @@ class Ledger:
         if not relative_ids:
             return {}
         values = self._call(lambda: self.client.hmget(self._key(run_id, state), relative_ids))
-        return {k: json.loads(v) for k, v in zip(relative_ids, values) if v is not None}
+        return {k: json.loads(v) for k, v in zip(relative_ids, values, strict=True) if v is not None}
 
     def runs(self) -> list[dict[str, str]]:
         """Every run's description, with its ``run_id``."""
@@ -239,6 +239,6 @@ class Ledger:
             pipe = self.client.pipeline(transaction=False)
             for run_id in run_ids:
                 pipe.hgetall(self._key(run_id, "meta"))
-            return [{"run_id": run_id, **meta} for run_id, meta in zip(run_ids, pipe.execute())]
+            return [{"run_id": run_id, **meta} for run_id, meta in zip(run_ids, pipe.execute(), strict=True)]
 
         return self._call(list_runs)

@@ -63,8 +63,10 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         self.redis.start()
         try:
-            gpus = self.gpus if self.gpus is not None else (
-                [] if self.settings.device == "cpu" else visible_gpus()
+            gpus = (
+                self.gpus
+                if self.gpus is not None
+                else ([] if self.settings.device == "cpu" else visible_gpus())
             )
             for index, gpu in enumerate(gpus or [None]):
                 self.workers.append(self._start_worker(index, gpu))
@@ -78,16 +80,30 @@ class LocalCluster:
         if gpu is None and self.settings.device == "auto":
             pinning = ["--device", "cpu"]  # no GPU visible
         command = [
-            sys.executable, "-m", "vfx_tasks.cli.worker", *pinning,
-            "--broker-url", self.redis.url, "--result-backend", self.redis.url,
-            "--pretrained-dir", str(self.settings.pretrained_dir),
-            "--name", f"local{index}@%h", "--loglevel", "info",
-            "--without-gossip", "--without-mingle",
+            sys.executable,
+            "-m",
+            "vfx_tasks.cli.worker",
+            *pinning,
+            "--broker-url",
+            self.redis.url,
+            "--result-backend",
+            self.redis.url,
+            "--pretrained-dir",
+            str(self.settings.pretrained_dir),
+            "--name",
+            f"local{index}@%h",
+            "--loglevel",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
         ]
         log_path = self.log_dir / f"worker-{index}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                command, env=_child_environ(self.settings), stdout=log, stderr=subprocess.STDOUT,
+                command,
+                env=_child_environ(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         logger.info("Started local worker %d (pid %d), log %s", index, process.pid, log_path)
@@ -110,7 +126,9 @@ class LocalCluster:
             try:
                 worker.wait(self.stop_grace_seconds)
             except subprocess.TimeoutExpired:
-                logger.warning("Worker %d did not stop in %.0f s; killing it", worker.pid, self.stop_grace_seconds)
+                logger.warning(
+                    "Worker %d did not stop in %.0f s; killing it", worker.pid, self.stop_grace_seconds
+                )
             # Also reaps pool children that outlived their parent.
             _signal_group(worker, signal.SIGKILL)
             worker.wait()

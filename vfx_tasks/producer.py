@@ -143,8 +143,10 @@ def enqueue_videos(
         producer.maybe_declare(app.amqp.queues[app.conf.task_default_queue])
         for chunk in _chunks(items, CLAIM_CHUNK):
             claimed = ledger.claim(run, [item.relative_id for item in chunk], force=force)
-            to_send = [item for item, got in zip(chunk, claimed) if got]
-            result.already_queued += [item.relative_id for item, got in zip(chunk, claimed) if not got]
+            to_send = [item for item, got in zip(chunk, claimed, strict=True) if got]
+            result.already_queued += [
+                item.relative_id for item, got in zip(chunk, claimed, strict=True) if not got
+            ]
             try:
                 # kombu >= 5.7 buffers the publishes of a batch in one Redis pipeline.
                 with producer.batch(max_size=CLAIM_CHUNK) if hasattr(producer, "batch") else nullcontext():
@@ -174,7 +176,9 @@ def _release_quietly(ledger: Ledger, run_id: str, relative_ids: list[str]) -> No
     try:
         ledger.release(run_id, relative_ids)
     except BrokerUnavailableError:
-        logger.warning("Could not release %d claims; `vfx-enqueue --force` queues them again", len(relative_ids))
+        logger.warning(
+            "Could not release %d claims; `vfx-enqueue --force` queues them again", len(relative_ids)
+        )
 
 
 def task_kwargs(run: RunSpec, item: VideoItem, *, batch_size: int) -> dict[str, object]:

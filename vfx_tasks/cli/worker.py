@@ -38,7 +38,9 @@ def parse_gpus(value: str | None) -> list[int]:
     try:
         gpus = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of GPU indices, e.g. 0,1,2,3.") from None
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of GPU indices, e.g. 0,1,2,3."
+        ) from None
     if not gpus or any(gpu < 0 for gpu in gpus) or len(set(gpus)) != len(gpus):
         raise click.BadParameter(f"{value!r}: give distinct GPU indices >= 0, e.g. 0,1,2,3.")
     return gpus
@@ -49,9 +51,22 @@ def celery_worker_command(
 ) -> list[str]:
     """The ``celery worker`` command line; ``celery_args`` come last so they override the defaults."""
     return [
-        sys.executable, "-m", "celery", "-A", "vfx_tasks", "worker",
-        "--hostname", name, "--concurrency", str(concurrency), "--pool", "prefork",
-        "--task-events", "--loglevel", loglevel, *celery_args,
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "vfx_tasks",
+        "worker",
+        "--hostname",
+        name,
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "--task-events",
+        "--loglevel",
+        loglevel,
+        *celery_args,
     ]
 
 
@@ -93,12 +108,17 @@ def supervise(commands: list[tuple[list[str], dict[str, str]]]) -> int:
             break
         for index, process in enumerate(processes):
             if not stopping and process is not None and process.poll() is not None:
-                logger.warning("Worker %d exited with %s; restarting in %.0f s", index, process.returncode,
-                               RESTART_DELAY_SECONDS)
+                logger.warning(
+                    "Worker %d exited with %s; restarting in %.0f s",
+                    index,
+                    process.returncode,
+                    RESTART_DELAY_SECONDS,
+                )
                 time.sleep(RESTART_DELAY_SECONDS)
                 if not stopping:
-                    processes[index] = subprocess.Popen(commands[index][0], env=commands[index][1],
-                                                        start_new_session=True)
+                    processes[index] = subprocess.Popen(
+                        commands[index][0], env=commands[index][1], start_new_session=True
+                    )
         time.sleep(0.5)
     return max((p.returncode or 0 for p in processes if p is not None), default=0)
 
@@ -106,17 +126,39 @@ def supervise(commands: list[tuple[list[str], dict[str, str]]]) -> int:
 @click.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
 @click.option("--gpu", type=int, envvar="VFX_GPU", help="Pin this worker to one GPU (CUDA_VISIBLE_DEVICES).")
 @click.option("--gpus", envvar="VFX_GPUS", help="Start and supervise one worker per GPU, e.g. 0,1,2,3.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), envvar="VFX_DEVICE", default=None,
-              help="cpu for CPU-only machines. Default: cuda with --gpu/--gpus, else auto.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    envvar="VFX_DEVICE",
+    default=None,
+    help="cpu for CPU-only machines. Default: cuda with --gpu/--gpus, else auto.",
+)
 @click.option("--broker-url", "--broker_url", envvar="VFX_BROKER_URL", help="Redis URL of the queue.")
-@click.option("--result-backend", "--result_backend", envvar="VFX_RESULT_BACKEND",
-              help="Result backend URL (default: the broker's Redis).")
-@click.option("--pretrained-dir", "--pretrained_dir", envvar="VFX_PRETRAINED_DIR",
-              type=click.Path(file_okay=False), help="Folder with the model checkpoints.")
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, envvar="VFX_CONCURRENCY",
-              show_default=True, help="Worker processes (each loads its own model).")
-@click.option("--name", "-n", envvar="VFX_WORKER_NAME",
-              help="Worker name; default gpu<N>@<host> or cpu@<host>.")
+@click.option(
+    "--result-backend",
+    "--result_backend",
+    envvar="VFX_RESULT_BACKEND",
+    help="Result backend URL (default: the broker's Redis).",
+)
+@click.option(
+    "--pretrained-dir",
+    "--pretrained_dir",
+    envvar="VFX_PRETRAINED_DIR",
+    type=click.Path(file_okay=False),
+    help="Folder with the model checkpoints.",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=1,
+    envvar="VFX_CONCURRENCY",
+    show_default=True,
+    help="Worker processes (each loads its own model).",
+)
+@click.option(
+    "--name", "-n", envvar="VFX_WORKER_NAME", help="Worker name; default gpu<N>@<host> or cpu@<host>."
+)
 @click.option("--loglevel", "-l", default="info", envvar="VFX_LOGLEVEL", show_default=True)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def main(
