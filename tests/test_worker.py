@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -78,6 +79,9 @@ def shared_worker(
             VFX_RESULT_BACKEND="",
             VFX_PRETRAINED_DIR=str(pretrained_dir),
             VFX_DEVICE="cpu",
+            # One quick retry, so that the transient-error test does not wait minutes.
+            VFX_MAX_RETRIES="1",
+            VFX_RETRY_BACKOFF_MAX_SECONDS="1",
         )
         worker = WorkerProcess(env, tmp_path_factory.mktemp("shared-worker") / "worker.log", "shared@%h")
         try:
@@ -154,7 +158,7 @@ def test_corrupt_videos_fail_with_their_reason_and_others_succeed(
     assert "FAILED garbage: [bad_video]" in result.stderr
     assert npy_files(out) == ["good.npy"]
     # Permanent errors are not retried, and the result backend keeps the failure.
-    assert "Retry in" not in worker.log()
+    assert not re.search(r"(empty|garbage): .*; retry", worker.log())
     failure = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(
         run_spec(out).task_id("empty")
     )
@@ -162,6 +166,24 @@ def test_corrupt_videos_fail_with_their_reason_and_others_succeed(
     assert type(failure.result).__name__ == "VideoError"
     report = CliRunner().invoke(status.main, ["--output_dir", str(out)], env={"VFX_BROKER_URL": redis_url})
     assert "done 1, failed 2" in report.stdout and "FAILED garbage: [bad_video]" in report.stdout
+
+
+def test_transient_errors_are_retried_then_recorded(
+    tmp_path: Path, sample_videos_dir: Path, shared_worker: tuple[str, WorkerProcess]
+) -> None:
+    redis_url, worker = shared_worker
+    videos, out = tmp_path / "videos", tmp_path / "features"
+    (videos / "blocked").mkdir(parents=True)
+    shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / "blocked" / "v.mp4")
+    out.mkdir()
+    (out / "blocked").write_text("a file where the output folder should be")  # every write fails
+    # Given an output that cannot be written (a transient error: space or permissions may be fixed),
+    result = enqueue_in_process(redis_url, "--input_dir", str(videos), "--output_dir", str(out), "--wait")
+    # then the task is retried (VFX_MAX_RETRIES=1 here) and, still failing, recorded with its reason.
+    assert result.exit_code == 1, result.stderr
+    assert "FAILED blocked/v: [output_error] Cannot write features" in result.stderr
+    assert "blocked/v: Cannot write features" in worker.log() and "retry 1 in" in worker.log()
+    assert find_temp_files(out) == []
 
 
 def _kill_pool_child_while_running(worker: WorkerProcess, ledger: Ledger, run_id: str) -> None:
