@@ -36,7 +36,9 @@ def test_gpu_pinning_and_pass_through_arguments() -> None:
     environ = worker_environment(settings, gpu=2)
     assert environ["CUDA_VISIBLE_DEVICES"] == "2" and environ["VFX_BROKER_URL"] == "redis://h:1/0"
     assert worker_environment(settings.with_overrides(device="cpu"), gpu=None)["CUDA_VISIBLE_DEVICES"] == ""
-    command = celery_worker_command(name="gpu2@%h", concurrency=1, loglevel="info", celery_args=("-O", "fair"))
+    command = celery_worker_command(
+        name="gpu2@%h", concurrency=1, loglevel="info", celery_args=("-O", "fair")
+    )
     assert command[-2:] == ["-O", "fair"]
     assert command[command.index("--hostname") + 1] == "gpu2@%h"
     assert command[command.index("--pool") + 1] == "prefork"
