@@ -10,6 +10,7 @@ and with hyphens (``--input-dir``); each also reads a ``VFX_*`` environment vari
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -267,7 +268,7 @@ def run_enqueue(
         local_settings = settings.with_overrides(
             broker_url=cluster.broker_url, result_backend=cluster.broker_url
         )
-        return _enqueue_and_maybe_wait(
+        code = _enqueue_and_maybe_wait(
             local_settings,
             run,
             source,
@@ -280,6 +281,9 @@ def run_enqueue(
             poll_seconds=poll_seconds,
             check=cluster.check,
         )
+    if code == EXIT_OK:
+        shutil.rmtree(cluster.log_dir, ignore_errors=True)  # kept only when something failed
+    return code
 
 
 def _enqueue_and_maybe_wait(
