@@ -158,6 +158,16 @@ def test_unreachable_redis_is_one_clear_line(
     assert result.stderr.strip().splitlines()[-1].startswith(f"Error: Cannot reach Redis at {url}")
 
 
+def test_wait_timeout_ends_the_wait_with_exit_code_4(
+    redis_url: str, fake_videos: Path, tmp_path: Path
+) -> None:
+    # Given no worker at all, --wait would wait forever; --wait-timeout stops it.
+    args = ["--input_dir", str(fake_videos), "--output_dir", str(tmp_path / "out"), *COMMON]
+    result = enqueue(redis_url, *args, "--wait", "--wait-timeout", "0.5", "--poll_seconds", "0.1")
+    assert result.exit_code == 4
+    assert "0/5 done" in result.output and "Stopped waiting after 0.5 s" in result.output
+
+
 def test_enqueueing_many_videos_takes_seconds(redis_url: str, tmp_path: Path) -> None:
     root = tmp_path / "many"
     for folder in range(20):

@@ -14,7 +14,18 @@ from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, alive_pids, descendant_p
 
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
-ARGS = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
+ARGS = [
+    "--model",
+    "i3d",
+    "--crop_type",
+    "center",
+    "--num_clips_per_video",
+    "1",
+    "--poll_seconds",
+    "0.2",
+    "--wait-timeout",
+    str(PROCESS_TIMEOUT_SECONDS),
+]
 
 pytestmark = pytest.mark.slow
 

@@ -57,7 +57,16 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = PROCES
 
 def start_enqueue_wait(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", ENQUEUE, *args, *COMMON, "--wait"],
+        [
+            sys.executable,
+            "-m",
+            ENQUEUE,
+            *args,
+            *COMMON,
+            "--wait",
+            "--wait-timeout",
+            str(PROCESS_TIMEOUT_SECONDS),
+        ],
         env=env,
         cwd=REPO_DIR,
         stdout=subprocess.PIPE,
@@ -92,8 +101,12 @@ def shared_worker(
 
 def enqueue_in_process(redis_url: str, *args: str) -> Result:
     """``vfx-enqueue`` through click's runner: no interpreter start-up per call."""
+    # The timeout keeps a dead worker from hanging the test run: it ends the wait with exit code 4.
     return CliRunner().invoke(
-        enqueue.main, [*args, *COMMON], env={"VFX_BROKER_URL": redis_url}, catch_exceptions=False
+        enqueue.main,
+        [*args, *COMMON, "--wait-timeout", str(PROCESS_TIMEOUT_SECONDS)],
+        env={"VFX_BROKER_URL": redis_url},
+        catch_exceptions=False,
     )
 
 

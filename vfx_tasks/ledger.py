@@ -224,6 +224,10 @@ class Ledger:
             return {k: json.loads(v) for k, v in raw.items()}
         return raw
 
+    def done_ids(self, run_id: str) -> set[str]:
+        """Relative ids of the run's done videos (without decoding their summaries)."""
+        return set(self._call(lambda: self.client.hkeys(self._key(run_id, "done"))))
+
     def summaries(self, run_id: str, state: str, relative_ids: list[str]) -> dict[str, Any]:
         """Decoded ``done`` / ``failed`` entries of the given videos that have one."""
         if not relative_ids:

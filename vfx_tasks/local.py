@@ -16,18 +16,12 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from vfx_tasks.errors import VfxError
+from vfx_tasks.errors import LocalWorkersDiedError
 from vfx_tasks.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import remove_temp_files
 
 logger = logging.getLogger(__name__)
-
-
-class LocalWorkersDiedError(VfxError):
-    """Every local worker exited while videos were still queued; see the worker logs."""
-
-    code = "local_workers_died"
 
 
 def visible_gpus() -> list[int]:

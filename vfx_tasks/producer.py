@@ -86,7 +86,7 @@ def plan_videos(
     plan = Plan()
     spec = get_model_spec(run.model)
     output_visible = Path(run.output_dir).is_dir()
-    done_in_ledger = set() if force else set(ledger.entries(run.run_id, "done"))
+    done_in_ledger = set() if force else ledger.done_ids(run.run_id)
     stale: list[str] = []
     for item in items:
         plan.total_found += 1

@@ -142,44 +142,24 @@ def supervise(
     return 0 if all(process.returncode in (0, -signal.SIGTERM) for process in processes) else 1
 
 
+# fmt: off
 @click.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
-@click.option("--gpu", type=int, envvar="VFX_GPU", help="Pin this worker to one GPU (CUDA_VISIBLE_DEVICES).")
+@click.option("--gpu", envvar="VFX_GPU", type=int, help="Pin this worker to one GPU (CUDA_VISIBLE_DEVICES).")
 @click.option("--gpus", envvar="VFX_GPUS", help="Start and supervise one worker per GPU, e.g. 0,1,2,3.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    envvar="VFX_DEVICE",
-    default=None,
-    help="cpu for CPU-only machines. Default: cuda with --gpu/--gpus, else auto.",
-)
+@click.option("--device", envvar="VFX_DEVICE", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="cpu for CPU-only machines. Default: cuda with --gpu/--gpus, else auto.")
 @click.option("--broker-url", "--broker_url", envvar="VFX_BROKER_URL", help="Redis URL of the queue.")
-@click.option(
-    "--result-backend",
-    "--result_backend",
-    envvar="VFX_RESULT_BACKEND",
-    help="Result backend URL (default: the broker's Redis).",
-)
-@click.option(
-    "--pretrained-dir",
-    "--pretrained_dir",
-    envvar="VFX_PRETRAINED_DIR",
-    type=click.Path(file_okay=False),
-    help="Folder with the model checkpoints.",
-)
-@click.option(
-    "--concurrency",
-    "-c",
-    type=click.IntRange(min=1),
-    default=1,
-    envvar="VFX_CONCURRENCY",
-    show_default=True,
-    help="Worker processes (each loads its own model).",
-)
-@click.option(
-    "--name", "-n", envvar="VFX_WORKER_NAME", help="Worker name; default gpu<N>@<host> or cpu@<host>."
-)
-@click.option("--loglevel", "-l", default="info", envvar="VFX_LOGLEVEL", show_default=True)
+@click.option("--result-backend", "--result_backend", envvar="VFX_RESULT_BACKEND",
+              help="Result backend URL (default: the broker's Redis).")
+@click.option("--pretrained-dir", "--pretrained_dir", envvar="VFX_PRETRAINED_DIR",
+              type=click.Path(file_okay=False), help="Folder with the model checkpoints.")
+@click.option("--concurrency", "-c", envvar="VFX_CONCURRENCY", type=click.IntRange(min=1), default=1,
+              show_default=True, help="Worker processes on this GPU (each loads its own model).")
+@click.option("--name", "-n", envvar="VFX_WORKER_NAME",
+              help="Worker name; default gpu<N>@<host> or cpu@<host>.")
+@click.option("--loglevel", "-l", envvar="VFX_LOGLEVEL", default="info", show_default=True)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+# fmt: on
 def main(
     gpu: int | None,
     gpus: str | None,
