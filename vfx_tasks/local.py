@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 def visible_gpus() -> list[int]:
     """Indices of the GPUs this process can use (none without CUDA)."""
-    import torch  # only here: the plain enqueue path stays free of torch
+    import torch  # querying CUDA here is safe: workers are started as new programs, not forked
 
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 

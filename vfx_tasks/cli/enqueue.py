@@ -10,6 +10,7 @@ and with hyphens (``--input-dir``); each also reads a ``VFX_*`` environment vari
 
 from __future__ import annotations
 
+import functools
 import shutil
 import signal
 import sys
@@ -24,6 +25,7 @@ from vfx_tasks.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, 
 from vfx_tasks.device import PRECISIONS
 from vfx_tasks.errors import ConfigurationError, VfxError, WaitTimeoutError
 from vfx_tasks.ledger import Ledger, RunSpec
+from vfx_tasks.local import LocalCluster
 from vfx_tasks.models import DEFAULT_MODEL, get_model_spec, model_names
 from vfx_tasks.producer import (
     append_check_progress,
@@ -32,6 +34,7 @@ from vfx_tasks.producer import (
     read_check_progress,
 )
 from vfx_tasks.progress import WaitOutcome, format_duration, wait_for_videos
+from vfx_tasks.redis_server import RedisServer
 from vfx_tasks.sampling import CLIP_SAMPLINGS
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources import LocalFolderSource
@@ -173,22 +176,24 @@ def run_enqueue(
         precision=precision,
     )
     settings = Settings.from_env(broker_url=broker_url, device=device, pretrained_dir=pretrained_dir)
+    enqueue_run = functools.partial(
+        _enqueue_and_maybe_wait,
+        run=run,
+        source=source,
+        batch_size=batch_size,
+        check_progress=check_progress,
+        force=force,
+        dry_run=dry_run,
+        max_videos=force_stop_after_n_videos,
+        poll_seconds=poll_seconds,
+        wait_timeout=wait_timeout,
+    )
     if not local:
-        return _enqueue_and_maybe_wait(
-            settings,
-            run,
-            source,
-            batch_size=batch_size,
-            check_progress=check_progress,
-            force=force,
-            dry_run=dry_run,
-            max_videos=force_stop_after_n_videos,
-            wait=wait,
-            poll_seconds=poll_seconds,
-            wait_timeout=wait_timeout,
-        )
-
-    from vfx_tasks.local import LocalCluster  # torch is imported only for --local (GPU count)
+        return enqueue_run(settings, wait=wait)
+    if dry_run:
+        # Nothing will run, so no workers; a fresh local Redis has no ledger, only files count.
+        with RedisServer() as server:
+            return enqueue_run(settings.with_overrides(broker_url=server.url), wait=False)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
@@ -197,23 +202,9 @@ def run_enqueue(
     cluster = LocalCluster(settings, output_dir=run.output_dir)
     click.echo(f"Starting a local Redis and workers (logs in {cluster.log_dir})...", err=True)
     with cluster:
-        local_settings = settings.with_overrides(
-            broker_url=cluster.broker_url, result_backend=cluster.broker_url
-        )
-        code = _enqueue_and_maybe_wait(
-            local_settings,
-            run,
-            source,
-            batch_size=batch_size,
-            check_progress=check_progress,
-            force=force,
-            dry_run=dry_run,
-            max_videos=force_stop_after_n_videos,
-            wait=True,
-            poll_seconds=poll_seconds,
-            wait_timeout=wait_timeout,
-            check=cluster.check,
-        )
+        local_url = cluster.broker_url
+        local_settings = settings.with_overrides(broker_url=local_url, result_backend=local_url)
+        code = enqueue_run(local_settings, wait=True, check=cluster.check)
     if code == EXIT_OK:
         shutil.rmtree(cluster.log_dir, ignore_errors=True)  # kept only when something failed
     return code
@@ -221,9 +212,9 @@ def run_enqueue(
 
 def _enqueue_and_maybe_wait(
     settings: Settings,
+    *,
     run: RunSpec,
     source: LocalFolderSource,
-    *,
     batch_size: int,
     check_progress: str | None,
     force: bool,
