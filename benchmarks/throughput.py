@@ -42,11 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from preprocess import SAMPLE_VIDEOS, resolve_video, run_naive  # noqa: E402
 
 from vfx_tasks import FeatureExtractor  # noqa: E402
+from vfx_tasks.crops import num_crops  # noqa: E402
 from vfx_tasks.errors import CheckpointNotFoundError  # noqa: E402
 from vfx_tasks.models import get_model_spec  # noqa: E402
 from vfx_tasks.models.checkpoint import checkpoint_path  # noqa: E402
 from vfx_tasks.models.standin_checkpoint import write_standin_checkpoint  # noqa: E402
-from vfx_tasks.transforms import num_crops  # noqa: E402
 
 #: Spread of reference features per model (``shared/golden/README.md``), to make ``rel`` unitless.
 SIGMA = {"i3d": 3.6863, "swin-t": 10.679}

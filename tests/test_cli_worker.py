@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import REPO_DIR, alive_pids, descendant_pids
 
+from tests.conftest import REPO_DIR, alive_pids, descendant_pids
 from vfx_tasks.cli.worker import celery_worker_command, main, parse_gpus, worker_environment
 from vfx_tasks.settings import Settings
 

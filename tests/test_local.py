@@ -10,8 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, alive_pids, descendant_pids, processes_with_marker
 
+from tests.conftest import (
+    PROCESS_TIMEOUT_SECONDS,
+    REPO_DIR,
+    alive_pids,
+    descendant_pids,
+    processes_with_marker,
+)
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
 ARGS = [

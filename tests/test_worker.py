@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, run_spec
 
+from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, run_spec
 from vfx_tasks.celery import create_app
 from vfx_tasks.cli import enqueue, status
 from vfx_tasks.ledger import Ledger

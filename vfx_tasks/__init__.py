@@ -1,9 +1,30 @@
-"""vfx_tasks: clip-level I3D and Video Swin features for many videos, on a Celery queue."""
+"""vfx_tasks: clip-level I3D and Video Swin features for many videos, on a Celery queue.
+
+The extraction API is imported lazily, so that the command-line tools (which mostly talk to
+Redis) start without loading torch and mmaction2.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from vfx_tasks.errors import PermanentError, TransientError, VfxError
-from vfx_tasks.pipeline import FeatureExtractor, VideoFeatures, extract_features
+
+if TYPE_CHECKING:
+    from vfx_tasks.pipeline import FeatureExtractor, VideoFeatures, extract_features
 
 __version__ = "0.1.0"
+
+_LAZY = {"FeatureExtractor": "vfx_tasks.pipeline", "VideoFeatures": "vfx_tasks.pipeline",
+         "extract_features": "vfx_tasks.pipeline"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vfx_tasks' has no attribute {name!r}")
+
 
 __all__ = [
     "FeatureExtractor",

@@ -1,18 +1,22 @@
-"""Choosing the torch device and the autocast precision."""
+"""Choosing the torch device and the autocast precision.
+
+torch is imported inside the functions: the precision vocabulary is also used by the CLIs,
+which should start without loading torch.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import re
-from typing import Literal, get_args
-
-import torch
+from typing import TYPE_CHECKING, Literal, get_args
 
 from vfx_tasks.errors import ConfigurationError
 
 Precision = Literal["fp32", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
-_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(device: str) -> torch.device:
@@ -21,6 +25,8 @@ def resolve_device(device: str) -> torch.device:
     Raises:
         ConfigurationError: the name is malformed or names a GPU this process cannot see.
     """
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
@@ -53,6 +59,9 @@ def validate_precision(precision: str) -> Precision:
 
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[object]:
     """Autocast context for ``precision`` on ``device``; a no-op for fp32."""
+    import torch
+
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vfx_tasks.crops import CropType, num_crops, validate_crop_type
 from vfx_tasks.device import Precision, autocast, resolve_device, validate_precision
 from vfx_tasks.errors import DeviceOutOfMemoryError
 from vfx_tasks.models import ModelSpec, get_model_spec
@@ -29,7 +30,7 @@ from vfx_tasks.sampling import (
     validate_num_clips,
 )
 from vfx_tasks.settings import Settings
-from vfx_tasks.transforms import CropType, frames_to_model_input, num_crops, validate_crop_type
+from vfx_tasks.transforms import frames_to_model_input
 from vfx_tasks.video import VideoReader
 
 logger = logging.getLogger(__name__)

@@ -1,12 +1,15 @@
 """Command-line entry points: ``vfx-enqueue``, ``vfx-worker`` and ``vfx-status``.
 
-Exit codes shared by all of them: 0 success, 1 some videos failed, 2 usage error,
-3 the broker (Redis) or another required service is unavailable, 4 ``--wait-timeout`` passed.
+Exit codes shared by all of them, as the project promises: 0 all done, 1 some videos failed,
+2 usage error, which includes a broker (Redis) or another required service that cannot be
+reached at the address given (the message says which). Beyond those: 4 when ``--wait-timeout``
+passed with videos still queued, 130 when interrupted (Ctrl-C).
 """
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
+#: Same code as a usage error: the address given (or defaulted) does not answer.
+EXIT_UNAVAILABLE = EXIT_USAGE
 EXIT_TIMEOUT = 4
 EXIT_INTERRUPTED = 130

@@ -22,6 +22,7 @@ import click
 
 from vfx_tasks.celery import create_app
 from vfx_tasks.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE
+from vfx_tasks.crops import CROP_TYPES
 from vfx_tasks.device import PRECISIONS
 from vfx_tasks.errors import ConfigurationError, VfxError, WaitTimeoutError
 from vfx_tasks.ledger import Ledger, RunSpec
@@ -38,7 +39,6 @@ from vfx_tasks.redis_server import RedisServer
 from vfx_tasks.sampling import CLIP_SAMPLINGS
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources import LocalFolderSource
-from vfx_tasks.transforms import CROP_TYPES
 
 HF_DATASET_PENDING = (
     "--hf_dataset is not supported yet: Hugging Face sources come with issue 4. "

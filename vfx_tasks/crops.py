@@ -1,0 +1,41 @@
+"""Crop types and where their crops sit in a frame (no tensors: importable without torch)."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from vfx_tasks.errors import ConfigurationError
+
+CropType = Literal["center", "5-crop", "10-crop"]
+CROP_TYPES: tuple[str, ...] = get_args(CropType)
+_NUM_CROPS: dict[str, int] = {"center": 1, "5-crop": 5, "10-crop": 10}
+
+
+def validate_crop_type(crop_type: str) -> CropType:
+    if crop_type not in _NUM_CROPS:
+        raise ConfigurationError(
+            f"Invalid crop type ({crop_type!r}). Supported values are {', '.join(CROP_TYPES)}."
+        )
+    return crop_type  # type: ignore[return-value]
+
+
+def num_crops(crop_type: CropType) -> int:
+    """Number of views a crop type produces per frame (1, 5 or 10)."""
+    return _NUM_CROPS[validate_crop_type(crop_type)]
+
+
+def crop_boxes(height: int, width: int, crop_size: int, crop_type: CropType) -> list[tuple[int, int]]:
+    """Top-left corners ``(top, left)`` of the crops, in torchvision's order.
+
+    ``center``: the centre crop. ``5-crop``: top-left, top-right, bottom-left, bottom-right,
+    centre. ``10-crop`` uses the ``5-crop`` boxes on the frame and on its mirror image.
+    """
+    validate_crop_type(crop_type)
+    if crop_size > height or crop_size > width:
+        raise ConfigurationError(f"Crop {crop_size} does not fit frames of {height}x{width}.")
+    # torchvision rounds the centre offset with Python's round() (half to even).
+    center = (int(round((height - crop_size) / 2.0)), int(round((width - crop_size) / 2.0)))
+    if crop_type == "center":
+        return [center]
+    bottom, right = height - crop_size, width - crop_size
+    return [(0, 0), (0, right), (bottom, 0), (bottom, right), center]
