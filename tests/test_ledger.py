@@ -1,0 +1,64 @@
+"""The run ledger on a real Redis: claims, attempts, terminal states, deterministic ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vfx_tasks.errors import BrokerUnavailableError
+from vfx_tasks.ledger import Ledger, RunSpec
+from vfx_tasks.redis_server import free_port
+
+
+def make_run(output_dir: Path, **overrides: object) -> RunSpec:
+    values: dict[str, object] = dict(
+        model="m", crop_type="center", num_clips_per_video=1, clip_sampling="sequential", precision="fp32"
+    )
+    values.update(overrides)
+    return RunSpec.create(output_dir, **values)  # type: ignore[arg-type]
+
+
+def test_ids_are_deterministic_and_depend_on_every_setting(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    assert make_run(tmp_path).task_id("a/v") == run.task_id("a/v")
+    assert run.task_id("a/v") != run.task_id("a/w")
+    assert make_run(tmp_path, crop_type="5-crop").run_id != run.run_id
+    assert make_run(tmp_path, precision="fp16").run_id != run.run_id
+    assert make_run(tmp_path / "other").run_id != run.run_id
+
+
+def test_two_producers_claim_each_video_once(redis_url: str, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    first, second = Ledger.from_url(redis_url), Ledger.from_url(redis_url)
+    assert first.claim(run, ["a", "b"]) == [True, True]
+    assert second.claim(run, ["b", "c"]) == [False, True]
+    assert second.claim(run, ["b"], force=True) == [True]
+    assert first.counts(run.run_id).queued == 3
+
+
+def test_lifecycle_counts_attempts_until_the_video_ends(redis_url: str, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    ledger = Ledger.from_url(redis_url)
+    ledger.claim(run, ["v", "w"])
+    assert ledger.mark_started(run.run_id, "v", "w1") == 1
+    assert ledger.counts(run.run_id).running == 1
+    # The worker died; the redelivered task starts again and sees the earlier attempt.
+    assert ledger.mark_started(run.run_id, "v", "w2") == 2
+    ledger.mark_done(run.run_id, "v", {"shape": [1, 1, 8]})
+    ledger.mark_started(run.run_id, "w", "w2")
+    ledger.mark_retrying(run.run_id, "w")
+    assert ledger.mark_started(run.run_id, "w", "w2") == 1  # a retry is not a death
+    ledger.mark_failed(run.run_id, "w", {"code": "bad_video", "message": "broken"})
+    counts = ledger.counts(run.run_id)
+    assert (counts.queued, counts.running, counts.done, counts.failed) == (0, 0, 1, 1)
+    assert ledger.entries(run.run_id, "failed") == {"w": {"code": "bad_video", "message": "broken"}}
+    assert ledger.entries(run.run_id, "deliveries") == {}
+    # A finished video can be claimed again (e.g. after its output was deleted).
+    assert ledger.claim(run, ["v"]) == [True]
+
+
+def test_unreachable_redis_is_a_clear_error() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(BrokerUnavailableError, match=f"Cannot reach Redis at {url}.*--local"):
+        Ledger.from_url(url)

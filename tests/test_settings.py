@@ -1,0 +1,32 @@
+"""Queue settings: environment parsing and defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from vfx_tasks.errors import ConfigurationError
+from vfx_tasks.settings import Settings
+
+
+def test_queue_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.broker_url == "redis://localhost:6379/0"
+    assert settings.result_backend == settings.broker_url
+    assert settings.visibility_timeout_seconds == 12 * 3600
+    assert settings.max_redeliveries == 3
+
+
+def test_environment_values_are_typed_and_round_trip() -> None:
+    environ = {"VFX_BROKER_URL": "redis://h:1/2", "VFX_MAX_REDELIVERIES": "5", "VFX_VISIBILITY_TIMEOUT_SECONDS": "60"}
+    settings = Settings.from_env(environ)
+    assert (settings.broker_url, settings.max_redeliveries, settings.visibility_timeout_seconds) == (
+        "redis://h:1/2", 5, 60,
+    )
+    assert settings.result_backend == "redis://h:1/2"
+    assert Settings.from_env(settings.to_environ()) == settings
+
+
+@pytest.mark.parametrize("value", ["many", "-1"])
+def test_bad_numbers_say_which_variable(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="max_redeliveries"):
+        Settings.from_env({"VFX_MAX_REDELIVERIES": value})

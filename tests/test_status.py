@@ -1,0 +1,37 @@
+"""``vfx-status`` reads the ledger of an output root: counts, failures with reasons, JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from vfx_tasks.cli.status import main
+from vfx_tasks.ledger import Ledger, RunSpec
+from vfx_tasks.models import DEFAULT_MODEL
+
+
+def test_counts_and_failures_of_an_output_root(redis_url: str, tmp_path: Path) -> None:
+    # Given a run with one video of each state,
+    run = RunSpec.create(tmp_path, model=DEFAULT_MODEL, crop_type="center", num_clips_per_video=1,
+                         clip_sampling="sequential", precision="fp32")
+    ledger = Ledger.from_url(redis_url)
+    ledger.register_run(run)
+    ledger.claim(run, ["queued", "running", "done", "failed"])
+    ledger.mark_started(run.run_id, "running", "w1")
+    ledger.mark_done(run.run_id, "done", {"shape": [1, 1, 2048]})
+    ledger.mark_failed(run.run_id, "failed", {"code": "bad_video", "message": "cannot decode"})
+    env = {"VFX_BROKER_URL": redis_url}
+    # when vfx-status asks about it (by alias, as JSON and as text),
+    as_json = CliRunner().invoke(main, ["--output_dir", str(tmp_path), "--model", "i3d", "--json"], env=env)
+    as_text = CliRunner().invoke(main, ["--output-dir", str(tmp_path)], env=env)
+    other = CliRunner().invoke(main, ["--output-dir", str(tmp_path), "--model", "swin-t"], env=env)
+    # then each state is counted and the failure shows its reason.
+    assert as_json.exit_code == 0
+    status = json.loads(as_json.output)
+    assert status["totals"] == {"queued": 1, "running": 1, "done": 1, "failed": 1}
+    assert status["runs"][0]["failed"] == {"failed": {"code": "bad_video", "message": "cannot decode"}}
+    assert "queued 1, running 1, done 1, failed 1" in as_text.output
+    assert "FAILED failed: [bad_video] cannot decode" in as_text.output
+    assert "No runs recorded" in other.output

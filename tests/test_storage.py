@@ -1,0 +1,83 @@
+"""Output naming, atomic writes and the validity check of existing outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vfx_tasks.errors import OutputError
+from vfx_tasks.storage import (
+    find_temp_files,
+    is_valid_output,
+    output_path,
+    read_npy_header,
+    remove_temp_files,
+    write_features_atomic,
+)
+
+
+def test_output_path_keeps_relative_dir_and_adds_npy(tmp_path: Path) -> None:
+    assert output_path(tmp_path, "a/b/video.1") == tmp_path / "a" / "b" / "video.1.npy"
+    assert output_path(tmp_path, "top") == tmp_path / "top.npy"
+
+
+@pytest.mark.parametrize("bad", ["../escape", "/abs/path", "a/../../b"])
+def test_output_path_rejects_ids_leaving_the_output_dir(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(OutputError, match="inside the output folder"):
+        output_path(tmp_path, bad)
+
+
+def test_atomic_write_round_trips_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    features = np.random.default_rng(0).standard_normal((4, 5, 2048)).astype(np.float32)
+    path = tmp_path / "x" / "y" / "v.npy"
+    write_features_atomic(path, features)
+    np.testing.assert_array_equal(np.load(path), features)
+    assert find_temp_files(tmp_path) == []
+    # A second (duplicate) write replaces the file with the same bytes.
+    before = path.read_bytes()
+    write_features_atomic(path, features)
+    assert path.read_bytes() == before
+
+
+def test_failed_write_removes_its_temp_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(OutputError, match="Cannot write"):
+        write_features_atomic(blocker / "v.npy", np.zeros((1, 1, 4), np.float32))
+    assert find_temp_files(tmp_path) == []
+
+
+def test_validity_needs_full_file_right_shape_and_dtype(tmp_path: Path) -> None:
+    good = tmp_path / "good.npy"
+    write_features_atomic(good, np.zeros((3, 5, 2048), np.float32))
+    assert read_npy_header(good) == ((3, 5, 2048), np.dtype(np.float32))
+    assert is_valid_output(good, n_crops=5, feature_dim=2048)
+    assert is_valid_output(good, n_crops=5, feature_dim=2048, num_clips_per_video=3)
+    assert not is_valid_output(good, n_crops=5, feature_dim=2048, num_clips_per_video=4)
+    assert not is_valid_output(good, n_crops=1, feature_dim=2048)
+    assert not is_valid_output(good, n_crops=5, feature_dim=768)
+
+    truncated = tmp_path / "truncated.npy"
+    truncated.write_bytes(good.read_bytes()[:-10])
+    assert not is_valid_output(truncated, n_crops=5, feature_dim=2048)
+
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    assert not is_valid_output(empty, n_crops=5, feature_dim=2048)
+
+    float64 = tmp_path / "float64.npy"
+    np.save(float64, np.zeros((3, 5, 2048)))
+    assert not is_valid_output(float64, n_crops=5, feature_dim=2048)
+    assert not is_valid_output(tmp_path / "missing.npy", n_crops=5, feature_dim=2048)
+
+
+def test_remove_temp_files_finds_leftovers_of_killed_writers(tmp_path: Path) -> None:
+    leftover = tmp_path / "a" / ".vfx-tmp-v.abc123.npy.part"
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"partial")
+    (tmp_path / "a" / "v.npy").write_bytes(b"keep")
+    assert find_temp_files(tmp_path) == [leftover]
+    assert remove_temp_files(tmp_path) == 1
+    assert not leftover.exists() and (tmp_path / "a" / "v.npy").exists()

@@ -1,0 +1,167 @@
+"""Real workers on a real Redis with real videos: end to end, resumption, failures, killed workers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, run_cli
+
+from vfx_tasks.celery import create_app
+from vfx_tasks.ledger import Ledger, RunSpec
+from vfx_tasks.models import DEFAULT_MODEL
+from vfx_tasks.pipeline import FeatureExtractor
+from vfx_tasks.settings import Settings
+from vfx_tasks.storage import find_temp_files, is_valid_output
+
+ENQUEUE = "vfx_tasks.cli.enqueue"
+COMMON = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
+
+pytestmark = pytest.mark.slow
+
+
+def run_spec(output_dir: Path) -> RunSpec:
+    return RunSpec.create(output_dir, model=DEFAULT_MODEL, crop_type="center", num_clips_per_video=1,
+                          clip_sampling="sequential", precision="fp32")
+
+
+def npy_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.npy"))
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = PROCESS_TIMEOUT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def start_enqueue_wait(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", ENQUEUE, *args, *COMMON, "--wait"], env=env, cwd=REPO_DIR,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_end_to_end_matches_the_pipeline_and_resumes(
+    nested_videos: Path, tmp_path: Path, queue_env: dict[str, str], start_worker: Callable[..., WorkerProcess],
+    pretrained_dir: Path, redis_url: str,
+) -> None:
+    out, progress = tmp_path / "features", tmp_path / "progress.txt"
+    args = ["--input_dir", str(nested_videos), "--output_dir", str(out), *COMMON]
+    # Given a worker and a folder with nested folders and an .avi,
+    start_worker()
+    # when the folder is enqueued and waited for,
+    first = run_cli(ENQUEUE, *args, "--wait", "--check_progress", str(progress), env=queue_env)
+    # then every video has its features, equal bit for bit to the pipeline's, and is in the progress file.
+    assert first.returncode == 0, first.stderr
+    assert "3 done, 0 failed of 3" in first.stderr
+    assert npy_files(out) == ["a/b/deep.npy", "a/other.npy", "top.npy"]
+    assert sorted(progress.read_text().split()) == ["a/b/deep", "a/other", "top"]
+    extractor = FeatureExtractor("i3d", pretrained_dir=pretrained_dir, device="cpu")
+    for relative_id, source in [("top", "top.mp4"), ("a/b/deep", "a/b/deep.mp4"), ("a/other", "a/other.avi")]:
+        expected = extractor.extract(nested_videos / source, crop_type="center", num_clips_per_video=1).features
+        actual = np.load(out / f"{relative_id}.npy")
+        assert actual.shape == (1, 1, 2048) and actual.dtype == np.float32
+        np.testing.assert_array_equal(actual, expected)
+    # The result backend keeps each task's summary.
+    result = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(run_spec(out).task_id("a/other"))
+    assert result.state == "SUCCESS"
+    assert result.result["shape"] == [1, 1, 2048] and result.result["num_frames"] == 60
+
+    # Resume: a second enqueue queues nothing,
+    second = run_cli(ENQUEUE, *args, env=queue_env)
+    assert "Queued 0 of 3" in second.stderr and "3 with valid output" in second.stderr
+    # deleting one output queues only that one again, and it is redone.
+    (out / "a" / "b" / "deep.npy").unlink()
+    redo = run_cli(ENQUEUE, *args, "--wait", env=queue_env)
+    assert redo.returncode == 0, redo.stderr
+    assert "Queued 1 of 3" in redo.stderr and "1 done, 0 failed of 1" in redo.stderr
+    assert npy_files(out) == ["a/b/deep.npy", "a/other.npy", "top.npy"]
+
+
+def test_corrupt_videos_fail_with_their_reason_and_others_succeed(
+    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess], redis_url: str,
+) -> None:
+    videos, out = tmp_path / "videos", tmp_path / "features"
+    videos.mkdir()
+    shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / "good.mp4")
+    (videos / "empty.mp4").write_bytes(b"")
+    (videos / "garbage.mkv").write_bytes(os.urandom(50_000))
+    worker = start_worker()
+    result = run_cli(ENQUEUE, "--input_dir", str(videos), "--output_dir", str(out), *COMMON, "--wait", env=queue_env)
+    # The run ends with exit code 1, naming each failed video and why.
+    assert result.returncode == 1, result.stderr
+    assert "1 done, 2 failed of 3" in result.stderr
+    assert "FAILED empty: [bad_video]" in result.stderr
+    assert "FAILED garbage: [bad_video]" in result.stderr
+    assert npy_files(out) == ["good.npy"]
+    # Permanent errors are not retried, and the result backend keeps the failure.
+    assert "Retry in" not in worker.log()
+    failure = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(run_spec(out).task_id("empty"))
+    assert failure.state == "FAILURE"
+    assert type(failure.result).__name__ == "VideoError"
+    status = run_cli("vfx_tasks.cli.status", "--output_dir", str(out), env=queue_env)
+    assert "done 1, failed 2" in status.stdout and "FAILED garbage: [bad_video]" in status.stdout
+
+
+def _kill_pool_child_while_running(worker: WorkerProcess, ledger: Ledger, run_id: str) -> None:
+    wait_until(lambda: bool(ledger.entries(run_id, "running")), "a video to start")
+    time.sleep(0.5)
+    children = worker.pool_children()
+    assert children, "the worker has no pool process"
+    os.kill(children[0], signal.SIGKILL)
+
+
+def test_killed_worker_child_loses_nothing(
+    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess], redis_url: str,
+) -> None:
+    videos, out = tmp_path / "videos", tmp_path / "features"
+    videos.mkdir()
+    for name in ("carphone_pristine.mp4", "carphone_distorted.mp4"):
+        shutil.copy(sample_videos_dir / name, videos / name)
+    first = start_worker()
+    waiting = start_enqueue_wait(queue_env, "--input_dir", str(videos), "--output_dir", str(out))
+    # Given a worker in the middle of a video, when its pool process is SIGKILLed
+    _kill_pool_child_while_running(first, Ledger.from_url(redis_url), run_spec(out).run_id)
+    # and the worker is replaced by a new one,
+    first.stop()
+    second = start_worker()
+    _, stderr = waiting.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+    # then every video ends with exactly one complete output and no partial file.
+    assert waiting.returncode == 0, stderr
+    assert "2 done, 0 failed of 2" in stderr
+    assert npy_files(out) == ["carphone_distorted.npy", "carphone_pristine.npy"]
+    assert all(is_valid_output(p, n_crops=1, feature_dim=2048, num_clips_per_video=1) for p in out.rglob("*.npy"))
+    assert find_temp_files(out) == []
+    assert "WorkerLostError" in first.log()
+    assert "redelivered after 1 worker death" in first.log() + second.log()
+
+
+def test_redeliveries_are_capped(
+    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess], redis_url: str,
+) -> None:
+    videos, out = tmp_path / "videos", tmp_path / "features"
+    videos.mkdir()
+    shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / "dies.mp4")
+    # Given workers that allow no redelivery, when the worker dies on a video,
+    worker = start_worker(VFX_MAX_REDELIVERIES="0")
+    waiting = start_enqueue_wait(queue_env, "--input_dir", str(videos), "--output_dir", str(out))
+    _kill_pool_child_while_running(worker, Ledger.from_url(redis_url), run_spec(out).run_id)
+    _, stderr = waiting.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+    # then the redelivered task is not run again but recorded as failed with that reason.
+    assert waiting.returncode == 1, stderr
+    assert "FAILED dies: [worker_died] The worker died 1 times on this video" in stderr
+    assert npy_files(out) == []

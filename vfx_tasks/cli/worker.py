@@ -1,0 +1,173 @@
+"""``vfx-worker``: a Celery worker pinned to one GPU, one per GPU under a supervisor, or on the CPU.
+
+    vfx-worker --gpu 0                 # worker "gpu0@<host>", sees only GPU 0
+    vfx-worker --gpus 0,1,2,3          # one such worker per GPU, restarted if one dies
+    vfx-worker --device cpu            # CPU-only machine
+    vfx-worker --gpu 1 -- --max-tasks-per-child 100   # anything after the options goes to Celery
+
+``celery -A vfx_tasks worker`` works too; this command adds GPU pinning, names and defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import click
+
+from vfx_tasks.cli import EXIT_UNAVAILABLE, EXIT_USAGE
+from vfx_tasks.errors import VfxError
+from vfx_tasks.ledger import connect
+from vfx_tasks.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait before restarting a supervised worker that exited on its own.
+RESTART_DELAY_SECONDS = 5.0
+
+
+def parse_gpus(value: str | None) -> list[int]:
+    """``"0,1,3"`` -> ``[0, 1, 3]``."""
+    if not value:
+        return []
+    try:
+        gpus = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of GPU indices, e.g. 0,1,2,3.") from None
+    if not gpus or any(gpu < 0 for gpu in gpus) or len(set(gpus)) != len(gpus):
+        raise click.BadParameter(f"{value!r}: give distinct GPU indices >= 0, e.g. 0,1,2,3.")
+    return gpus
+
+
+def celery_worker_command(
+    *, name: str, concurrency: int, loglevel: str, celery_args: tuple[str, ...] = ()
+) -> list[str]:
+    """The ``celery worker`` command line; ``celery_args`` come last so they override the defaults."""
+    return [
+        sys.executable, "-m", "celery", "-A", "vfx_tasks", "worker",
+        "--hostname", name, "--concurrency", str(concurrency), "--pool", "prefork",
+        "--task-events", "--loglevel", loglevel, *celery_args,
+    ]
+
+
+def worker_environment(settings: Settings, *, gpu: int | None) -> dict[str, str]:
+    """The environment of one worker: its settings as ``VFX_*`` and its GPU pinning."""
+    environ = dict(os.environ)
+    environ.update(settings.to_environ())
+    if gpu is not None:
+        environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    elif settings.device == "cpu":
+        environ["CUDA_VISIBLE_DEVICES"] = ""
+    return environ
+
+
+def supervise(commands: list[tuple[list[str], dict[str, str]]]) -> int:
+    """Run one process per command, restart those that exit on their own, forward SIGINT/SIGTERM.
+
+    Returns once every process has exited after a stop signal; 0 if they all exited cleanly.
+    """
+    processes: list[subprocess.Popen[bytes] | None] = [None] * len(commands)
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        # First signal: warm shutdown (finish or return the task in flight); second: cold.
+        forward = signal.SIGTERM if not stopping else signal.SIGQUIT
+        stopping = True
+        for process in processes:
+            if process is not None and process.poll() is None:
+                process.send_signal(forward)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for index, (command, environ) in enumerate(commands):
+        processes[index] = subprocess.Popen(command, env=environ, start_new_session=True)
+    while True:
+        alive = [p for p in processes if p is not None and p.poll() is None]
+        if stopping and not alive:
+            break
+        for index, process in enumerate(processes):
+            if not stopping and process is not None and process.poll() is not None:
+                logger.warning("Worker %d exited with %s; restarting in %.0f s", index, process.returncode,
+                               RESTART_DELAY_SECONDS)
+                time.sleep(RESTART_DELAY_SECONDS)
+                if not stopping:
+                    processes[index] = subprocess.Popen(commands[index][0], env=commands[index][1],
+                                                        start_new_session=True)
+        time.sleep(0.5)
+    return max((p.returncode or 0 for p in processes if p is not None), default=0)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
+@click.option("--gpu", type=int, envvar="VFX_GPU", help="Pin this worker to one GPU (CUDA_VISIBLE_DEVICES).")
+@click.option("--gpus", envvar="VFX_GPUS", help="Start and supervise one worker per GPU, e.g. 0,1,2,3.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), envvar="VFX_DEVICE", default=None,
+              help="cpu for CPU-only machines. Default: cuda with --gpu/--gpus, else auto.")
+@click.option("--broker-url", "--broker_url", envvar="VFX_BROKER_URL", help="Redis URL of the queue.")
+@click.option("--result-backend", "--result_backend", envvar="VFX_RESULT_BACKEND",
+              help="Result backend URL (default: the broker's Redis).")
+@click.option("--pretrained-dir", "--pretrained_dir", envvar="VFX_PRETRAINED_DIR",
+              type=click.Path(file_okay=False), help="Folder with the model checkpoints.")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, envvar="VFX_CONCURRENCY",
+              show_default=True, help="Worker processes (each loads its own model).")
+@click.option("--name", "-n", envvar="VFX_WORKER_NAME",
+              help="Worker name; default gpu<N>@<host> or cpu@<host>.")
+@click.option("--loglevel", "-l", default="info", envvar="VFX_LOGLEVEL", show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def main(
+    gpu: int | None,
+    gpus: str | None,
+    device: str | None,
+    broker_url: str | None,
+    result_backend: str | None,
+    pretrained_dir: str | None,
+    concurrency: int,
+    name: str | None,
+    loglevel: str,
+    celery_args: tuple[str, ...],
+) -> None:
+    """Start Celery worker(s) that extract features from the queued videos."""
+    gpu_list = parse_gpus(gpus)
+    if gpu is not None and gpu_list:
+        raise click.UsageError("Give either --gpu or --gpus, not both.")
+    if gpu is not None and gpu < 0:
+        raise click.BadParameter(f"{gpu} is not a GPU index; use 0, 1, ...", param_hint="--gpu")
+    pinned = gpu is not None or bool(gpu_list)
+    if pinned and device == "cpu":
+        raise click.UsageError("--device cpu contradicts --gpu/--gpus; drop one of them.")
+    try:
+        settings = Settings.from_env(
+            device=device or ("cuda" if pinned else None),
+            broker_url=broker_url,
+            result_backend=result_backend,
+            pretrained_dir=pretrained_dir,
+        )
+        connect(settings.broker_url).close()
+    except VfxError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(EXIT_UNAVAILABLE if e.code == "broker_unavailable" else EXIT_USAGE)
+
+    def command_for(gpu_index: int | None) -> tuple[list[str], dict[str, str]]:
+        if gpu_list and name:
+            worker_name = f"{name}-gpu{gpu_index}"  # distinct names under one supervisor
+        else:
+            worker_name = name or (f"gpu{gpu_index}@%h" if gpu_index is not None else "cpu@%h")
+        command = celery_worker_command(
+            name=worker_name, concurrency=concurrency, loglevel=loglevel, celery_args=celery_args
+        )
+        return command, worker_environment(settings, gpu=gpu_index)
+
+    if gpu_list:
+        sys.exit(supervise([command_for(index) for index in gpu_list]))
+    command, environ = command_for(gpu)
+    # Become the Celery worker: signals from the terminal or a supervisor reach it directly.
+    os.execvpe(command[0], command, environ)
+
+
+if __name__ == "__main__":
+    main()

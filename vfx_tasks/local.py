@@ -1,0 +1,140 @@
+"""``vfx-enqueue --local``: a private Redis and local workers for one run, torn down afterwards.
+
+Every process started here lives in its own session (process group), so a Ctrl-C in the terminal
+reaches only ``vfx-enqueue``, which then stops the workers (warm shutdown, then a kill after a
+grace period), removes any partial output a killed writer left, and stops Redis last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from vfx_tasks.errors import VfxError
+from vfx_tasks.redis_server import RedisServer
+from vfx_tasks.settings import Settings
+from vfx_tasks.storage import remove_temp_files
+
+logger = logging.getLogger(__name__)
+
+
+class LocalWorkersDiedError(VfxError):
+    """Every local worker exited while videos were still queued; see the worker logs."""
+
+    code = "local_workers_died"
+
+
+def visible_gpus() -> list[int]:
+    """Indices of the GPUs this process can use (none without CUDA)."""
+    import torch  # only here: the plain enqueue path stays free of torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+class LocalCluster:
+    """Embedded ``redis-server`` plus one ``vfx-worker`` per visible GPU (or one on the CPU)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        output_dir: str | os.PathLike[str],
+        gpus: list[int] | None = None,
+        stop_grace_seconds: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.output_dir = Path(output_dir)
+        self.gpus = gpus
+        self.stop_grace_seconds = stop_grace_seconds
+        self.redis = RedisServer()
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.log_dir = Path(tempfile.mkdtemp(prefix="vfx-local-logs-"))
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis.url
+
+    def start(self) -> LocalCluster:
+        self.redis.start()
+        try:
+            gpus = self.gpus if self.gpus is not None else (
+                [] if self.settings.device == "cpu" else visible_gpus()
+            )
+            for index, gpu in enumerate(gpus or [None]):
+                self.workers.append(self._start_worker(index, gpu))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_worker(self, index: int, gpu: int | None) -> subprocess.Popen[bytes]:
+        pinning = ["--gpu", str(gpu)] if gpu is not None else ["--device", self.settings.device]
+        if gpu is None and self.settings.device == "auto":
+            pinning = ["--device", "cpu"]  # no GPU visible
+        command = [
+            sys.executable, "-m", "vfx_tasks.cli.worker", *pinning,
+            "--broker-url", self.redis.url, "--result-backend", self.redis.url,
+            "--pretrained-dir", str(self.settings.pretrained_dir),
+            "--name", f"local{index}@%h", "--loglevel", "info",
+            "--without-gossip", "--without-mingle",
+        ]
+        log_path = self.log_dir / f"worker-{index}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                command, env=_child_environ(self.settings), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        logger.info("Started local worker %d (pid %d), log %s", index, process.pid, log_path)
+        return process
+
+    def check(self) -> None:
+        """Raise :class:`LocalWorkersDiedError` when no worker is left running."""
+        if self.workers and all(worker.poll() is not None for worker in self.workers):
+            tail = (self.log_dir / "worker-0.log").read_text(errors="replace")[-2000:]
+            raise LocalWorkersDiedError(
+                f"All local workers exited (logs in {self.log_dir}). Last lines of worker 0:\n{tail}"
+            )
+
+    def stop(self) -> None:
+        """Stop workers (SIGTERM, then SIGKILL of their whole process group), clean up, stop Redis."""
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)  # warm shutdown: the main process stops its pool
+        for worker in self.workers:
+            try:
+                worker.wait(self.stop_grace_seconds)
+            except subprocess.TimeoutExpired:
+                logger.warning("Worker %d did not stop in %.0f s; killing it", worker.pid, self.stop_grace_seconds)
+            # Also reaps pool children that outlived their parent.
+            _signal_group(worker, signal.SIGKILL)
+            worker.wait()
+        if self.output_dir.is_dir():
+            remove_temp_files(self.output_dir)
+        self.redis.stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _child_environ(settings: Settings) -> dict[str, str]:
+    environ = dict(os.environ)
+    environ.update(settings.to_environ())
+    return environ

@@ -1,0 +1,193 @@
+"""Deciding which videos still need work, and queueing them fast.
+
+A video is skipped (unless ``force``) when it is listed in the ``--check_progress`` file, when its
+output file is present and valid, or when the done-ledger says so and the output folder is not
+visible from this machine (workers may write to storage the producer cannot see). A done entry
+whose output file is gone from a visible output folder is dropped, and the video queued again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from celery import Celery
+
+from vfx_tasks.celery import EXTRACT_VIDEO_TASK
+from vfx_tasks.errors import BrokerUnavailableError
+from vfx_tasks.ledger import Ledger, RunSpec
+from vfx_tasks.models import get_model_spec
+from vfx_tasks.sources import VideoItem, normalize_relative_id
+from vfx_tasks.storage import is_valid_output, output_path
+from vfx_tasks.transforms import num_crops
+
+logger = logging.getLogger(__name__)
+
+#: Videos claimed and sent per Redis round trip of claims.
+CLAIM_CHUNK = 1000
+
+
+@dataclass
+class Plan:
+    """What one ``vfx-enqueue`` found: videos to queue and why the others were skipped."""
+
+    to_queue: list[VideoItem] = field(default_factory=list)
+    skipped_output_exists: int = 0
+    skipped_check_progress: int = 0
+    skipped_ledger_done: int = 0
+    total_found: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.skipped_output_exists + self.skipped_check_progress + self.skipped_ledger_done
+
+
+@dataclass
+class EnqueueResult:
+    """Videos this producer queued, and those another producer (or an earlier run) already had queued."""
+
+    queued: list[str] = field(default_factory=list)
+    already_queued: list[str] = field(default_factory=list)
+
+
+def read_check_progress(path: str | os.PathLike[str] | None) -> set[str]:
+    """Relative ids listed in a ``--check_progress`` file (missing file: none)."""
+    if path is None or not Path(path).is_file():
+        return set()
+    with open(path, encoding="utf-8") as f:
+        return {normalize_relative_id(line) for line in f if line.strip()}
+
+
+def append_check_progress(path: str | os.PathLike[str], relative_ids: Iterable[str]) -> None:
+    """Append finished videos to a ``--check_progress`` file, one ``<relative_dir>/<id>`` per line."""
+    ids = list(relative_ids)
+    if not ids:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.writelines(f"{relative_id}\n" for relative_id in ids)
+
+
+def plan_videos(
+    items: Iterable[VideoItem],
+    *,
+    run: RunSpec,
+    ledger: Ledger,
+    check_progress: set[str],
+    force: bool = False,
+    max_videos: int = -1,
+) -> Plan:
+    """Sort videos into those to queue (at most ``max_videos`` unless -1) and those already done."""
+    plan = Plan()
+    spec = get_model_spec(run.model)
+    output_visible = Path(run.output_dir).is_dir()
+    done_in_ledger = set() if force else set(ledger.entries(run.run_id, "done"))
+    stale: list[str] = []
+    for item in items:
+        plan.total_found += 1
+        if max_videos != -1 and len(plan.to_queue) >= max_videos:
+            continue  # keep counting what was found
+        if not force:
+            if item.relative_id in check_progress:
+                plan.skipped_check_progress += 1
+                continue
+            if output_visible and is_valid_output(
+                output_path(run.output_dir, item.relative_id),
+                n_crops=num_crops(run.crop_type),  # type: ignore[arg-type]
+                feature_dim=spec.feature_dim,
+                num_clips_per_video=run.num_clips_per_video,
+            ):
+                plan.skipped_output_exists += 1
+                continue
+            if item.relative_id in done_in_ledger:
+                if not output_visible:
+                    plan.skipped_ledger_done += 1
+                    continue
+                stale.append(item.relative_id)
+        plan.to_queue.append(item)
+    ledger.forget_done(run.run_id, stale)
+    return plan
+
+
+def _chunks(items: list[VideoItem], size: int) -> Iterator[list[VideoItem]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def enqueue_videos(
+    app: Celery,
+    ledger: Ledger,
+    run: RunSpec,
+    items: list[VideoItem],
+    *,
+    batch_size: int,
+    force: bool = False,
+) -> EnqueueResult:
+    """Claim each video in the ledger and send a task for those this producer claimed.
+
+    Uses one broker connection and never subscribes to results, so 100,000 videos take seconds.
+
+    Raises:
+        BrokerUnavailableError: Redis went away; the claims of videos not sent are released.
+    """
+    ledger.register_run(run)
+    result = EnqueueResult()
+    with app.producer_or_acquire() as producer:
+        # Declare the queue once, not once per message.
+        producer.maybe_declare(app.amqp.queues[app.conf.task_default_queue])
+        for chunk in _chunks(items, CLAIM_CHUNK):
+            claimed = ledger.claim(run, [item.relative_id for item in chunk], force=force)
+            to_send = [item for item, got in zip(chunk, claimed) if got]
+            result.already_queued += [item.relative_id for item, got in zip(chunk, claimed) if not got]
+            try:
+                # kombu >= 5.7 buffers the publishes of a batch in one Redis pipeline.
+                with producer.batch(max_size=CLAIM_CHUNK) if hasattr(producer, "batch") else nullcontext():
+                    for item in to_send:
+                        app.send_task(
+                            EXTRACT_VIDEO_TASK,
+                            task_id=run.task_id(item.relative_id),
+                            kwargs=task_kwargs(run, item, batch_size=batch_size),
+                            producer=producer,
+                            declare=[],
+                            retry=False,  # a batch is sent at its end; failures surface there
+                            # Precomputed reprs: Celery's safe repr of every message costs more than the send.
+                            argsrepr="()",
+                            kwargsrepr=repr({"relative_id": item.relative_id}),
+                        )
+            except Exception as e:  # kombu raises many kinds; none may leave claims dangling
+                _release_quietly(ledger, run.run_id, [item.relative_id for item in to_send])
+                raise BrokerUnavailableError(
+                    f"Lost the broker at {app.conf.broker_url} after queueing "
+                    f"{len(result.queued)} videos ({e}). Run vfx-enqueue again to queue the rest."
+                ) from e
+            result.queued += [item.relative_id for item in to_send]
+    return result
+
+
+def _release_quietly(ledger: Ledger, run_id: str, relative_ids: list[str]) -> None:
+    try:
+        ledger.release(run_id, relative_ids)
+    except BrokerUnavailableError:
+        logger.warning("Could not release %d claims; `vfx-enqueue --force` queues them again", len(relative_ids))
+
+
+def task_kwargs(run: RunSpec, item: VideoItem, *, batch_size: int) -> dict[str, object]:
+    """The JSON arguments of ``vfx.extract_video`` for one video."""
+    return {
+        "video_path": item.path,
+        "output_dir": run.output_dir,
+        "relative_id": item.relative_id,
+        "run_id": run.run_id,
+        "model": run.model,
+        "crop_type": run.crop_type,
+        "clip_sampling": run.clip_sampling,
+        "num_clips_per_video": run.num_clips_per_video,
+        "batch_size": batch_size,
+        "precision": run.precision,
+    }

@@ -1,0 +1,79 @@
+"""Where videos come from. Each source yields :class:`VideoItem` s; only local folders so far.
+
+A Hugging Face dataset source (issue 4) will be a second :class:`VideoSource` yielding the same
+items, so the enqueue side needs no change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from vfx_tasks.errors import ConfigurationError
+from vfx_tasks.video import VIDEO_EXTENSIONS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One video to process.
+
+    ``relative_id`` is ``"<relative_dir>/<video_id>"`` (POSIX separators; just ``"<video_id>"`` at
+    the top level): it names the output file and the line in a ``--check_progress`` file.
+    """
+
+    relative_id: str
+    path: str
+
+    @property
+    def video_id(self) -> str:
+        return self.relative_id.rsplit("/", 1)[-1]
+
+
+class VideoSource(Protocol):
+    """Anything that lists videos."""
+
+    def iter_videos(self) -> Iterator[VideoItem]:
+        """Yield the videos in a stable order."""
+        ...
+
+
+class LocalFolderSource:
+    """Every file with a video extension under ``root``, recursively, in sorted order."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if not self.root.is_dir():
+            raise ConfigurationError(f"Input folder {str(root)!r} does not exist or is not a folder.")
+
+    def __repr__(self) -> str:
+        return f"LocalFolderSource({str(self.root)!r})"
+
+    def iter_videos(self) -> Iterator[VideoItem]:
+        seen: dict[str, Path] = {}
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                path = Path(dirpath, name)
+                if name.startswith(".") or path.suffix.lower() not in VIDEO_EXTENSIONS:
+                    continue
+                relative_id = path.relative_to(self.root).with_suffix("").as_posix()
+                if relative_id in seen:
+                    # Same stem, two containers: both would write the same output file.
+                    logger.warning("Skipping %s: %s already has the id %r", path, seen[relative_id], relative_id)
+                    continue
+                seen[relative_id] = path
+                yield VideoItem(relative_id=relative_id, path=str(path))
+
+
+def normalize_relative_id(line: str) -> str:
+    """Canonical form of a ``--check_progress`` line: POSIX separators, no leading ``./`` or slashes."""
+    text = line.strip().replace("\\", "/")
+    while text.startswith("./"):
+        text = text[2:]
+    return text.strip("/")

@@ -1,0 +1,106 @@
+"""Where features go and when a video counts as done on disk.
+
+Layout: ``<output_dir>/<relative_dir>/<video_id>.npy``, as the original tool. Files are written
+to a temporary name in the same folder and renamed into place, so a reader never sees a partial
+file and two workers racing on one video just replace the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from vfx_tasks.errors import OutputError
+
+logger = logging.getLogger(__name__)
+
+#: Temporary files start with this prefix, so that leftovers of a killed writer can be found.
+TEMP_PREFIX = ".vfx-tmp-"
+TEMP_SUFFIX = ".npy.part"
+
+
+def output_path(output_dir: str | os.PathLike[str], relative_id: str) -> Path:
+    """``<output_dir>/<relative_dir>/<video_id>.npy`` for ``relative_id = "<relative_dir>/<video_id>"``."""
+    relative = PurePosixPath(relative_id)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise OutputError(f"Invalid relative id ({relative_id!r}): it must stay inside the output folder.")
+    return Path(output_dir, *relative.parts).with_name(relative.name + ".npy")
+
+
+def write_features_atomic(path: str | os.PathLike[str], features: np.ndarray) -> None:
+    """Save ``features`` as ``.npy`` at ``path`` through a temporary file and ``os.replace``.
+
+    Raises:
+        OutputError: the folder cannot be created or the file cannot be written.
+    """
+    path = Path(path)
+    tmp_name: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.stem + ".", suffix=TEMP_SUFFIX, dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.ascontiguousarray(features), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as e:
+        raise OutputError(f"Cannot write features to {path}: {e}. Check free space and permissions.") from e
+    finally:
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+
+
+def read_npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype from a ``.npy`` header, or ``None`` when the file is missing or not a full ``.npy``."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            major, _minor = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(f)
+            data_start = f.tell()
+    except (OSError, ValueError):
+        return None
+    if fortran_order or size != data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        return None  # truncated or padded: not something we wrote
+    return tuple(shape), dtype
+
+
+def is_valid_output(
+    path: str | os.PathLike[str],
+    *,
+    n_crops: int,
+    feature_dim: int,
+    num_clips_per_video: int = -1,
+) -> bool:
+    """Whether ``path`` holds complete ``(num_clips, n_crops, feature_dim)`` float32 features.
+
+    Only the header and the file size are read, so checking 100,000 outputs stays cheap.
+    """
+    header = read_npy_header(path)
+    if header is None:
+        return False
+    shape, dtype = header
+    if dtype != np.float32 or len(shape) != 3 or shape[0] < 1 or shape[1:] != (n_crops, feature_dim):
+        return False
+    return num_clips_per_video == -1 or shape[0] == num_clips_per_video
+
+
+def find_temp_files(output_dir: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files left under ``output_dir`` by writers that were killed mid-write."""
+    return sorted(p for p in Path(output_dir).rglob(TEMP_PREFIX + "*" + TEMP_SUFFIX) if p.is_file())
+
+
+def remove_temp_files(output_dir: str | os.PathLike[str]) -> int:
+    """Delete the leftovers :func:`find_temp_files` finds; return how many. Only safe with no writer running."""
+    leftovers = find_temp_files(output_dir)
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+        logger.info("Removed partial file %s", leftover)
+    return len(leftovers)

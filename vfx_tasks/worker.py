@@ -1,0 +1,129 @@
+"""What a worker process keeps between tasks, and the work of one task without Celery around it.
+
+Each worker *child* process loads a model the first time a task needs it and keeps it for every
+later task (:func:`get_extractor`). Nothing is loaded in the parent before it forks children:
+CUDA does not survive a fork, and the parent has no use for a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from vfx_tasks.errors import WorkerDiedError
+from vfx_tasks.ledger import Ledger
+from vfx_tasks.models import get_model_spec
+from vfx_tasks.settings import Settings
+from vfx_tasks.storage import output_path, write_features_atomic
+
+if TYPE_CHECKING:
+    from vfx_tasks.pipeline import FeatureExtractor
+
+logger = logging.getLogger(__name__)
+
+_ExtractorKey = tuple[str, str, str, str]
+_extractors: dict[_ExtractorKey, FeatureExtractor] = {}
+_ledgers: dict[str, Ledger] = {}
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """The arguments of one ``vfx.extract_video`` task (JSON primitives only)."""
+
+    video_path: str
+    output_dir: str
+    relative_id: str
+    run_id: str
+    model: str
+    crop_type: str
+    clip_sampling: str
+    num_clips_per_video: int
+    batch_size: int
+    precision: str
+
+
+def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureExtractor:
+    """The process's loaded model for these settings, loading it on first use."""
+    from vfx_tasks.pipeline import FeatureExtractor  # torch + mmaction2 only where a task runs
+
+    key = (get_model_spec(model).name, settings.device, precision, str(settings.pretrained_dir))
+    if key not in _extractors:
+        logger.info("Loading %s on %s (%s) in process %d", key[0], settings.device, precision, os.getpid())
+        _extractors[key] = FeatureExtractor(
+            key[0], pretrained_dir=settings.pretrained_dir, device=settings.device, precision=precision
+        )
+    return _extractors[key]
+
+
+def get_ledger(settings: Settings) -> Ledger:
+    """The process's ledger connection (created after fork, never shared with the parent)."""
+    if settings.broker_url not in _ledgers:
+        _ledgers[settings.broker_url] = Ledger.from_url(settings.broker_url)
+    return _ledgers[settings.broker_url]
+
+
+def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dict[str, Any]:
+    """Extract one video's features, write them atomically, record them as done; return the summary.
+
+    Raises:
+        WorkerDiedError: earlier attempts on this video died more than ``max_redeliveries`` times.
+        PermanentError: the video or the configuration cannot work; retrying will not help.
+        TransientError: worth retrying (I/O, Redis, out of memory at one clip).
+    """
+    ledger = get_ledger(settings)
+    attempts = ledger.mark_started(job.run_id, job.relative_id, worker_name)
+    deaths = attempts - 1
+    if deaths > settings.max_redeliveries:
+        raise WorkerDiedError(
+            f"The worker died {deaths} times on this video (killed by the OOM killer or crashed in the "
+            f"decoder?); giving up after VFX_MAX_REDELIVERIES={settings.max_redeliveries} redeliveries."
+        )
+    if deaths:
+        logger.warning("%s: redelivered after %d worker death(s)", job.relative_id, deaths)
+    extractor = get_extractor(job.model, settings=settings, precision=job.precision)
+    result = extractor.extract(
+        job.video_path,
+        crop_type=job.crop_type,  # type: ignore[arg-type]
+        num_clips_per_video=job.num_clips_per_video,
+        batch_size=job.batch_size,
+        clip_sampling=job.clip_sampling,  # type: ignore[arg-type]
+    )
+    destination = output_path(job.output_dir, job.relative_id)
+    write_features_atomic(destination, result.features)
+    summary = {
+        "relative_id": job.relative_id,
+        "output": str(destination),
+        "shape": list(result.shape),
+        "num_frames": result.num_frames,
+        "fps": result.fps,
+        "seconds": round(result.seconds, 3),
+        "worker": worker_name,
+    }
+    ledger.mark_done(job.run_id, job.relative_id, summary)
+    return summary
+
+
+def record_failure(job: VideoJob, reason: dict[str, str], *, settings: Settings) -> None:
+    """Record a final failure in the ledger (the result backend keeps it too, through Celery)."""
+    get_ledger(settings).mark_failed(job.run_id, job.relative_id, reason)
+
+
+def record_retry(job: VideoJob, *, settings: Settings) -> None:
+    """The attempt ended in a transient error and will be retried: not a worker death."""
+    get_ledger(settings).mark_retrying(job.run_id, job.relative_id)
+
+
+@worker_process_init.connect
+def _forget_inherited_state(**_: Any) -> None:
+    # A forked child must build its own model and Redis connections; never reuse the parent's.
+    _extractors.clear()
+    _ledgers.clear()
+
+
+@worker_process_shutdown.connect
+def _release_models(**_: Any) -> None:
+    _extractors.clear()
