@@ -148,6 +148,31 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+def descendant_pids(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, grandchildren...)."""
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        for child in child_pids(frontier.pop()):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
+def alive_pids(pids: set[int]) -> set[int]:
+    """The given pids that still run (zombies count as gone)."""
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
 class WorkerProcess:
     """A real ``vfx-worker --device cpu`` subprocess (Celery main process + one pool child)."""
 

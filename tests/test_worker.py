@@ -8,17 +8,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, run_cli
+from click.testing import CliRunner, Result
+from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess
 
 from vfx_tasks.celery import create_app
+from vfx_tasks.cli import enqueue, status
 from vfx_tasks.ledger import Ledger, RunSpec
 from vfx_tasks.models import DEFAULT_MODEL
 from vfx_tasks.pipeline import FeatureExtractor
+from vfx_tasks.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
@@ -52,18 +55,37 @@ def start_enqueue_wait(env: dict[str, str], *args: str) -> subprocess.Popen[str]
     )
 
 
+@pytest.fixture(scope="module")
+def shared_worker(pretrained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, WorkerProcess]]:
+    """One Redis and one CPU worker for the tests that need nothing special (saves a model load each)."""
+    with RedisServer() as server:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_DIR), env.get("PYTHONPATH", "")]))
+        env.update(VFX_BROKER_URL=server.url, VFX_RESULT_BACKEND="", VFX_PRETRAINED_DIR=str(pretrained_dir),
+                   VFX_DEVICE="cpu")
+        worker = WorkerProcess(env, tmp_path_factory.mktemp("shared-worker") / "worker.log", "shared@%h")
+        try:
+            yield server.url, worker
+        finally:
+            worker.stop()
+
+
+def enqueue_in_process(redis_url: str, *args: str) -> Result:
+    """``vfx-enqueue`` through click's runner: no interpreter start-up per call."""
+    return CliRunner().invoke(enqueue.main, [*args, *COMMON], env={"VFX_BROKER_URL": redis_url},
+                              catch_exceptions=False)
+
+
 def test_end_to_end_matches_the_pipeline_and_resumes(
-    nested_videos: Path, tmp_path: Path, queue_env: dict[str, str], start_worker: Callable[..., WorkerProcess],
-    pretrained_dir: Path, redis_url: str,
+    nested_videos: Path, tmp_path: Path, shared_worker: tuple[str, WorkerProcess], pretrained_dir: Path,
 ) -> None:
+    redis_url, _ = shared_worker
     out, progress = tmp_path / "features", tmp_path / "progress.txt"
-    args = ["--input_dir", str(nested_videos), "--output_dir", str(out), *COMMON]
-    # Given a worker and a folder with nested folders and an .avi,
-    start_worker()
-    # when the folder is enqueued and waited for,
-    first = run_cli(ENQUEUE, *args, "--wait", "--check_progress", str(progress), env=queue_env)
+    args = ["--input_dir", str(nested_videos), "--output_dir", str(out)]
+    # Given a worker and a folder with nested folders and an .avi, when the folder is enqueued and waited for,
+    first = enqueue_in_process(redis_url, *args, "--wait", "--check_progress", str(progress))
     # then every video has its features, equal bit for bit to the pipeline's, and is in the progress file.
-    assert first.returncode == 0, first.stderr
+    assert first.exit_code == 0, first.stderr
     assert "3 done, 0 failed of 3" in first.stderr
     assert npy_files(out) == ["a/b/deep.npy", "a/other.npy", "top.npy"]
     assert sorted(progress.read_text().split()) == ["a/b/deep", "a/other", "top"]
@@ -79,29 +101,28 @@ def test_end_to_end_matches_the_pipeline_and_resumes(
     assert result.result["shape"] == [1, 1, 2048] and result.result["num_frames"] == 60
 
     # Resume: a second enqueue queues nothing,
-    second = run_cli(ENQUEUE, *args, env=queue_env)
+    second = enqueue_in_process(redis_url, *args)
     assert "Queued 0 of 3" in second.stderr and "3 with valid output" in second.stderr
     # deleting one output queues only that one again, and it is redone.
     (out / "a" / "b" / "deep.npy").unlink()
-    redo = run_cli(ENQUEUE, *args, "--wait", env=queue_env)
-    assert redo.returncode == 0, redo.stderr
+    redo = enqueue_in_process(redis_url, *args, "--wait")
+    assert redo.exit_code == 0, redo.stderr
     assert "Queued 1 of 3" in redo.stderr and "1 done, 0 failed of 1" in redo.stderr
     assert npy_files(out) == ["a/b/deep.npy", "a/other.npy", "top.npy"]
 
 
 def test_corrupt_videos_fail_with_their_reason_and_others_succeed(
-    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str],
-    start_worker: Callable[..., WorkerProcess], redis_url: str,
+    tmp_path: Path, sample_videos_dir: Path, shared_worker: tuple[str, WorkerProcess],
 ) -> None:
+    redis_url, worker = shared_worker
     videos, out = tmp_path / "videos", tmp_path / "features"
     videos.mkdir()
     shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / "good.mp4")
     (videos / "empty.mp4").write_bytes(b"")
     (videos / "garbage.mkv").write_bytes(os.urandom(50_000))
-    worker = start_worker()
-    result = run_cli(ENQUEUE, "--input_dir", str(videos), "--output_dir", str(out), *COMMON, "--wait", env=queue_env)
+    result = enqueue_in_process(redis_url, "--input_dir", str(videos), "--output_dir", str(out), "--wait")
     # The run ends with exit code 1, naming each failed video and why.
-    assert result.returncode == 1, result.stderr
+    assert result.exit_code == 1, result.stderr
     assert "1 done, 2 failed of 3" in result.stderr
     assert "FAILED empty: [bad_video]" in result.stderr
     assert "FAILED garbage: [bad_video]" in result.stderr
@@ -111,8 +132,8 @@ def test_corrupt_videos_fail_with_their_reason_and_others_succeed(
     failure = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(run_spec(out).task_id("empty"))
     assert failure.state == "FAILURE"
     assert type(failure.result).__name__ == "VideoError"
-    status = run_cli("vfx_tasks.cli.status", "--output_dir", str(out), env=queue_env)
-    assert "done 1, failed 2" in status.stdout and "FAILED garbage: [bad_video]" in status.stdout
+    report = CliRunner().invoke(status.main, ["--output_dir", str(out)], env={"VFX_BROKER_URL": redis_url})
+    assert "done 1, failed 2" in report.stdout and "FAILED garbage: [bad_video]" in report.stdout
 
 
 def _kill_pool_child_while_running(worker: WorkerProcess, ledger: Ledger, run_id: str) -> None:

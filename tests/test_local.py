@@ -1,0 +1,92 @@
+"""``vfx-enqueue --local``: private Redis and workers for one run, nothing left behind, even on Ctrl-C."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, alive_pids, descendant_pids, processes_with_marker
+
+from vfx_tasks.storage import find_temp_files, is_valid_output
+
+ARGS = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
+
+pytestmark = pytest.mark.slow
+
+
+def assert_no_process_left(marker: str, started: set[int], timeout: float = 10) -> None:
+    """Neither a process started by the run (seen while it ran) nor one with its environment is alive."""
+    deadline = time.monotonic() + timeout
+    while (left := alive_pids(started) | set(processes_with_marker(marker))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == set(), f"processes left behind: {left}"
+
+
+def start_local(videos: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vfx_tasks.cli.enqueue", "--input_dir", str(videos), "--output_dir", str(out),
+         *ARGS, "--local"],
+        env={**env, "VFX_BROKER_URL": ""},  # --local needs no Redis of its own
+        cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def watch_descendants(process: subprocess.Popen[str], until: int | None = None) -> set[int]:
+    """Pids below ``process`` seen until it exits (or until ``until`` of them run at once)."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + PROCESS_TIMEOUT_SECONDS
+    while process.poll() is None and time.monotonic() < deadline:
+        current = descendant_pids(process.pid)
+        seen |= current
+        if until is not None and len(current) >= until:
+            break
+        time.sleep(0.1)
+    return seen
+
+
+def test_local_runs_everything_and_stops_everything(
+    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str], process_marker: str
+) -> None:
+    videos, out = tmp_path / "videos", tmp_path / "features"
+    (videos / "sub").mkdir(parents=True)
+    shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / "one.mp4")
+    shutil.copy(sample_videos_dir / "carphone_distorted.mp4", videos / "sub" / "two.mp4")
+    # Given nothing running, when the folder is extracted with --local,
+    process = start_local(videos, out, queue_env)
+    started = watch_descendants(process)
+    _, stderr = process.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+    # then every video is done and Redis and the workers are gone.
+    assert process.returncode == 0, stderr
+    assert "2 done, 0 failed of 2" in stderr
+    assert len(started) >= 3, f"expected redis-server, a worker and its pool process, saw {started}"
+    for relative in ("one.npy", "sub/two.npy"):
+        assert is_valid_output(out / relative, n_crops=1, feature_dim=2048, num_clips_per_video=1)
+    assert_no_process_left(process_marker, started)
+
+
+def test_ctrl_c_stops_local_run_without_leftovers(
+    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str], process_marker: str
+) -> None:
+    videos, out = tmp_path / "videos", tmp_path / "features"
+    videos.mkdir()
+    for index in range(4):
+        shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / f"v{index}.mp4")
+    # Given a --local run with its worker busy on a video (redis-server, worker and pool process up),
+    process = start_local(videos, out, queue_env)
+    started = watch_descendants(process, until=3)
+    assert process.poll() is None, "the --local run ended before it could be interrupted"
+    time.sleep(3)
+    started |= descendant_pids(process.pid)
+    # when the user presses Ctrl-C,
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    # then it exits as interrupted and leaves no process and no partial file behind.
+    assert process.returncode == 130, stderr
+    assert "Interrupted" in stderr and "Traceback" not in stderr
+    assert_no_process_left(process_marker, started)
+    assert not out.exists() or find_temp_files(out) == []
