@@ -197,3 +197,9 @@ def test_dockerfile_runs_as_a_non_root_user_with_volumes() -> None:
     assert "/models" in volumes and "/home/vfx/.cache/huggingface" in volumes
     env = " ".join(rest[0] for keyword, *rest in instructions if keyword.upper() == "ENV")
     assert "VFX_PRETRAINED_DIR=/models" in env and "HF_HOME=/home/vfx/.cache/huggingface" in env
+
+
+def test_redis_is_published_only_through_the_override() -> None:
+    override = yaml.safe_load((REPO_DIR / "deploy" / "redis-published.yml").read_text())
+    assert list(override["services"]) == ["redis"]
+    assert override["services"]["redis"] == {"ports": ["6379:6379"]}
