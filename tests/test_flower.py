@@ -10,15 +10,18 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess
@@ -84,6 +87,13 @@ def flower_is_up(url: str, process: subprocess.Popen[bytes], log_path: Path) -> 
         return False
 
 
+def compose_flower_options(*, port: int, db_path: Path) -> list[str]:
+    """The ``celery flower`` options of docker-compose.yml, with ``port`` and ``db_path`` put in."""
+    command = yaml.safe_load((REPO_DIR / "docker-compose.yml").read_text())["services"]["flower"]["command"]
+    options = [o for o in command[command.index("flower") + 1 :] if not o.startswith(("--port=", "--db="))]
+    return [*options, f"--port={port}", f"--db={db_path}"]
+
+
 def tasks_by_video(url: str) -> dict[str, dict[str, Any]]:
     """Flower's tasks, keyed by the task's ``relative_id`` argument (Flower shows kwargs as a repr)."""
     found = {}
@@ -112,12 +122,11 @@ def flower_run(pretrained_dir: Path, sample_videos_dir: Path, tmp_path_factory: 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log_path = folder / "flower.log"
-        # The options docker-compose.yml gives Flower, with a local state file.
-        command = [
-            sys.executable, "-m", "celery", "-A", "vfx_tasks", "--broker", redis_server.url, "flower",
-            f"--port={port}", "--address=127.0.0.1", f"--basic-auth={FLOWER_USER}:{FLOWER_PASSWORD}",
-            "--persistent=True", f"--db={folder / 'flower.db'}", "--state_save_interval=60000",
-        ]
+        # Flower as docker-compose.yml starts it (its options, basic auth from the environment),
+        # with a local state file and a free port.
+        command = [sys.executable, "-m", "celery", "-A", "vfx_tasks", "--broker", redis_server.url, "flower",
+                   *compose_flower_options(port=port, db_path=folder / "flower.db"), "--address=127.0.0.1"]
+        env["FLOWER_BASIC_AUTH"] = f"{FLOWER_USER}:{FLOWER_PASSWORD}"
         with open(log_path, "wb") as log:
             flower = subprocess.Popen(command, env=env, cwd=REPO_DIR, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
@@ -198,3 +207,66 @@ def test_metrics_are_served_for_prometheus(flower_run: FlowerRun) -> None:
             for line in text.splitlines()
         ), f"no {event} count in /metrics"
     assert "flower_task_runtime_seconds" in text
+
+
+class AuthProxy:
+    """A loopback HTTP proxy that adds Flower's basic auth to every request, for a headless browser
+    (which has no way to answer the login prompt)."""
+
+    def __init__(self, target_url: str) -> None:
+        token = base64.b64encode(f"{FLOWER_USER}:{FLOWER_PASSWORD}".encode()).decode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+                headers = {"Authorization": f"Basic {token}"}
+                if self.headers.get("Content-Type"):
+                    headers["Content-Type"] = self.headers["Content-Type"]
+                request = urllib.request.Request(target_url + self.path, data=body, headers=headers,
+                                                 method=self.command)
+                try:
+                    response = urllib.request.urlopen(request, timeout=30)
+                except urllib.error.HTTPError as e:
+                    response = e  # a 401 or 404 goes back to the browser as it is
+                with response:
+                    content = response.read()
+                self.send_response(response.status)
+                self.send_header("Content-Type", response.headers["Content-Type"] or "text/plain")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = forward  # noqa: N815 (http.server's naming)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> AuthProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium for the screenshot")
+def test_dashboard_screenshot(flower_run: FlowerRun, tmp_path: Path) -> None:
+    """Screenshot Flower's task list in headless Chromium; VFXTEST_SCREENSHOT=docs/flower.png keeps it."""
+    png = tmp_path / "flower.png"
+    with AuthProxy(flower_run.url) as proxy:
+        subprocess.run(
+            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+             f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1600,500",
+             "--virtual-time-budget=10000", f"--screenshot={png}", f"{proxy.url}/tasks"],
+            check=True, capture_output=True, timeout=PROCESS_TIMEOUT_SECONDS,
+        )
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG") and 10_000 < len(data) < 300_000
+    if os.environ.get("VFXTEST_SCREENSHOT"):
+        shutil.copy(png, Path(os.environ["VFXTEST_SCREENSHOT"]))
