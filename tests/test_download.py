@@ -33,6 +33,7 @@ class CheckpointServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.drop_after_bytes: dict[str, int] = {}
+        self.ignore_range = False  # answer 200 with the whole file, as servers without Range support do
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         server = self
 
@@ -40,6 +41,8 @@ class CheckpointServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 range_header = self.headers.get("Range")
                 server.requests.append((self.path, range_header))
+                if server.ignore_range:
+                    range_header = None
                 body = server.files.get(self.path)
                 if body is None:
                     self.send_error(404)
@@ -196,6 +199,21 @@ def test_complete_part_file_is_verified_and_renamed(
     result = download_checkpoint(spec, tmp_path)
 
     assert result.status == "downloaded" and result.bytes_fetched == 0
+    assert (tmp_path / spec.checkpoint_filename).read_bytes() == payload
+
+
+def test_server_without_range_support_gets_the_whole_file_again(
+    server: CheckpointServer, payload: bytes, tmp_path: Path
+) -> None:
+    spec = generated_spec(payload, base_url=server.base_url)
+    server.serve(spec.checkpoint_filename, payload)
+    server.ignore_range = True
+    (tmp_path / (spec.checkpoint_filename + PART_SUFFIX)).write_bytes(payload[:5000])
+
+    result = download_checkpoint(spec, tmp_path)
+
+    assert server.range_requests(spec.checkpoint_filename) == ["bytes=5000-"]
+    assert result.bytes_fetched == len(payload)
     assert (tmp_path / spec.checkpoint_filename).read_bytes() == payload
 
 
