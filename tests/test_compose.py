@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 import yaml
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -141,6 +140,7 @@ def test_enqueue_runs_on_demand(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_commands_are_console_scripts_of_the_package(services: dict[str, dict[str, Any]]) -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     scripts = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["project"]["scripts"]
     used = {s["entrypoint"][0] for s in services.values() if "entrypoint" in s}
     used |= {s["command"][0] for s in workers(services).values()}
