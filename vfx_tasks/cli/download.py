@@ -19,11 +19,7 @@ from typing import Any
 import click
 
 from vfx_tasks.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from vfx_tasks.download import (
-    DEFAULT_TIMEOUT_SECONDS,
-    checkpoint_url,
-    download_checkpoint,
-)
+from vfx_tasks.download import DEFAULT_TIMEOUT_SECONDS, checkpoint_url, download_checkpoint
 from vfx_tasks.errors import ConfigurationError, DownloadError, VfxError
 from vfx_tasks.models import MODEL_SPECS, ModelSpec, get_model_spec
 from vfx_tasks.settings import Settings
@@ -37,28 +33,26 @@ class _ProgressBar:
     def __init__(self, label: str) -> None:
         self._label = label
         self._bar: Any = None  # click's ProgressBar class is private
-        self._shown = 0
+        self._started = False
+        self._shown_bytes = 0
 
     def __call__(self, bytes_done: int, bytes_total: int | None) -> None:
-        if self._bar is None:
+        if not self._started:
+            self._started = True
             if bytes_total is None:
                 click.echo(f"{self._label}: size unknown, downloading...", err=True)
-                self._bar = False
             else:
-                self._bar = click.progressbar(
-                    length=bytes_total, label=self._label, file=sys.stderr, width=30
-                )
+                self._bar = click.progressbar(length=bytes_total, label=self._label, file=sys.stderr)
                 self._bar.__enter__()
-                self._bar.update(bytes_done)  # a resumed transfer starts part-way
-                self._shown = bytes_done
-        if self._bar and bytes_done > self._shown:
-            self._bar.update(bytes_done - self._shown)
-            self._shown = bytes_done
+        # A resumed transfer starts part-way; a restarted one (no Range support) never moves back.
+        if self._bar is not None and bytes_done > self._shown_bytes:
+            self._bar.update(bytes_done - self._shown_bytes)
+            self._shown_bytes = bytes_done
 
     def close(self) -> None:
-        if self._bar:
+        if self._bar is not None:
             self._bar.__exit__(None, None, None)
-        self._bar = None
+            self._bar = None
 
 
 def _resolve_models(names: tuple[str, ...]) -> list[ModelSpec]:
