@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess
+from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, run_spec
 
 from vfx_tasks.celery import create_app
 from vfx_tasks.cli import enqueue, status
-from vfx_tasks.ledger import Ledger, RunSpec
-from vfx_tasks.models import DEFAULT_MODEL
+from vfx_tasks.ledger import Ledger
 from vfx_tasks.pipeline import FeatureExtractor
 from vfx_tasks.redis_server import RedisServer
 from vfx_tasks.settings import Settings
@@ -30,17 +29,6 @@ ENQUEUE = "vfx_tasks.cli.enqueue"
 COMMON = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
 
 pytestmark = pytest.mark.slow
-
-
-def run_spec(output_dir: Path) -> RunSpec:
-    return RunSpec.create(
-        output_dir,
-        model=DEFAULT_MODEL,
-        crop_type="center",
-        num_clips_per_video=1,
-        clip_sampling="sequential",
-        precision="fp32",
-    )
 
 
 def npy_files(folder: Path) -> list[str]:
