@@ -82,6 +82,8 @@ def write_test_video(
         writer.write(frame.astype(np.uint8))
     writer.release()
     return path
+
+
 # -- queue fixtures: a real redis-server, real worker processes, real videos -------------------
 
 REPO_DIR = TESTS_DIR.parent

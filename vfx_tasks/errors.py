@@ -121,3 +121,15 @@ class OutputError(TransientError):
     """A feature file cannot be written (disk full, permissions, network file system hiccup)."""
 
     code = "output_error"
+
+
+class DownloadError(TransientError):
+    """A checkpoint cannot be fetched: server unreachable, HTTP error, or the transfer kept breaking."""
+
+    code = "download_failed"
+
+
+class ChecksumMismatchError(CheckpointError):
+    """A downloaded checkpoint's sha256 does not start with the digits its file name promises."""
+
+    code = "checksum_mismatch"

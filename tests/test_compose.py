@@ -1,0 +1,205 @@
+"""Static checks of docker-compose.yml, .env.example and deploy/Dockerfile.
+
+Docker cannot run here, so these read the files as data: the services the issue asks for,
+one distinct GPU per worker, Redis private and password-protected, no secret written in the
+files, and every variable the compose file uses documented in .env.example.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+COMPOSE_PATH = REPO_DIR / "docker-compose.yml"
+ENV_EXAMPLE_PATH = REPO_DIR / ".env.example"
+DOCKERFILE_PATH = REPO_DIR / "deploy" / "Dockerfile"
+
+#: ``${NAME``, at any nesting depth (``${A:-${B}}`` names A and B).
+VARIABLE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+#: ``$NAME`` without braces (``$$`` escapes a dollar for the container and is not a variable).
+BARE_VARIABLE_RE = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
+SECRET_WORDS = ("PASSWORD", "PASS", "SECRET", "TOKEN", "AUTH")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_PATH.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def workers(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services.items() if name.startswith("worker")}
+
+
+def all_strings(node: Any) -> list[str]:
+    """Every string (keys and values) in a parsed YAML tree."""
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in all_strings(k) + all_strings(v)]
+    if isinstance(node, list):
+        return [s for item in node for s in all_strings(item)]
+    return [node] if isinstance(node, str) else []
+
+
+def env_example_names() -> list[str]:
+    names = []
+    for line in ENV_EXAMPLE_PATH.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.append(line.split("=", 1)[0].strip())
+    return names
+
+
+def option_value(command: list[str], option: str) -> str:
+    index = command.index(option)
+    return command[index + 1]
+
+
+def duration_seconds(value: str) -> int:
+    """Seconds of a compose duration such as ``15m`` or ``1h30m``, after taking a ``${X:-default}``."""
+    match = re.fullmatch(r"\$\{\w+:-(.+)\}", value)
+    value = match.group(1) if match else value
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+)([hms])", value)
+    assert parts and "".join(n + u for n, u in parts) == value, f"unparsed duration {value!r}"
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def test_required_services_are_there(services: dict[str, dict[str, Any]]) -> None:
+    assert {"redis", "flower", "enqueue"} <= set(services)
+    assert len(workers(services)) >= 1
+
+
+def test_every_worker_is_pinned_to_its_own_gpu(services: dict[str, dict[str, Any]]) -> None:
+    device_ids: list[str] = []
+    names: list[str] = []
+    for name, service in workers(services).items():
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert len(devices) == 1, f"{name}: one device reservation per worker"
+        assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+        assert "count" not in devices[0], f"{name}: count and device_ids exclude each other"
+        assert len(devices[0]["device_ids"]) == 1, f"{name}: exactly one GPU"
+        device_ids += [str(d) for d in devices[0]["device_ids"]]
+        command = service["command"]
+        assert command[0] == "vfx-worker", name
+        # The container sees only its reserved GPU, as index 0.
+        assert option_value(command, "--gpu") == "0", name
+        names.append(option_value(command, "--name"))
+    assert len(set(device_ids)) == len(device_ids), f"GPUs shared between workers: {device_ids}"
+    assert len(set(names)) == len(names), f"worker names repeat: {names}"
+
+
+def test_workers_restart_on_failure_and_get_time_to_finish_a_video(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in workers(services).items():
+        assert service["restart"] == "on-failure", name
+        assert service.get("stop_signal", "SIGTERM") == "SIGTERM", name  # Celery's warm shutdown
+        assert duration_seconds(service["stop_grace_period"]) >= 5 * 60, name
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
+
+
+def test_redis_is_private_persistent_and_password_protected(services: dict[str, dict[str, Any]]) -> None:
+    redis = services["redis"]
+    assert "ports" not in redis, "Redis must not be published to the host"
+    command = [str(part) for part in redis["command"]]
+    assert option_value(command, "--appendonly") == "yes"
+    assert option_value(command, "--appendfsync") == "everysec"
+    assert option_value(command, "--maxmemory-policy") == "noeviction"
+    assert option_value(command, "--requirepass").startswith("${REDIS_PASSWORD")
+    assert redis["healthcheck"]["test"]
+    assert any(volume.endswith(":/data") for volume in redis["volumes"]), "append-only file on a volume"
+
+
+def test_flower_has_basic_auth_persistent_state_and_port_5555(services: dict[str, dict[str, Any]]) -> None:
+    flower = services["flower"]
+    command = flower["command"]
+    assert command[:4] == ["celery", "-A", "vfx_tasks", "flower"]
+    assert "--persistent=True" in command
+    db_path = next(part.split("=", 1)[1] for part in command if part.startswith("--db="))
+    mounts = [volume.split(":")[1] for volume in flower["volumes"]]
+    assert any(db_path.startswith(mount + "/") for mount in mounts), f"{db_path} is not on a volume"
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH")
+    assert any(str(port).endswith(":5555") for port in flower["ports"])
+    assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_enqueue_runs_on_demand(services: dict[str, dict[str, Any]]) -> None:
+    enqueue = services["enqueue"]
+    assert enqueue["profiles"], "under a profile, so `docker compose up` does not start it"
+    # so that `docker compose run enqueue --input_dir ...` appends the options to vfx-enqueue
+    assert enqueue["entrypoint"] == ["vfx-enqueue"]
+
+
+def test_commands_are_console_scripts_of_the_package(services: dict[str, dict[str, Any]]) -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    scripts = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["project"]["scripts"]
+    used = {s["entrypoint"][0] for s in services.values() if "entrypoint" in s}
+    used |= {s["command"][0] for s in workers(services).values()}
+    assert used <= set(scripts), f"not console scripts: {used - set(scripts)}"
+
+
+def test_no_secret_is_written_in_the_compose_file(compose: dict[str, Any]) -> None:
+    for text in all_strings(compose):
+        # Credentials in URLs come from variables.
+        for credentials in re.findall(r"://([^@/\s]*)@", text):
+            assert credentials.startswith(":${") or credentials.startswith("${"), text
+    for name, service in compose["services"].items():
+        environment = service.get("environment", {})
+        for key, value in environment.items():
+            if any(word in key.upper() for word in SECRET_WORDS):
+                assert str(value).startswith("${"), f"{name}: {key} is hard-coded"
+        command = [str(part) for part in service.get("command", [])]
+        if "--requirepass" in command:
+            assert option_value(command, "--requirepass").startswith("${")
+
+
+def test_every_variable_is_listed_in_env_example(compose: dict[str, Any]) -> None:
+    text = COMPOSE_PATH.read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    used = set(VARIABLE_RE.findall(body))
+    listed = env_example_names()
+    assert not BARE_VARIABLE_RE.findall(body), "use ${NAME}, not $NAME"
+    assert used <= set(listed), f"missing from .env.example: {sorted(used - set(listed))}"
+    assert set(listed) <= used, f"listed in .env.example but unused: {sorted(set(listed) - used)}"
+    assert len(listed) == len(set(listed)), "a variable is listed twice"
+
+
+def test_env_example_holds_no_secrets() -> None:
+    for line in ENV_EXAMPLE_PATH.read_text().splitlines():
+        if line.startswith("#") or "=" not in line:
+            continue
+        name, value = line.split("=", 1)
+        if any(word in name.upper() for word in SECRET_WORDS):
+            assert value == "", f"{name} must be empty in .env.example"
+
+
+def test_dockerfile_runs_as_a_non_root_user_with_volumes() -> None:
+    instructions = [
+        line.split(None, 1)
+        for line in DOCKERFILE_PATH.read_text().replace("\\\n", " ").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    users = [args.strip() for keyword, *rest in instructions if keyword.upper() == "USER" for args in rest]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    args = [rest[0] for keyword, *rest in instructions if keyword.upper() == "ARG"]
+    base = next(arg for arg in args if arg.startswith("BASE_IMAGE="))
+    assert "pytorch/pytorch" in base and "cuda" in base
+    volumes = " ".join(rest[0] for keyword, *rest in instructions if keyword.upper() == "VOLUME")
+    assert "/models" in volumes and "/home/vfx/.cache/huggingface" in volumes
+    env = " ".join(rest[0] for keyword, *rest in instructions if keyword.upper() == "ENV")
+    assert "VFX_PRETRAINED_DIR=/models" in env and "HF_HOME=/home/vfx/.cache/huggingface" in env
+
+
+def test_redis_is_published_only_through_the_override() -> None:
+    override = yaml.safe_load((REPO_DIR / "deploy" / "redis-published.yml").read_text())
+    assert list(override["services"]) == ["redis"]
+    assert override["services"]["redis"] == {"ports": ["6379:6379"]}
