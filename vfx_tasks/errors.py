@@ -81,6 +81,18 @@ class VideoError(PermanentError):
     code = "bad_video"
 
 
+class DownloadError(VideoError):
+    """A video cannot be fetched from the Hugging Face Hub: gone (404), no access, or truncated every time."""
+
+    code = "download_failed"
+
+
+class UnsafePathError(PermanentError):
+    """A remote file name would escape the output folder (``..``, absolute, backslashes, encoded tricks)."""
+
+    code = "unsafe_path"
+
+
 class DependencyError(PermanentError):
     """An optional dependency needed for the requested feature is not installed."""
 
@@ -103,6 +115,12 @@ class BrokerUnavailableError(TransientError):
     """The Redis server behind the broker, the result backend or the ledger cannot be reached."""
 
     code = "broker_unavailable"
+
+
+class HubUnavailableError(TransientError):
+    """The Hugging Face Hub (or the ``HF_ENDPOINT`` mirror) cannot be reached or answers 5xx/429 for now."""
+
+    code = "hub_unavailable"
 
 
 class OutputError(TransientError):

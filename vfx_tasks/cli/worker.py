@@ -118,6 +118,8 @@ def supervise(commands: list[tuple[list[str], dict[str, str]]]) -> int:
 @click.option("--name", "-n", envvar="VFX_WORKER_NAME",
               help="Worker name; default gpu<N>@<host> or cpu@<host>.")
 @click.option("--loglevel", "-l", default="info", envvar="VFX_LOGLEVEL", show_default=True)
+@click.option("--keep-downloads", "--keep_downloads", "keep_downloads", envvar="VFX_KEEP_DOWNLOADS", is_flag=True,
+              default=None, help="Keep videos fetched from the Hugging Face Hub in its cache after use.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def main(
     gpu: int | None,
@@ -129,6 +131,7 @@ def main(
     concurrency: int,
     name: str | None,
     loglevel: str,
+    keep_downloads: bool | None,
     celery_args: tuple[str, ...],
 ) -> None:
     """Start Celery worker(s) that extract features from the queued videos."""
@@ -146,6 +149,7 @@ def main(
             broker_url=broker_url,
             result_backend=result_backend,
             pretrained_dir=pretrained_dir,
+            keep_downloads=keep_downloads or None,
         )
         connect(settings.broker_url).close()
     except VfxError as e:
