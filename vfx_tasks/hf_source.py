@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -45,6 +46,7 @@ XD_TEST_RANGE = "test_videos"
 XD_TEST_ANNOTATIONS = "data/test_annotations.txt"
 #: Label codes in XD-Violence file names (``..._label_B2-G-0``) and their class indices.
 XD_CODE_TO_INDEX: Mapping[str, int] = {"A": 0, "B1": 1, "B2": 2, "B4": 3, "B5": 4, "B6": 5, "G": 6}
+_ANNOTATION_LINE = re.compile(r"^(?P<name>.+?)(?P<frames>(?:\s+\d+)*)$")
 #: Branch where the Hub keeps its Parquet export of a dataset.
 PARQUET_REVISION = "refs/convert/parquet"
 
@@ -60,19 +62,22 @@ def xd_violence_labels(video_id: str) -> dict[str, Any]:
 
 
 def parse_frame_annotations(text: str) -> dict[str, list[dict[str, int]]]:
-    """``{video_id: [{"start", "end"}, ...]}`` from lines ``<name>[.mp4] start end [start end ...]``."""
+    """``{video_id: [{"start", "end"}, ...]}`` from lines ``<name>[.mp4] start end [start end ...]``.
+
+    The frame numbers are read from the end of the line, so names holding spaces survive.
+    """
     found: dict[str, list[dict[str, int]]] = {}
     for line in text.splitlines():
-        parts = line.split()
-        if not parts:
+        match = _ANNOTATION_LINE.match(line.strip())
+        if match is None:
             continue
-        name = parts[0][:-4] if parts[0].endswith(".mp4") else parts[0]
-        try:
-            numbers = [int(part) for part in parts[1:]]
-        except ValueError:
-            logger.warning("Ignoring annotation line %r: frame numbers expected after the name", line)
+        name = match["name"].strip()
+        name = name[:-4] if name.endswith(".mp4") else name
+        numbers = [int(number) for number in match["frames"].split()]
+        if len(numbers) % 2:
+            logger.warning("Ignoring annotation line %r: frame numbers come in start/end pairs", line)
             continue
-        found[name] = [{"start": s, "end": e} for s, e in zip(numbers[::2], numbers[1::2])]
+        found[name] = [{"start": s, "end": e} for s, e in zip(numbers[::2], numbers[1::2], strict=True)]
     return found
 
 
