@@ -79,8 +79,9 @@ class HubReplica:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(10)
@@ -185,11 +186,21 @@ def _handler_class(replica: HubReplica) -> type[BaseHTTPRequestHandler]:
             found = self._revision_or_error(repo_id, revision)
             if found is None:
                 return
-            self._json({
-                "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24], "id": repo_id, "author": repo_id.split("/")[0],
-                "sha": found.commit, "private": False, "gated": False, "disabled": False, "tags": [],
-                "downloads": 0, "likes": 0, "siblings": [{"rfilename": path} for path in found.files()],
-            })
+            self._json(
+                {
+                    "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24],
+                    "id": repo_id,
+                    "author": repo_id.split("/")[0],
+                    "sha": found.commit,
+                    "private": False,
+                    "gated": False,
+                    "disabled": False,
+                    "tags": [],
+                    "downloads": 0,
+                    "likes": 0,
+                    "siblings": [{"rfilename": path} for path in found.files()],
+                }
+            )
 
         def _tree(self, repo_id: str, revision: str, folder: str, query: dict[str, list[str]]) -> None:
             found = self._revision_or_error(repo_id, revision)
@@ -199,22 +210,26 @@ def _handler_class(replica: HubReplica) -> type[BaseHTTPRequestHandler]:
             prefix = folder.strip("/") + "/" if folder.strip("/") else ""
             files = [p for p in found.files() if p.startswith(prefix)]
             if prefix and not files:
-                return self._error(404, "EntryNotFound", f"{folder} does not exist on {revision}", found.commit)
+                return self._error(
+                    404, "EntryNotFound", f"{folder} does not exist on {revision}", found.commit
+                )
             entries: dict[str, dict[str, Any]] = {}
             for path in files:
-                relative = path[len(prefix):].split("/")
+                relative = path[len(prefix) :].split("/")
                 depth = len(relative) if recursive else 1
                 for level in range(1, min(depth, len(relative) - 1) + 1):
                     folder_path = prefix + "/".join(relative[:level])
-                    entries.setdefault(folder_path, {"type": "directory", "oid": _oid(folder_path), "size": 0,
-                                                     "path": folder_path})
+                    entries.setdefault(
+                        folder_path,
+                        {"type": "directory", "oid": _oid(folder_path), "size": 0, "path": folder_path},
+                    )
                 if recursive or len(relative) == 1:
                     local = found.root / path
                     size = local.stat().st_size if local.is_file() else 1234
                     entries[path] = {"type": "file", "oid": _oid(path), "size": size, "path": path}
             listing = [entries[key] for key in sorted(entries)]
             start = int(query.get("cursor", ["0"])[0])
-            page = listing[start:start + replica.page_size]
+            page = listing[start : start + replica.page_size]
             headers = {}
             if start + replica.page_size < len(listing):
                 base = f"{replica.url}/api/datasets/{repo_id}/tree/{quote(revision, safe='')}"
@@ -236,7 +251,7 @@ def _handler_class(replica: HubReplica) -> type[BaseHTTPRequestHandler]:
             start = 0
             range_header = self.headers.get("Range")
             if range_header and range_header.startswith("bytes=") and method == "GET":
-                start = int(range_header[len("bytes="):].split("-")[0])
+                start = int(range_header[len("bytes=") :].split("-")[0])
             body = data[start:]
             cut_once = method == "GET" and path in replica.drop_once and start == 0
             if method == "GET" and path in replica.truncated:
@@ -275,8 +290,10 @@ XD_REPO = "jherng/xd-violence"
 XD_VIDEOS = [
     ("data/video/1-1004/A.Beautiful.Mind.2001__#00-01-45_00-02-50_label_A.mp4", "carphone_pristine.mp4"),
     ("data/video/1005-2004/Bad.Boys.1995__#01-11-55_01-12-40_label_B2-G-0.mp4", "carphone_pristine.mp4"),
-    ("data/video/test_videos/Le Fabuleux Destin d'Amélie #1__#00-10-00_00-10-20_label_B1-0-0.mp4",
-     "carphone_pristine.mp4"),
+    (
+        "data/video/test_videos/Le Fabuleux Destin d'Amélie #1__#00-10-00_00-10-20_label_B1-0-0.mp4",
+        "carphone_pristine.mp4",
+    ),
 ]
 #: Listed by the Hub but gone when fetched.
 XD_MISSING = "data/video/1005-2004/Missing.Movie.2003__#00-00-01_00-00-09_label_B6-0-0.mp4"
@@ -290,7 +307,7 @@ XD_UNSAFE = [
 
 def xd_relative_id(path_in_repo: str) -> str:
     """``<range>/<id>`` of a replica video."""
-    return path_in_repo[len("data/video/"):].rsplit(".", 1)[0]
+    return path_in_repo[len("data/video/") :].rsplit(".", 1)[0]
 
 
 def build_xd_violence(root: Path, sample_videos_dir: Path) -> Path:
@@ -301,9 +318,11 @@ def build_xd_violence(root: Path, sample_videos_dir: Path) -> Path:
     train = [p for p, _ in XD_VIDEOS if "/test_videos/" not in p] + [XD_MISSING]
     test = [p for p, _ in XD_VIDEOS if "/test_videos/" in p]
     (root / "data" / "train_list.txt").write_text(
-        "".join(f"{p[len('data/video/'):]} 0\n" for p in train), encoding="utf-8")
+        "".join(f"{p[len('data/video/') :]} 0\n" for p in train), encoding="utf-8"
+    )
     (root / "data" / "test_list.txt").write_text(
-        "".join(f"{p[len('data/video/'):]} 0\n" for p in test), encoding="utf-8")
+        "".join(f"{p[len('data/video/') :]} 0\n" for p in test), encoding="utf-8"
+    )
     amelie = Path(test[0]).name
     (root / "data" / "test_annotations.txt").write_text(f"{amelie} 10 52 80 101\n", encoding="utf-8")
     (root / "README.md").write_text("---\nconfigs: []\n---\n# XD-Violence replica\n", encoding="utf-8")
@@ -328,8 +347,10 @@ def build_xd_parquet_export(root: Path, *, original_endpoint: str = "https://hug
         }
 
     paths = [p for p, _ in XD_VIDEOS] + [XD_MISSING]
-    for split, selected in (("train", [p for p in paths if "test_videos" not in p]),
-                            ("test", [p for p in paths if "test_videos" in p])):
+    for split, selected in (
+        ("train", [p for p in paths if "test_videos" not in p]),
+        ("test", [p for p in paths if "test_videos" in p]),
+    ):
         folder = root / "video" / split
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist([row(p) for p in selected]), folder / "0000.parquet")

@@ -6,6 +6,7 @@ only the server is ours (``tests/hub_replica.py``). No test reaches the internet
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -49,38 +50,61 @@ def source(hub: HubReplica, tmp_path: Path, repo_id: str = XD_REPO, **options: o
 
 # -- names --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", [
-    "data/video/1-1004/A.Beautiful.Mind.2001__#00-01-45_00-02-50_label_A.mp4",
-    "vidéos/été 2024/clip #1 (final).mp4",
-    "refs/convert/parquet-like/名前.mkv",
-])
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "data/video/1-1004/A.Beautiful.Mind.2001__#00-01-45_00-02-50_label_A.mp4",
+        "vidéos/été 2024/clip #1 (final).mp4",
+        "refs/convert/parquet-like/名前.mkv",
+    ],
+)
 def test_locations_round_trip_names_with_hash_spaces_and_unicode(path: str) -> None:
     hub_file = HubFile("owner/name", "refs/pr/1", path)
     assert parse_location(hub_file.to_location()) == hub_file
 
 
-@pytest.mark.parametrize("path", [
-    "../escape.mp4", "a/../../escape.mp4", "/etc/passwd.mp4", "C:/video.mp4", "a\\..\\b.mp4", "a//b.mp4",
-    "a/./b.mp4", "a/%2e%2e/%2e%2e/b.mp4", "a/%2E%2E%2F%2E%2E%2Fb.mp4", "a/%252e%252e/b.mp4", "a/b\x00.mp4",
-    "", " padded.mp4",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../escape.mp4",
+        "a/../../escape.mp4",
+        "/etc/passwd.mp4",
+        "C:/video.mp4",
+        "a\\..\\b.mp4",
+        "a//b.mp4",
+        "a/./b.mp4",
+        "a/%2e%2e/%2e%2e/b.mp4",
+        "a/%2E%2E%2F%2E%2E%2Fb.mp4",
+        "a/%252e%252e/b.mp4",
+        "a/b\x00.mp4",
+        "",
+        " padded.mp4",
+    ],
+)
 def test_unsafe_remote_paths_are_refused(path: str) -> None:
     with pytest.raises(UnsafePathError, match="Refusing remote path"):
         safe_relative_id(path)
 
 
 def test_safe_relative_ids_keep_their_names_and_stay_inside_the_output(tmp_path: Path) -> None:
-    relative_id = safe_relative_id("data/video/test_videos/Amélie #1 v2.0__#00-10_label_A.mp4",
-                                   strip_prefix="data/video/")
+    relative_id = safe_relative_id(
+        "data/video/test_videos/Amélie #1 v2.0__#00-10_label_A.mp4", strip_prefix="data/video/"
+    )
     assert relative_id == "test_videos/Amélie #1 v2.0__#00-10_label_A"
-    assert output_path(tmp_path, relative_id) == tmp_path / "test_videos" / "Amélie #1 v2.0__#00-10_label_A.npy"
+    assert (
+        output_path(tmp_path, relative_id) == tmp_path / "test_videos" / "Amélie #1 v2.0__#00-10_label_A.npy"
+    )
 
 
 def test_hub_urls_parse_into_files_of_any_endpoint() -> None:
-    url = ("https://huggingface.co/datasets/jherng/xd-violence/resolve/main/data/video/1-1004/"
-           "A.Beautiful.Mind.2001__%2300-01-45_00-02-50_label_A.mp4")
+    url = (
+        "https://huggingface.co/datasets/jherng/xd-violence/resolve/main/data/video/1-1004/"
+        "A.Beautiful.Mind.2001__%2300-01-45_00-02-50_label_A.mp4"
+    )
     assert parse_resolve_url(url) == HubFile(
-        XD_REPO, "main", "data/video/1-1004/A.Beautiful.Mind.2001__#00-01-45_00-02-50_label_A.mp4")
+        XD_REPO, "main", "data/video/1-1004/A.Beautiful.Mind.2001__#00-01-45_00-02-50_label_A.mp4"
+    )
     assert parse_resolve_url("https://example.org/video.mp4") is None
     with pytest.raises(UnsafePathError):
         parse_resolve_url("https://huggingface.co/datasets/a/b/resolve/main/data/%2e%2e/%2e%2e/x.mp4")
@@ -96,8 +120,10 @@ def test_xd_violence_labels_follow_the_old_loading_script() -> None:
 
 # -- listing ------------------------------------------------------------------------------------
 
+
 def test_xd_violence_files_are_listed_by_split_with_labels_pinned_to_a_commit(
-    xd_hub: tuple[HubReplica, str], tmp_path: Path,
+    xd_hub: tuple[HubReplica, str],
+    tmp_path: Path,
 ) -> None:
     hub, commit = xd_hub
     # Given the repository without a Parquet export, when every split is listed,
@@ -125,7 +151,8 @@ def test_xd_violence_files_are_listed_by_split_with_labels_pinned_to_a_commit(
 
 
 def test_xd_violence_parquet_export_is_read_with_datasets_when_served(
-    xd_hub: tuple[HubReplica, str], tmp_path: Path,
+    xd_hub: tuple[HubReplica, str],
+    tmp_path: Path,
 ) -> None:
     hub, commit = xd_hub
     # Given the Hub also serves a Parquet export whose rows carry huggingface.co URLs,
@@ -139,7 +166,9 @@ def test_xd_violence_parquet_export_is_read_with_datasets_when_served(
     assert all(f"@{commit}/" in item.path for item in items)
     bad_boys = next(item for item in items if "Bad.Boys" in item.relative_id)
     assert bad_boys.labels is not None and bad_boys.labels["multilabel_targets"] == [2, 6]
-    assert [i.relative_id for i in source(hub, tmp_path, split="test").iter_videos()] == [xd_relative_id(AMELIE)]
+    assert [i.relative_id for i in source(hub, tmp_path, split="test").iter_videos()] == [
+        xd_relative_id(AMELIE)
+    ]
 
 
 def test_any_repository_lists_its_videos_or_a_pattern(tmp_path: Path, sample_videos_dir: Path) -> None:
@@ -151,16 +180,22 @@ def test_any_repository_lists_its_videos_or_a_pattern(tmp_path: Path, sample_vid
         hub.add_revision("someone/clips", "main", root)
         all_videos = [i.relative_id for i in source(hub, tmp_path, "someone/clips").iter_videos()]
         assert all_videos == ["clips/a", "clips/sub/b #2", "test/d", "train/c"]
-        pattern = [i.relative_id for i in source(hub, tmp_path, "someone/clips", pattern="clips/**").iter_videos()]
+        pattern = [
+            i.relative_id for i in source(hub, tmp_path, "someone/clips", pattern="clips/**").iter_videos()
+        ]
         assert pattern == ["clips/a", "clips/sub/b #2"]
-        binary = [i.relative_id for i in source(hub, tmp_path, "someone/clips", pattern="raw/*.bin").iter_videos()]
+        binary = [
+            i.relative_id for i in source(hub, tmp_path, "someone/clips", pattern="raw/*.bin").iter_videos()
+        ]
         assert binary == ["raw/e"]
-        assert [i.relative_id for i in source(hub, tmp_path, "someone/clips", split="test").iter_videos()] == [
-            "test/d"]
+        assert [
+            i.relative_id for i in source(hub, tmp_path, "someone/clips", split="test").iter_videos()
+        ] == ["test/d"]
 
 
 def test_revisions_and_repositories_that_do_not_exist_say_so(
-    xd_hub: tuple[HubReplica, str], tmp_path: Path,
+    xd_hub: tuple[HubReplica, str],
+    tmp_path: Path,
 ) -> None:
     hub, commit = xd_hub
     with pytest.raises(ConfigurationError, match="no such revision"):
@@ -170,7 +205,9 @@ def test_revisions_and_repositories_that_do_not_exist_say_so(
     assert source(hub, tmp_path, revision=commit).resolve_commit() == commit
 
 
-def test_hf_token_is_sent(xd_hub: tuple[HubReplica, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hf_token_is_sent(
+    xd_hub: tuple[HubReplica, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub, _ = xd_hub
     monkeypatch.setenv("HF_TOKEN", "hf_replica_token")
     source(hub, tmp_path).resolve_commit()
@@ -179,13 +216,16 @@ def test_hf_token_is_sent(xd_hub: tuple[HubReplica, str], tmp_path: Path, monkey
 
 # -- fetching -----------------------------------------------------------------------------------
 
+
 def cached_videos(cache: Path) -> list[Path]:
     """Video bytes held in a Hub cache (blobs; snapshot entries are links to them)."""
     return [p for p in cache.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 100_000]
 
 
 def test_fetched_videos_are_removed_after_use_unless_kept(
-    xd_hub: tuple[HubReplica, str], tmp_path: Path, sample_videos_dir: Path,
+    xd_hub: tuple[HubReplica, str],
+    tmp_path: Path,
+    sample_videos_dir: Path,
 ) -> None:
     hub, commit = xd_hub
     cache = tmp_path / "cache"
@@ -207,17 +247,28 @@ def test_fetched_videos_are_removed_after_use_unless_kept(
 
 
 def test_missing_and_truncated_files_are_permanent_failures(
-    xd_hub: tuple[HubReplica, str], tmp_path: Path,
+    xd_hub: tuple[HubReplica, str],
+    tmp_path: Path,
 ) -> None:
     hub, commit = xd_hub
     cache = tmp_path / "cache"
-    with pytest.raises(DownloadError, match=r"not found on the Hub \(404\)"), local_video(
-        HubFile(XD_REPO, commit, XD_MISSING).to_location(), cache_dir=cache, endpoint=hub.url,
+    with (
+        pytest.raises(DownloadError, match=r"not found on the Hub \(404\)"),
+        local_video(
+            HubFile(XD_REPO, commit, XD_MISSING).to_location(),
+            cache_dir=cache,
+            endpoint=hub.url,
+        ),
     ):
         pass
     hub.truncated.add(XD_VIDEOS[0][0])
-    with pytest.raises(DownloadError, match="truncated") as caught, local_video(
-        HubFile(XD_REPO, commit, XD_VIDEOS[0][0]).to_location(), cache_dir=cache, endpoint=hub.url,
+    with (
+        pytest.raises(DownloadError, match="truncated") as caught,
+        local_video(
+            HubFile(XD_REPO, commit, XD_VIDEOS[0][0]).to_location(),
+            cache_dir=cache,
+            endpoint=hub.url,
+        ),
     ):
         pass
     assert caught.value.code == "download_failed"
@@ -235,22 +286,41 @@ def test_network_errors_are_transient() -> None:
 
 # -- the command --------------------------------------------------------------------------------
 
+
 def hub_env(hub: HubReplica, tmp_path: Path, base: dict[str, str]) -> dict[str, str]:
     """Environment pointing huggingface_hub at the replica (read when a process imports it)."""
-    return {**base, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"),
-            "HF_HUB_CACHE": str(tmp_path / "hf-home" / "hub"), "HF_HUB_DISABLE_TELEMETRY": "1",
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    return {
+        **base,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_CACHE": str(tmp_path / "hf-home" / "hub"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
 
 
 def test_enqueue_dry_run_lists_the_split(
-    xd_hub: tuple[HubReplica, str], tmp_path: Path, queue_env: dict[str, str],
+    xd_hub: tuple[HubReplica, str],
+    tmp_path: Path,
+    queue_env: dict[str, str],
 ) -> None:
     hub, commit = xd_hub
     env = hub_env(hub, tmp_path, queue_env)
-    command = [sys.executable, "-m", "vfx_tasks.cli.enqueue", "--hf_dataset", XD_REPO, "--split", "test",
-               "--output_dir", str(tmp_path / "out"), "--dry-run"]
-    result = subprocess.run(command, env=env, cwd=REPO_DIR, capture_output=True, text=True,
-                            timeout=PROCESS_TIMEOUT_SECONDS)
+    command = [
+        sys.executable,
+        "-m",
+        "vfx_tasks.cli.enqueue",
+        "--hf_dataset",
+        XD_REPO,
+        "--split",
+        "test",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--dry-run",
+    ]
+    result = subprocess.run(
+        command, env=env, cwd=REPO_DIR, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_SECONDS
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [xd_relative_id(AMELIE)]
     assert f"through file-listing (commit {commit})" in result.stderr
@@ -258,3 +328,58 @@ def test_enqueue_dry_run_lists_the_split(
     # The listing was anchored on the replica, not on huggingface.co.
     assert hub.requested("GET", "/api/datasets/jherng/xd-violence/revision/main")
     assert os.environ.get("HF_ENDPOINT") != hub.url  # this process was left alone
+
+
+def test_rows_with_a_video_column_are_read_with_datasets(
+    tmp_path: Path,
+    queue_env: dict[str, str],
+) -> None:
+    # Given a script-free dataset (a CSV) whose rows name videos by repo path or by Hub URL,
+    root = tmp_path / "table-repo"
+    for name in ["videos/a #1.mp4", "videos/sub/b é.mp4"]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (root / "data").mkdir()
+    (root / "data" / "train.csv").write_text(
+        "video,label\n"
+        "videos/a #1.mp4,3\n"
+        "https://huggingface.co/datasets/someone/table/resolve/main/videos/sub/b%20%C3%A9.mp4,4\n"
+        "../../etc/passwd.mp4,5\n",
+        encoding="utf-8",
+    )
+    script = (
+        "import json\n"
+        "from vfx_tasks.hf_source import HubDatasetSource\n"
+        "source = HubDatasetSource('someone/table', video_column='video')\n"
+        "for item in source.iter_videos():\n"
+        "    print(json.dumps([item.relative_id, item.path, dict(item.labels)]))\n"
+        "print(json.dumps([source.listed_with, len(source.rejected), source.resolve_commit()]))\n"
+    )
+    with HubReplica() as hub:
+        commit = hub.add_revision("someone/table", "main", root)
+        env = {**hub_env(hub, tmp_path, queue_env), "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache")}
+        # when it is listed through `datasets` in a process whose HF_ENDPOINT is the replica,
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT_SECONDS,
+        )
+    assert result.returncode == 0, result.stderr
+    *rows, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    # then every safe row is a video pinned to the listed commit, with the other columns as labels.
+    assert summary == ["datasets", 1, commit]
+    assert rows == [
+        [
+            "videos/a #1",
+            f"hf://datasets/someone/table@{commit}/videos/a #1.mp4",
+            {"label": 3, "split": "train"},
+        ],
+        [
+            "videos/sub/b é",
+            f"hf://datasets/someone/table@{commit}/videos/sub/b é.mp4",
+            {"label": 4, "split": "train"},
+        ],
+    ]

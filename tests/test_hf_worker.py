@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess
-from hub_replica import XD_MISSING, XD_REPO, XD_UNSAFE, XD_VIDEOS, HubReplica, build_xd_violence, xd_relative_id
+from hub_replica import (
+    XD_MISSING,
+    XD_REPO,
+    XD_UNSAFE,
+    XD_VIDEOS,
+    HubReplica,
+    build_xd_violence,
+    xd_relative_id,
+)
 from test_hf_source import cached_videos, hub_env
 
 pytestmark = pytest.mark.slow
@@ -37,7 +45,11 @@ def xd_hub(tmp_path: Path, sample_videos_dir: Path) -> Iterator[HubReplica]:
 def enqueue(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vfx_tasks.cli.enqueue", "--hf_dataset", XD_REPO, *args, *COMMON],
-        env=env, cwd=REPO_DIR, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_SECONDS,
+        env=env,
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_SECONDS,
     )
 
 
@@ -46,7 +58,10 @@ def files_under(folder: Path) -> list[str]:
 
 
 def test_xd_violence_end_to_end_resumes_the_original_layout_and_fails_only_the_missing_video(
-    xd_hub: HubReplica, tmp_path: Path, queue_env: dict[str, str], start_worker: Callable[..., WorkerProcess],
+    xd_hub: HubReplica,
+    tmp_path: Path,
+    queue_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
 ) -> None:
     env = hub_env(xd_hub, tmp_path, queue_env)
     out, progress = tmp_path / "features" / "i3d", tmp_path / "results" / "progress.txt"
@@ -56,7 +71,7 @@ def test_xd_violence_end_to_end_resumes_the_original_layout_and_fails_only_the_m
     worker = start_worker(**{k: v for k, v in env.items() if k.startswith("HF_")})
     # when the whole dataset is enqueued and waited for,
     result = enqueue(env, "--output_dir", str(out), "--check_progress", str(progress), "--wait")
-    # then the video in the progress file is skipped, the missing one fails with its reason, the others are done,
+    # then the video in the progress file is skipped, the missing one fails with its reason, the rest is done,
     assert result.returncode == 1, result.stderr
     assert "Queued 3 of 4 videos" in result.stderr and "1 in --check_progress" in result.stderr
     assert "2 done, 1 failed of 3" in result.stderr
@@ -64,7 +79,8 @@ def test_xd_violence_end_to_end_resumes_the_original_layout_and_fails_only_the_m
     assert f"Left out {len(XD_UNSAFE)} remote file(s) with unsafe names" in result.stderr
     # at <output_dir>/<range>/<id>.npy with the labels beside them, and nothing else anywhere,
     assert files_under(out) == sorted(
-        [f"{BAD_BOYS}.json", f"{BAD_BOYS}.npy", f"{AMELIE}.json", f"{AMELIE}.npy"])
+        [f"{BAD_BOYS}.json", f"{BAD_BOYS}.npy", f"{AMELIE}.json", f"{AMELIE}.npy"]
+    )
     assert files_under(tmp_path / "features") == [f"i3d/{name}" for name in files_under(out)]
     bad_boys, amelie = np.load(out / f"{BAD_BOYS}.npy"), np.load(out / f"{AMELIE}.npy")
     assert bad_boys.shape == (1, 1, 2048) and bad_boys.dtype == np.float32
@@ -73,7 +89,9 @@ def test_xd_violence_end_to_end_resumes_the_original_layout_and_fails_only_the_m
     assert labels["id"] == AMELIE.split("/")[1] and labels["split"] == "test"
     assert labels["binary_target"] == 1 and labels["frame_annotations"][0] == {"start": 10, "end": 52}
     # the progress file has the original's format, so the original tool resumes from it too,
-    assert sorted(progress.read_text(encoding="utf-8").splitlines()) == sorted([BEAUTIFUL_MIND, BAD_BOYS, AMELIE])
+    assert sorted(progress.read_text(encoding="utf-8").splitlines()) == sorted(
+        [BEAUTIFUL_MIND, BAD_BOYS, AMELIE]
+    )
     # and the worker kept none of the videos it fetched.
     assert cached_videos(tmp_path / "hf-home" / "hub") == []
     assert len(xd_hub.requested("GET", "/resolve/")) >= 2

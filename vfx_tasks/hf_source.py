@@ -138,10 +138,14 @@ class HubDatasetSource:
         if self._commit is None:
             info = self._call(
                 f"Dataset {self.repo_id} at revision {self.revision!r}",
-                self._api().dataset_info, self.repo_id, revision=self.revision,
+                self._api().dataset_info,
+                self.repo_id,
+                revision=self.revision,
             )
             if not info.sha:
-                raise ConfigurationError(f"The Hub did not say which commit {self.revision!r} of {self.repo_id} is.")
+                raise ConfigurationError(
+                    f"The Hub did not say which commit {self.revision!r} of {self.repo_id} is."
+                )
             self._commit = str(info.sha)
         return self._commit
 
@@ -158,7 +162,9 @@ class HubDatasetSource:
         seen: set[str] = set()
         for item in sorted(found, key=lambda item: item.relative_id):
             if item.relative_id in seen:
-                logger.warning("Skipping %s: another video already has the id %r", item.path, item.relative_id)
+                logger.warning(
+                    "Skipping %s: another video already has the id %r", item.path, item.relative_id
+                )
                 continue
             seen.add(item.relative_id)
             yield item
@@ -168,13 +174,23 @@ class HubDatasetSource:
     def _list_files(self, commit: str, folder: str | None) -> list[str]:
         entries = self._call(
             f"Listing {folder or 'the files'} of {self.repo_id}@{commit}",
-            self._api().list_repo_tree, self.repo_id, path_in_repo=folder, recursive=True, revision=commit,
+            self._api().list_repo_tree,
+            self.repo_id,
+            path_in_repo=folder,
+            recursive=True,
+            revision=commit,
             repo_type="dataset",
         )
         return sorted(entry.path for entry in entries if type(entry).__name__ == "RepoFile")
 
-    def _item(self, path_in_repo: str, commit: str, *, strip_prefix: str = "",
-              labels: Mapping[str, Any] | None = None) -> VideoItem | None:
+    def _item(
+        self,
+        path_in_repo: str,
+        commit: str,
+        *,
+        strip_prefix: str = "",
+        labels: Mapping[str, Any] | None = None,
+    ) -> VideoItem | None:
         try:
             relative_id = safe_relative_id(path_in_repo, strip_prefix=strip_prefix)
         except UnsafePathError as e:
@@ -214,7 +230,7 @@ class HubDatasetSource:
             annotations = self._read_test_annotations(commit)
         items = []
         for path in self._list_files(commit, XD_VIDEO_PREFIX.rstrip("/")):
-            relative = path[len(XD_VIDEO_PREFIX):]
+            relative = path[len(XD_VIDEO_PREFIX) :]
             if "/" not in relative or PurePosixPath(path).suffix.lower() not in VIDEO_EXTENSIONS:
                 continue
             if self.pattern is not None and not fnmatch.fnmatchcase(path, self.pattern):
@@ -224,8 +240,12 @@ class HubDatasetSource:
             if self.split not in ("all", split):
                 continue
             video_id = PurePosixPath(path).stem
-            labels = {"id": video_id, "split": split, **xd_violence_labels(video_id),
-                      "frame_annotations": annotations.get(video_id, [])}
+            labels = {
+                "id": video_id,
+                "split": split,
+                **xd_violence_labels(video_id),
+                "frame_annotations": annotations.get(video_id, []),
+            }
             item = self._item(path, commit, strip_prefix=XD_VIDEO_PREFIX, labels=labels)
             if item is not None:
                 items.append(item)
@@ -234,8 +254,14 @@ class HubDatasetSource:
     def _read_test_annotations(self, commit: str) -> dict[str, list[dict[str, int]]]:
         hf = import_huggingface_hub()
         try:
-            path = hf.hf_hub_download(self.repo_id, XD_TEST_ANNOTATIONS, repo_type="dataset", revision=commit,
-                                      cache_dir=self.cache_dir, endpoint=self.endpoint)
+            path = hf.hf_hub_download(
+                self.repo_id,
+                XD_TEST_ANNOTATIONS,
+                repo_type="dataset",
+                revision=commit,
+                cache_dir=self.cache_dir,
+                endpoint=self.endpoint,
+            )
         except Exception as e:  # noqa: BLE001 (labels are a bonus: a missing file must not stop the run)
             logger.warning("No frame annotations for the test videos (%s: %s)", type(e).__name__, e)
             return {}
@@ -250,8 +276,15 @@ class HubDatasetSource:
         config = self.config or XD_CONFIG
         try:
             export = api.dataset_info(self.repo_id, revision=PARQUET_REVISION)
-            entries = list(api.list_repo_tree(self.repo_id, path_in_repo=config, recursive=True,
-                                              revision=export.sha, repo_type="dataset"))
+            entries = list(
+                api.list_repo_tree(
+                    self.repo_id,
+                    path_in_repo=config,
+                    recursive=True,
+                    revision=export.sha,
+                    repo_type="dataset",
+                )
+            )
         except (hf_errors.RevisionNotFoundError, hf_errors.RemoteEntryNotFoundError):
             logger.info("%s has no Parquet export of %r; listing its video files", self.repo_id, config)
             return None
@@ -269,9 +302,16 @@ class HubDatasetSource:
         items: list[VideoItem] = []
         for split in wanted:
             files = [
-                self._call(f"Fetching {path} of the Parquet export", hf.hf_hub_download, self.repo_id, path,
-                           repo_type="dataset", revision=export.sha, cache_dir=self.cache_dir,
-                           endpoint=self.endpoint)
+                self._call(
+                    f"Fetching {path} of the Parquet export",
+                    hf.hf_hub_download,
+                    self.repo_id,
+                    path,
+                    repo_type="dataset",
+                    revision=export.sha,
+                    cache_dir=self.cache_dir,
+                    endpoint=self.endpoint,
+                )
                 for path in sorted(by_split[split])
             ]
             for row in _parquet_rows(files):
@@ -298,7 +338,9 @@ class HubDatasetSource:
             "multilabel_targets": row.get("multilabel_targets", row.get("multilabel_target")),
             "frame_annotations": row.get("frame_annotations") or [],
         }
-        return self._item(hub_file.path_in_repo, commit, strip_prefix=XD_VIDEO_PREFIX, labels=_jsonable(labels))
+        return self._item(
+            hub_file.path_in_repo, commit, strip_prefix=XD_VIDEO_PREFIX, labels=_jsonable(labels)
+        )
 
     # -- rows with a video column --------------------------------------------------------------
 
@@ -307,8 +349,9 @@ class HubDatasetSource:
         column = self.video_column
         splits = None if self.split == "all" else self.split
         try:
-            loaded = datasets.load_dataset(self.repo_id, name=self.config, split=splits, revision=commit,
-                                           streaming=True)
+            loaded = datasets.load_dataset(
+                self.repo_id, name=self.config, split=splits, revision=commit, streaming=True
+            )
         except Exception as e:  # noqa: BLE001
             raise translate_hub_error(e, what=f"Loading {self.repo_id} with datasets", listing=True) from e
         by_split = {self.split: loaded} if splits else dict(loaded)

@@ -56,7 +56,9 @@ def translate_hub_error(error: BaseException, *, what: str, listing: bool = Fals
 
     name = type(error).__name__
     permanent: type[VfxError] = ConfigurationError if listing else DownloadError
-    if name == "OfflineModeIsEnabled" or (isinstance(error, hf_errors.LocalEntryNotFoundError) and is_offline()):
+    if name == "OfflineModeIsEnabled" or (
+        isinstance(error, hf_errors.LocalEntryNotFoundError) and is_offline()
+    ):
         return permanent(
             f"{what}: HF_HUB_OFFLINE is set and it is not in the local Hub cache. Unset HF_HUB_OFFLINE, "
             "or fill the cache first (e.g. `hf download --repo-type dataset ...`)."
@@ -66,7 +68,9 @@ def translate_hub_error(error: BaseException, *, what: str, listing: bool = Fals
     ):
         return permanent(f"{what}: access denied ({name}). Accept the dataset's terms and set HF_TOKEN.")
     if isinstance(error, hf_errors.RepositoryNotFoundError):
-        return permanent(f"{what}: the repository does not exist or is private. Check the name; set HF_TOKEN.")
+        return permanent(
+            f"{what}: the repository does not exist or is private. Check the name; set HF_TOKEN."
+        )
     if isinstance(error, hf_errors.RevisionNotFoundError):
         return permanent(f"{what}: no such revision. Check --revision (a branch, tag or commit).")
     if isinstance(error, hf_errors.RemoteEntryNotFoundError):
@@ -78,13 +82,26 @@ def translate_hub_error(error: BaseException, *, what: str, listing: bool = Fals
         return permanent(f"{what}: the Hub answered HTTP {status} ({error}).")
     if isinstance(error, hf_errors.LocalEntryNotFoundError):
         # Raised when the HEAD call failed for network reasons and nothing was cached.
-        return HubUnavailableError(f"{what}: the Hub cannot be reached ({error}); will retry. Check HF_ENDPOINT.")
+        return HubUnavailableError(
+            f"{what}: the Hub cannot be reached ({error}); will retry. Check HF_ENDPOINT."
+        )
     if isinstance(error, OSError) and "Consistency check failed" in str(error):
         return permanent(f"{what}: the download was truncated ({error}).")
     if isinstance(error, OSError):
         return HubUnavailableError(f"{what}: {name}: {error}; will retry (network or local disk trouble).")
-    if name.endswith(("ConnectError", "TimeoutException", "ReadTimeout", "ConnectTimeout", "RemoteProtocolError",
-                      "ReadError", "NetworkError", "TransportError", "ConnectionError")) or _is_transport(error):
+    if name.endswith(
+        (
+            "ConnectError",
+            "TimeoutException",
+            "ReadTimeout",
+            "ConnectTimeout",
+            "RemoteProtocolError",
+            "ReadError",
+            "NetworkError",
+            "TransportError",
+            "ConnectionError",
+        )
+    ) or _is_transport(error):
         return HubUnavailableError(f"{what}: network error ({name}: {error}); will retry.")
     return permanent(f"{what}: {name}: {error}")
 
@@ -103,7 +120,10 @@ def cached_file(hub_file: HubFile, *, cache_dir: str | os.PathLike[str] | None =
     """Local path of ``hub_file`` if the Hub cache already holds it, else ``None``."""
     hf = import_huggingface_hub()
     found = hf.try_to_load_from_cache(
-        hub_file.repo_id, hub_file.path_in_repo, cache_dir=cache_dir, revision=hub_file.revision,
+        hub_file.repo_id,
+        hub_file.path_in_repo,
+        cache_dir=cache_dir,
+        revision=hub_file.revision,
         repo_type="dataset",
     )
     return found if isinstance(found, str) else None
@@ -125,10 +145,16 @@ def download_file(
     """
     hf = import_huggingface_hub()
     try:
-        return str(hf.hf_hub_download(
-            hub_file.repo_id, hub_file.path_in_repo, repo_type="dataset", revision=hub_file.revision,
-            cache_dir=cache_dir, endpoint=endpoint,
-        ))
+        return str(
+            hf.hf_hub_download(
+                hub_file.repo_id,
+                hub_file.path_in_repo,
+                repo_type="dataset",
+                revision=hub_file.revision,
+                cache_dir=cache_dir,
+                endpoint=endpoint,
+            )
+        )
     except Exception as e:  # noqa: BLE001 (translated: every kind is mapped to permanent or transient)
         raise translate_hub_error(e, what=f"Fetching {hub_file.to_location()}") from e
 

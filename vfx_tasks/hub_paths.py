@@ -22,7 +22,9 @@ from vfx_tasks.errors import ConfigurationError, UnsafePathError
 HF_SCHEME = "hf://"
 _DATASETS_PREFIX = HF_SCHEME + "datasets/"
 #: ``/datasets/<owner>/<name>/resolve/<revision>/<path>`` in a Hub (or mirror) file URL.
-_RESOLVE_URL = re.compile(r"^/datasets/(?P<owner>[^/]+)/(?P<name>[^/]+)/resolve/(?P<revision>[^/]+)/(?P<path>.+)$")
+_RESOLVE_URL = re.compile(
+    r"^/datasets/(?P<owner>[^/]+)/(?P<name>[^/]+)/resolve/(?P<revision>[^/]+)/(?P<path>.+)$"
+)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Longest file name most file systems accept, in bytes; ``.npy`` and temp prefixes need room too.
 _MAX_SEGMENT_BYTES = 200
@@ -66,7 +68,7 @@ def parse_location(location: str) -> HubFile:
             f"Unsupported video location ({location!r}). Expected hf://datasets/<owner>/<name>@<revision>/<path>."
         )
     try:
-        owner, rest = location[len(_DATASETS_PREFIX):].split("/", 1)
+        owner, rest = location[len(_DATASETS_PREFIX) :].split("/", 1)
         name_and_revision, path_in_repo = rest.split("/", 1)
         name, revision = name_and_revision.split("@", 1)
     except ValueError:
@@ -147,7 +149,11 @@ def safe_relative_id(path_in_repo: str, *, strip_prefix: str = "") -> str:
         UnsafePathError: see :func:`check_path_in_repo`.
     """
     check_path_in_repo(path_in_repo)
-    relative = path_in_repo[len(strip_prefix):] if strip_prefix and path_in_repo.startswith(strip_prefix) else path_in_repo
+    relative = (
+        path_in_repo[len(strip_prefix) :]
+        if strip_prefix and path_in_repo.startswith(strip_prefix)
+        else path_in_repo
+    )
     check_path_in_repo(relative)
     pure = PurePosixPath(relative)
     relative_id = pure.with_suffix("").as_posix() if pure.suffix else pure.as_posix()
