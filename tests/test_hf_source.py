@@ -383,3 +383,26 @@ def test_rows_with_a_video_column_are_read_with_datasets(
             {"label": 4, "split": "train"},
         ],
     ]
+
+
+def test_offline_mode_is_honoured_with_a_hint(
+    xd_hub: tuple[HubReplica, str], tmp_path: Path, queue_env: dict[str, str]
+) -> None:
+    hub, _ = xd_hub
+    env = {**hub_env(hub, tmp_path, queue_env), "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "vfx_tasks.cli.enqueue",
+        "--hf_dataset",
+        XD_REPO,
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--dry-run",
+    ]
+    result = subprocess.run(
+        command, env=env, cwd=REPO_DIR, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_SECONDS
+    )
+    assert result.returncode == 2, result.stderr
+    assert "HF_HUB_OFFLINE is set" in result.stderr and "Unset HF_HUB_OFFLINE" in result.stderr
+    assert hub.requests == []

@@ -294,8 +294,12 @@ class HubDatasetSource:
         for entry in entries:
             parts = entry.path.split("/")
             if len(parts) == 3 and parts[2].endswith(".parquet"):
-                by_split.setdefault(parts[1].removeprefix("partial-"), []).append(entry.path)
+                by_split.setdefault(parts[1], []).append(entry.path)
         if not by_split:
+            return None
+        if any(split.startswith("partial-") for split in by_split):
+            # A partial export holds only the first rows of a split: listing the files misses nothing.
+            logger.info("The Parquet export of %s is partial; listing its video files instead", self.repo_id)
             return None
         wanted = [s for s in sorted(by_split) if self.split in ("all", s)]
         hf = import_huggingface_hub()

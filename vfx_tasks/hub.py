@@ -59,9 +59,14 @@ def translate_hub_error(error: BaseException, *, what: str, listing: bool = Fals
     if name == "OfflineModeIsEnabled" or (
         isinstance(error, hf_errors.LocalEntryNotFoundError) and is_offline()
     ):
+        if listing:
+            return permanent(
+                f"{what}: HF_HUB_OFFLINE is set, so the Hub cannot be asked what the dataset holds. Unset "
+                "HF_HUB_OFFLINE to enqueue (workers may stay offline if their Hub cache holds the videos)."
+            )
         return permanent(
-            f"{what}: HF_HUB_OFFLINE is set and it is not in the local Hub cache. Unset HF_HUB_OFFLINE, "
-            "or fill the cache first (e.g. `hf download --repo-type dataset ...`)."
+            f"{what}: HF_HUB_OFFLINE is set and the video is not in the local Hub cache. Unset "
+            "HF_HUB_OFFLINE, or fill the cache first (`hf download --repo-type dataset ...`)."
         )
     if isinstance(error, hf_errors.GatedRepoError) or (
         isinstance(error, hf_errors.HfHubHTTPError) and _status(error) in (401, 403)
