@@ -64,6 +64,8 @@ class HubReplica:
         self.truncated: set[str] = set()
         #: Paths whose first GET is cut mid-body by a closed connection (then resumed with a Range).
         self.drop_once: set[str] = set()
+        #: Paths answered with 403 (no access to this file).
+        self.forbidden: set[str] = set()
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
@@ -244,6 +246,8 @@ def _handler_class(replica: HubReplica) -> type[BaseHTTPRequestHandler]:
             if found is None:
                 return
             local = found.root / path
+            if path in replica.forbidden:
+                return self._error(403, None, f"Access to {path} is restricted", found.commit)
             if not local.is_file() or ".." in path.split("/"):
                 return self._error(404, "EntryNotFound", f"{path} does not exist on {revision}", found.commit)
             data = local.read_bytes()

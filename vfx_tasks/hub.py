@@ -86,10 +86,15 @@ def translate_hub_error(error: BaseException, *, what: str, listing: bool = Fals
             return HubUnavailableError(f"{what}: the Hub answered {status or 'nothing'}; will retry.")
         return permanent(f"{what}: the Hub answered HTTP {status} ({error}).")
     if isinstance(error, hf_errors.LocalEntryNotFoundError):
-        # Raised when the HEAD call failed for network reasons and nothing was cached.
+        # hf_hub_download wraps what made its HEAD call fail (a 403, a server that is no Hub, a
+        # refused connection) when nothing is cached: judge by that cause when there is one.
+        if isinstance(error.__cause__, (hf_errors.HfHubHTTPError, hf_errors.FileMetadataError)):
+            return translate_hub_error(error.__cause__, what=what, listing=listing)
         return HubUnavailableError(
             f"{what}: the Hub cannot be reached ({error}); will retry. Check HF_ENDPOINT."
         )
+    if isinstance(error, hf_errors.FileMetadataError):
+        return permanent(f"{what}: {error}")
     if isinstance(error, OSError) and "Consistency check failed" in str(error):
         return permanent(f"{what}: the download was truncated ({error}).")
     if isinstance(error, OSError):
