@@ -273,9 +273,10 @@ def test_missing_and_truncated_files_are_permanent_failures(
         pass
     assert caught.value.code == "download_failed"
     hub.forbidden.add(XD_VIDEOS[1][0])
+    forbidden = HubFile(XD_REPO, commit, XD_VIDEOS[1][0]).to_location()
     with (
         pytest.raises(DownloadError, match="access denied"),
-        local_video(HubFile(XD_REPO, commit, XD_VIDEOS[1][0]).to_location(), cache_dir=cache, endpoint=hub.url),
+        local_video(forbidden, cache_dir=cache, endpoint=hub.url),
     ):
         pass
     assert cached_videos(cache) == []
