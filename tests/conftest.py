@@ -162,8 +162,17 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
         command = [
-            sys.executable, "-m", "vfx_tasks.cli.worker", "--device", "cpu", "--name", name,
-            "--without-gossip", "--without-mingle", "--loglevel", "info",
+            sys.executable,
+            "-m",
+            "vfx_tasks.cli.worker",
+            "--device",
+            "cpu",
+            "--name",
+            name,
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "info",
         ]
         self.process = subprocess.Popen(
             command, env=env, cwd=REPO_DIR, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
@@ -200,7 +209,9 @@ def start_worker(queue_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
 
     def start(**extra_env: str) -> WorkerProcess:
         index = len(workers)
-        worker = WorkerProcess({**queue_env, **extra_env}, tmp_path / f"worker-{index}.log", f"test{index}@%h")
+        worker = WorkerProcess(
+            {**queue_env, **extra_env}, tmp_path / f"worker-{index}.log", f"test{index}@%h"
+        )
         workers.append(worker)
         return worker
 
@@ -214,7 +225,11 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <module> args`` to completion, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], env=env, cwd=REPO_DIR, capture_output=True, text=True,
+        [sys.executable, "-m", module, *args],
+        env=env,
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 

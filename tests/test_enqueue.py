@@ -42,18 +42,30 @@ def queued_messages(redis_url: str) -> list[dict]:
 
 
 def run_spec(output_dir: Path) -> RunSpec:
-    return RunSpec.create(output_dir, model=DEFAULT_MODEL, crop_type="center", num_clips_per_video=1,
-                          clip_sampling="sequential", precision="fp32")
+    return RunSpec.create(
+        output_dir,
+        model=DEFAULT_MODEL,
+        crop_type="center",
+        num_clips_per_video=1,
+        clip_sampling="sequential",
+        precision="fp32",
+    )
 
 
-def test_queues_every_video_once_with_deterministic_ids(redis_url: str, fake_videos: Path, tmp_path: Path) -> None:
+def test_queues_every_video_once_with_deterministic_ids(
+    redis_url: str, fake_videos: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     # Given a folder of five videos, when it is enqueued twice,
     first = enqueue(redis_url, "--input_dir", str(fake_videos), "--output_dir", str(out), *COMMON)
     second = enqueue(redis_url, "--input-dir", str(fake_videos), "--output-dir", str(out), *COMMON)
     # then the second producer queues nothing: every video is already queued.
     assert first.exit_code == 0 and "Queued 5 of 5" in first.output
-    assert second.exit_code == 0 and "Queued 0 of 5" in second.output and "5 were already queued" in second.output
+    assert (
+        second.exit_code == 0
+        and "Queued 0 of 5" in second.output
+        and "5 were already queued" in second.output
+    )
     messages = queued_messages(redis_url)
     assert len(messages) == 5
     run = run_spec(out)
@@ -110,7 +122,9 @@ def test_resume_skips_done_videos_and_requeues_deleted_outputs(
         (["--input_dir", "missing-folder"], "does not exist"),
     ],
 )
-def test_usage_errors_exit_2_with_a_hint(redis_url: str, fake_videos: Path, args: list[str], message: str) -> None:
+def test_usage_errors_exit_2_with_a_hint(
+    redis_url: str, fake_videos: Path, args: list[str], message: str
+) -> None:
     args = [str(fake_videos) if a == "IN" else a for a in args]
     result = enqueue(redis_url, *args)
     assert result.exit_code == 2, result.output
@@ -119,7 +133,8 @@ def test_usage_errors_exit_2_with_a_hint(redis_url: str, fake_videos: Path, args
 
 def test_options_read_their_environment_variables(redis_url: str, fake_videos: Path) -> None:
     result = CliRunner().invoke(
-        main, ["--dry-run"],
+        main,
+        ["--dry-run"],
         env={"VFX_BROKER_URL": redis_url, "VFX_INPUT_DIR": str(fake_videos), "VFX_NUM_CLIPS_PER_VIDEO": "0"},
     )
     assert result.exit_code == 2 and "num_clips_per_video" in result.output
@@ -142,6 +157,16 @@ def test_unreachable_redis_is_one_clear_line(
     assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"Error: Cannot reach Redis at {url}")
+
+
+def test_wait_timeout_ends_the_wait_with_exit_code_4(
+    redis_url: str, fake_videos: Path, tmp_path: Path
+) -> None:
+    # Given no worker at all, --wait would wait forever; --wait-timeout stops it.
+    args = ["--input_dir", str(fake_videos), "--output_dir", str(tmp_path / "out"), *COMMON]
+    result = enqueue(redis_url, *args, "--wait", "--wait-timeout", "0.5", "--poll_seconds", "0.1")
+    assert result.exit_code == 4
+    assert "0/5 done" in result.output and "Stopped waiting after 0.5 s" in result.output
 
 
 def test_enqueueing_many_videos_takes_seconds(redis_url: str, tmp_path: Path) -> None:

@@ -14,7 +14,18 @@ from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, alive_pids, descendant_p
 
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
-ARGS = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
+ARGS = [
+    "--model",
+    "i3d",
+    "--crop_type",
+    "center",
+    "--num_clips_per_video",
+    "1",
+    "--poll_seconds",
+    "0.2",
+    "--wait-timeout",
+    str(PROCESS_TIMEOUT_SECONDS),
+]
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +40,22 @@ def assert_no_process_left(marker: str, started: set[int], timeout: float = 10) 
 
 def start_local(videos: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "vfx_tasks.cli.enqueue", "--input_dir", str(videos), "--output_dir", str(out),
-         *ARGS, "--local"],
+        [
+            sys.executable,
+            "-m",
+            "vfx_tasks.cli.enqueue",
+            "--input_dir",
+            str(videos),
+            "--output_dir",
+            str(out),
+            *ARGS,
+            "--local",
+        ],
         env={**env, "VFX_BROKER_URL": ""},  # --local needs no Redis of its own
-        cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -17,10 +17,16 @@ def test_queue_defaults() -> None:
 
 
 def test_environment_values_are_typed_and_round_trip() -> None:
-    environ = {"VFX_BROKER_URL": "redis://h:1/2", "VFX_MAX_REDELIVERIES": "5", "VFX_VISIBILITY_TIMEOUT_SECONDS": "60"}
+    environ = {
+        "VFX_BROKER_URL": "redis://h:1/2",
+        "VFX_MAX_REDELIVERIES": "5",
+        "VFX_VISIBILITY_TIMEOUT_SECONDS": "60",
+    }
     settings = Settings.from_env(environ)
     assert (settings.broker_url, settings.max_redeliveries, settings.visibility_timeout_seconds) == (
-        "redis://h:1/2", 5, 60,
+        "redis://h:1/2",
+        5,
+        60,
     )
     assert settings.result_backend == "redis://h:1/2"
     assert Settings.from_env(settings.to_environ()) == settings

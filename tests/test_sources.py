@@ -11,7 +11,15 @@ from vfx_tasks.sources import LocalFolderSource, normalize_relative_id
 
 
 def test_scan_is_recursive_sorted_and_keeps_relative_dirs(tmp_path: Path) -> None:
-    for name in ["b.mp4", "a.AVI", "sub/deep/c.mkv", "sub/d.webm", "notes.txt", ".hidden.mp4", ".cache/e.mp4"]:
+    for name in [
+        "b.mp4",
+        "a.AVI",
+        "sub/deep/c.mkv",
+        "sub/d.webm",
+        "notes.txt",
+        ".hidden.mp4",
+        ".cache/e.mp4",
+    ]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     items = list(LocalFolderSource(tmp_path).iter_videos())
@@ -23,7 +31,9 @@ def test_scan_is_recursive_sorted_and_keeps_relative_dirs(tmp_path: Path) -> Non
 def test_same_stem_in_two_containers_is_listed_once(tmp_path: Path) -> None:
     (tmp_path / "v.avi").write_bytes(b"")
     (tmp_path / "v.mp4").write_bytes(b"")
-    assert [item.path for item in LocalFolderSource(tmp_path).iter_videos()] == [str(tmp_path.resolve() / "v.avi")]
+    assert [item.path for item in LocalFolderSource(tmp_path).iter_videos()] == [
+        str(tmp_path.resolve() / "v.avi")
+    ]
 
 
 def test_missing_folder_is_a_configuration_error(tmp_path: Path) -> None:

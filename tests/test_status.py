@@ -14,8 +14,14 @@ from vfx_tasks.models import DEFAULT_MODEL
 
 def test_counts_and_failures_of_an_output_root(redis_url: str, tmp_path: Path) -> None:
     # Given a run with one video of each state,
-    run = RunSpec.create(tmp_path, model=DEFAULT_MODEL, crop_type="center", num_clips_per_video=1,
-                         clip_sampling="sequential", precision="fp32")
+    run = RunSpec.create(
+        tmp_path,
+        model=DEFAULT_MODEL,
+        crop_type="center",
+        num_clips_per_video=1,
+        clip_sampling="sequential",
+        precision="fp32",
+    )
     ledger = Ledger.from_url(redis_url)
     ledger.register_run(run)
     ledger.claim(run, ["queued", "running", "done", "failed"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,8 +33,14 @@ pytestmark = pytest.mark.slow
 
 
 def run_spec(output_dir: Path) -> RunSpec:
-    return RunSpec.create(output_dir, model=DEFAULT_MODEL, crop_type="center", num_clips_per_video=1,
-                          clip_sampling="sequential", precision="fp32")
+    return RunSpec.create(
+        output_dir,
+        model=DEFAULT_MODEL,
+        crop_type="center",
+        num_clips_per_video=1,
+        clip_sampling="sequential",
+        precision="fp32",
+    )
 
 
 def npy_files(folder: Path) -> list[str]:
@@ -50,19 +57,41 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = PROCES
 
 def start_enqueue_wait(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", ENQUEUE, *args, *COMMON, "--wait"], env=env, cwd=REPO_DIR,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            ENQUEUE,
+            *args,
+            *COMMON,
+            "--wait",
+            "--wait-timeout",
+            str(PROCESS_TIMEOUT_SECONDS),
+        ],
+        env=env,
+        cwd=REPO_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 @pytest.fixture(scope="module")
-def shared_worker(pretrained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, WorkerProcess]]:
+def shared_worker(
+    pretrained_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, WorkerProcess]]:
     """One Redis and one CPU worker for the tests that need nothing special (saves a model load each)."""
     with RedisServer() as server:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_DIR), env.get("PYTHONPATH", "")]))
-        env.update(VFX_BROKER_URL=server.url, VFX_RESULT_BACKEND="", VFX_PRETRAINED_DIR=str(pretrained_dir),
-                   VFX_DEVICE="cpu")
+        env.update(
+            VFX_BROKER_URL=server.url,
+            VFX_RESULT_BACKEND="",
+            VFX_PRETRAINED_DIR=str(pretrained_dir),
+            VFX_DEVICE="cpu",
+            # One quick retry, so that the transient-error test does not wait minutes.
+            VFX_MAX_RETRIES="1",
+            VFX_RETRY_BACKOFF_MAX_SECONDS="1",
+        )
         worker = WorkerProcess(env, tmp_path_factory.mktemp("shared-worker") / "worker.log", "shared@%h")
         try:
             yield server.url, worker
@@ -72,12 +101,20 @@ def shared_worker(pretrained_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 def enqueue_in_process(redis_url: str, *args: str) -> Result:
     """``vfx-enqueue`` through click's runner: no interpreter start-up per call."""
-    return CliRunner().invoke(enqueue.main, [*args, *COMMON], env={"VFX_BROKER_URL": redis_url},
-                              catch_exceptions=False)
+    # The timeout keeps a dead worker from hanging the test run: it ends the wait with exit code 4.
+    return CliRunner().invoke(
+        enqueue.main,
+        [*args, *COMMON, "--wait-timeout", str(PROCESS_TIMEOUT_SECONDS)],
+        env={"VFX_BROKER_URL": redis_url},
+        catch_exceptions=False,
+    )
 
 
 def test_end_to_end_matches_the_pipeline_and_resumes(
-    nested_videos: Path, tmp_path: Path, shared_worker: tuple[str, WorkerProcess], pretrained_dir: Path,
+    nested_videos: Path,
+    tmp_path: Path,
+    shared_worker: tuple[str, WorkerProcess],
+    pretrained_dir: Path,
 ) -> None:
     redis_url, _ = shared_worker
     out, progress = tmp_path / "features", tmp_path / "progress.txt"
@@ -91,12 +128,16 @@ def test_end_to_end_matches_the_pipeline_and_resumes(
     assert sorted(progress.read_text().split()) == ["a/b/deep", "a/other", "top"]
     extractor = FeatureExtractor("i3d", pretrained_dir=pretrained_dir, device="cpu")
     for relative_id, source in [("top", "top.mp4"), ("a/b/deep", "a/b/deep.mp4"), ("a/other", "a/other.avi")]:
-        expected = extractor.extract(nested_videos / source, crop_type="center", num_clips_per_video=1).features
+        expected = extractor.extract(
+            nested_videos / source, crop_type="center", num_clips_per_video=1
+        ).features
         actual = np.load(out / f"{relative_id}.npy")
         assert actual.shape == (1, 1, 2048) and actual.dtype == np.float32
         np.testing.assert_array_equal(actual, expected)
     # The result backend keeps each task's summary.
-    result = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(run_spec(out).task_id("a/other"))
+    result = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(
+        run_spec(out).task_id("a/other")
+    )
     assert result.state == "SUCCESS"
     assert result.result["shape"] == [1, 1, 2048] and result.result["num_frames"] == 60
 
@@ -112,7 +153,9 @@ def test_end_to_end_matches_the_pipeline_and_resumes(
 
 
 def test_corrupt_videos_fail_with_their_reason_and_others_succeed(
-    tmp_path: Path, sample_videos_dir: Path, shared_worker: tuple[str, WorkerProcess],
+    tmp_path: Path,
+    sample_videos_dir: Path,
+    shared_worker: tuple[str, WorkerProcess],
 ) -> None:
     redis_url, worker = shared_worker
     videos, out = tmp_path / "videos", tmp_path / "features"
@@ -128,12 +171,32 @@ def test_corrupt_videos_fail_with_their_reason_and_others_succeed(
     assert "FAILED garbage: [bad_video]" in result.stderr
     assert npy_files(out) == ["good.npy"]
     # Permanent errors are not retried, and the result backend keeps the failure.
-    assert "Retry in" not in worker.log()
-    failure = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(run_spec(out).task_id("empty"))
+    assert not re.search(r"(empty|garbage): .*; retry", worker.log())
+    failure = create_app(Settings.from_env({}, broker_url=redis_url)).AsyncResult(
+        run_spec(out).task_id("empty")
+    )
     assert failure.state == "FAILURE"
     assert type(failure.result).__name__ == "VideoError"
     report = CliRunner().invoke(status.main, ["--output_dir", str(out)], env={"VFX_BROKER_URL": redis_url})
     assert "done 1, failed 2" in report.stdout and "FAILED garbage: [bad_video]" in report.stdout
+
+
+def test_transient_errors_are_retried_then_recorded(
+    tmp_path: Path, sample_videos_dir: Path, shared_worker: tuple[str, WorkerProcess]
+) -> None:
+    redis_url, worker = shared_worker
+    videos, out = tmp_path / "videos", tmp_path / "features"
+    (videos / "blocked").mkdir(parents=True)
+    shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / "blocked" / "v.mp4")
+    out.mkdir()
+    (out / "blocked").write_text("a file where the output folder should be")  # every write fails
+    # Given an output that cannot be written (a transient error: space or permissions may be fixed),
+    result = enqueue_in_process(redis_url, "--input_dir", str(videos), "--output_dir", str(out), "--wait")
+    # then the task is retried (VFX_MAX_RETRIES=1 here) and, still failing, recorded with its reason.
+    assert result.exit_code == 1, result.stderr
+    assert "FAILED blocked/v: [output_error] Cannot write features" in result.stderr
+    assert "blocked/v: Cannot write features" in worker.log() and "retry 1 in" in worker.log()
+    assert find_temp_files(out) == []
 
 
 def _kill_pool_child_while_running(worker: WorkerProcess, ledger: Ledger, run_id: str) -> None:
@@ -144,35 +207,48 @@ def _kill_pool_child_while_running(worker: WorkerProcess, ledger: Ledger, run_id
     os.kill(children[0], signal.SIGKILL)
 
 
-def test_killed_worker_child_loses_nothing(
-    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str],
-    start_worker: Callable[..., WorkerProcess], redis_url: str,
+def test_killed_workers_lose_nothing(
+    tmp_path: Path,
+    sample_videos_dir: Path,
+    queue_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    redis_url: str,
 ) -> None:
     videos, out = tmp_path / "videos", tmp_path / "features"
     videos.mkdir()
     for name in ("carphone_pristine.mp4", "carphone_distorted.mp4"):
         shutil.copy(sample_videos_dir / name, videos / name)
+    ledger, run_id = Ledger.from_url(redis_url), run_spec(out).run_id
     first = start_worker()
     waiting = start_enqueue_wait(queue_env, "--input_dir", str(videos), "--output_dir", str(out))
-    # Given a worker in the middle of a video, when its pool process is SIGKILLed
-    _kill_pool_child_while_running(first, Ledger.from_url(redis_url), run_spec(out).run_id)
-    # and the worker is replaced by a new one,
-    first.stop()
-    second = start_worker()
+    # Given a worker in the middle of a video, when its pool process is SIGKILLed (OOM killer),
+    _kill_pool_child_while_running(first, ledger, run_id)
+    # the worker gives the task back at once and its new pool process starts it again;
+    wait_until(lambda: "2" in ledger.entries(run_id, "deliveries").values(), "the task to be redelivered")
+    # when then the whole worker is SIGKILLed (machine lost), nothing acknowledges the task:
+    os.killpg(first.pid, signal.SIGKILL)
+    # a new worker takes it over once the visibility timeout (3 s here, 12 h by default) has passed,
+    second = start_worker(VFX_VISIBILITY_TIMEOUT_SECONDS="3")
     _, stderr = waiting.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
-    # then every video ends with exactly one complete output and no partial file.
+    # and every video ends with exactly one complete output and no partial file.
     assert waiting.returncode == 0, stderr
     assert "2 done, 0 failed of 2" in stderr
     assert npy_files(out) == ["carphone_distorted.npy", "carphone_pristine.npy"]
-    assert all(is_valid_output(p, n_crops=1, feature_dim=2048, num_clips_per_video=1) for p in out.rglob("*.npy"))
+    assert all(
+        is_valid_output(p, n_crops=1, feature_dim=2048, num_clips_per_video=1) for p in out.rglob("*.npy")
+    )
     assert find_temp_files(out) == []
     assert "WorkerLostError" in first.log()
-    assert "redelivered after 1 worker death" in first.log() + second.log()
+    assert "redelivered after 1 worker death" in first.log()
+    assert "redelivered after 2 worker death" in second.log()
 
 
 def test_redeliveries_are_capped(
-    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str],
-    start_worker: Callable[..., WorkerProcess], redis_url: str,
+    tmp_path: Path,
+    sample_videos_dir: Path,
+    queue_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    redis_url: str,
 ) -> None:
     videos, out = tmp_path / "videos", tmp_path / "features"
     videos.mkdir()

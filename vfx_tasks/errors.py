@@ -123,6 +123,18 @@ class HubUnavailableError(TransientError):
     code = "hub_unavailable"
 
 
+class LocalWorkersDiedError(TransientError):
+    """Every worker started by ``vfx-enqueue --local`` exited while videos were still queued."""
+
+    code = "local_workers_died"
+
+
+class WaitTimeoutError(TransientError):
+    """``vfx-enqueue --wait`` stopped waiting before every video finished (they stay queued)."""
+
+    code = "wait_timeout"
+
+
 class OutputError(TransientError):
     """A feature file cannot be written (disk full, permissions, network file system hiccup)."""
 

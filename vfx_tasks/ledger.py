@@ -224,12 +224,16 @@ class Ledger:
             return {k: json.loads(v) for k, v in raw.items()}
         return raw
 
+    def done_ids(self, run_id: str) -> set[str]:
+        """Relative ids of the run's done videos (without decoding their summaries)."""
+        return set(self._call(lambda: self.client.hkeys(self._key(run_id, "done"))))
+
     def summaries(self, run_id: str, state: str, relative_ids: list[str]) -> dict[str, Any]:
         """Decoded ``done`` / ``failed`` entries of the given videos that have one."""
         if not relative_ids:
             return {}
         values = self._call(lambda: self.client.hmget(self._key(run_id, state), relative_ids))
-        return {k: json.loads(v) for k, v in zip(relative_ids, values) if v is not None}
+        return {k: json.loads(v) for k, v in zip(relative_ids, values, strict=True) if v is not None}
 
     def runs(self) -> list[dict[str, str]]:
         """Every run's description, with its ``run_id``."""
@@ -239,6 +243,6 @@ class Ledger:
             pipe = self.client.pipeline(transaction=False)
             for run_id in run_ids:
                 pipe.hgetall(self._key(run_id, "meta"))
-            return [{"run_id": run_id, **meta} for run_id, meta in zip(run_ids, pipe.execute())]
+            return [{"run_id": run_id, **meta} for run_id, meta in zip(run_ids, pipe.execute(), strict=True)]
 
         return self._call(list_runs)

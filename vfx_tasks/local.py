@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from vfx_tasks.errors import VfxError
+from vfx_tasks.errors import LocalWorkersDiedError
 from vfx_tasks.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import remove_temp_files
@@ -24,15 +24,9 @@ from vfx_tasks.storage import remove_temp_files
 logger = logging.getLogger(__name__)
 
 
-class LocalWorkersDiedError(VfxError):
-    """Every local worker exited while videos were still queued; see the worker logs."""
-
-    code = "local_workers_died"
-
-
 def visible_gpus() -> list[int]:
     """Indices of the GPUs this process can use (none without CUDA)."""
-    import torch  # only here: the plain enqueue path stays free of torch
+    import torch  # querying CUDA here is safe: workers are started as new programs, not forked
 
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
@@ -63,8 +57,10 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         self.redis.start()
         try:
-            gpus = self.gpus if self.gpus is not None else (
-                [] if self.settings.device == "cpu" else visible_gpus()
+            gpus = (
+                self.gpus
+                if self.gpus is not None
+                else ([] if self.settings.device == "cpu" else visible_gpus())
             )
             for index, gpu in enumerate(gpus or [None]):
                 self.workers.append(self._start_worker(index, gpu))
@@ -78,16 +74,30 @@ class LocalCluster:
         if gpu is None and self.settings.device == "auto":
             pinning = ["--device", "cpu"]  # no GPU visible
         command = [
-            sys.executable, "-m", "vfx_tasks.cli.worker", *pinning,
-            "--broker-url", self.redis.url, "--result-backend", self.redis.url,
-            "--pretrained-dir", str(self.settings.pretrained_dir),
-            "--name", f"local{index}@%h", "--loglevel", "info",
-            "--without-gossip", "--without-mingle",
+            sys.executable,
+            "-m",
+            "vfx_tasks.cli.worker",
+            *pinning,
+            "--broker-url",
+            self.redis.url,
+            "--result-backend",
+            self.redis.url,
+            "--pretrained-dir",
+            str(self.settings.pretrained_dir),
+            "--name",
+            f"local{index}@%h",
+            "--loglevel",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
         ]
         log_path = self.log_dir / f"worker-{index}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                command, env=_child_environ(self.settings), stdout=log, stderr=subprocess.STDOUT,
+                command,
+                env=_child_environ(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         logger.info("Started local worker %d (pid %d), log %s", index, process.pid, log_path)
@@ -110,7 +120,9 @@ class LocalCluster:
             try:
                 worker.wait(self.stop_grace_seconds)
             except subprocess.TimeoutExpired:
-                logger.warning("Worker %d did not stop in %.0f s; killing it", worker.pid, self.stop_grace_seconds)
+                logger.warning(
+                    "Worker %d did not stop in %.0f s; killing it", worker.pid, self.stop_grace_seconds
+                )
             # Also reaps pool children that outlived their parent.
             _signal_group(worker, signal.SIGKILL)
             worker.wait()

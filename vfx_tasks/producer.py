@@ -86,7 +86,7 @@ def plan_videos(
     plan = Plan()
     spec = get_model_spec(run.model)
     output_visible = Path(run.output_dir).is_dir()
-    done_in_ledger = set() if force else set(ledger.entries(run.run_id, "done"))
+    done_in_ledger = set() if force else ledger.done_ids(run.run_id)
     stale: list[str] = []
     for item in items:
         plan.total_found += 1
@@ -138,27 +138,34 @@ def enqueue_videos(
     """
     ledger.register_run(run)
     result = EnqueueResult()
+    amqp = app.amqp
+    queue = amqp.queues[app.conf.task_default_queue]
     with app.producer_or_acquire() as producer:
         # Declare the queue once, not once per message.
-        producer.maybe_declare(app.amqp.queues[app.conf.task_default_queue])
+        producer.maybe_declare(queue)
         for chunk in _chunks(items, CLAIM_CHUNK):
             claimed = ledger.claim(run, [item.relative_id for item in chunk], force=force)
-            to_send = [item for item, got in zip(chunk, claimed) if got]
-            result.already_queued += [item.relative_id for item, got in zip(chunk, claimed) if not got]
+            to_send = [item for item, got in zip(chunk, claimed, strict=True) if got]
+            result.already_queued += [
+                item.relative_id for item, got in zip(chunk, claimed, strict=True) if not got
+            ]
             try:
                 # kombu >= 5.7 buffers the publishes of a batch in one Redis pipeline.
                 with producer.batch(max_size=CLAIM_CHUNK) if hasattr(producer, "batch") else nullcontext():
                     for item in to_send:
-                        app.send_task(
+                        # Celery's message API under ``send_task``, minus its per-call routing work;
+                        # the reprs are given because Celery's safe repr costs more than the send.
+                        message = amqp.create_task_message(
+                            run.task_id(item.relative_id),
                             EXTRACT_VIDEO_TASK,
-                            task_id=run.task_id(item.relative_id),
-                            kwargs=task_kwargs(run, item, batch_size=batch_size),
-                            producer=producer,
-                            declare=[],
-                            retry=False,  # a batch is sent at its end; failures surface there
-                            # Precomputed reprs: Celery's safe repr of every message costs more than the send.
+                            (),
+                            task_kwargs(run, item, batch_size=batch_size),
                             argsrepr="()",
                             kwargsrepr=repr({"relative_id": item.relative_id}),
+                        )
+                        # retry=False: a batch is written at its end, and failures surface there.
+                        amqp.send_task_message(
+                            producer, EXTRACT_VIDEO_TASK, message, queue=queue, declare=[], retry=False
                         )
             except Exception as e:  # kombu raises many kinds; none may leave claims dangling
                 _release_quietly(ledger, run.run_id, [item.relative_id for item in to_send])
@@ -174,7 +181,9 @@ def _release_quietly(ledger: Ledger, run_id: str, relative_ids: list[str]) -> No
     try:
         ledger.release(run_id, relative_ids)
     except BrokerUnavailableError:
-        logger.warning("Could not release %d claims; `vfx-enqueue --force` queues them again", len(relative_ids))
+        logger.warning(
+            "Could not release %d claims; `vfx-enqueue --force` queues them again", len(relative_ids)
+        )
 
 
 def task_kwargs(run: RunSpec, item: VideoItem, *, batch_size: int) -> dict[str, object]:

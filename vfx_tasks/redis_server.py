@@ -69,8 +69,19 @@ class RedisServer:
         """Start the server and wait until it answers PING."""
         self._workdir = tempfile.TemporaryDirectory(prefix="vfx-redis-")
         command = [
-            self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", self._workdir.name, "--loglevel", "warning",
+            self.executable,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._workdir.name,
+            "--loglevel",
+            "warning",
         ]
         log = open(Path(self._workdir.name, "redis.log"), "wb")  # noqa: SIM115 (closed in stop)
         self._log = log

@@ -66,7 +66,9 @@ class LocalFolderSource:
                 relative_id = path.relative_to(self.root).with_suffix("").as_posix()
                 if relative_id in seen:
                     # Same stem, two containers: both would write the same output file.
-                    logger.warning("Skipping %s: %s already has the id %r", path, seen[relative_id], relative_id)
+                    logger.warning(
+                        "Skipping %s: %s already has the id %r", path, seen[relative_id], relative_id
+                    )
                     continue
                 seen[relative_id] = path
                 yield VideoItem(relative_id=relative_id, path=str(path))

@@ -44,7 +44,9 @@ def write_features_atomic(path: str | os.PathLike[str], features: np.ndarray) ->
     tmp_name: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.stem + ".", suffix=TEMP_SUFFIX, dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=TEMP_PREFIX + path.stem + ".", suffix=TEMP_SUFFIX, dir=path.parent
+        )
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.ascontiguousarray(features), allow_pickle=False)
             f.flush()
@@ -74,7 +76,9 @@ def write_labels_atomic(path: str | os.PathLike[str], labels: Mapping[str, Any])
     tmp_name: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.stem + ".", suffix=".json.part", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=TEMP_PREFIX + path.stem + ".", suffix=".json.part", dir=path.parent
+        )
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(labels, f, ensure_ascii=False, indent=1, sort_keys=True)
             f.write("\n")
@@ -94,7 +98,9 @@ def read_npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.d
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             major, _minor = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            )
             shape, fortran_order, dtype = read_header(f)
             data_start = f.tell()
     except (OSError, ValueError):
@@ -130,7 +136,7 @@ def find_temp_files(output_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def remove_temp_files(output_dir: str | os.PathLike[str]) -> int:
-    """Delete the leftovers :func:`find_temp_files` finds; return how many. Only safe with no writer running."""
+    """Delete what :func:`find_temp_files` finds; return how many. Only safe while no writer runs."""
     leftovers = find_temp_files(output_dir)
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)

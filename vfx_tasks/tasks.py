@@ -35,7 +35,12 @@ class ExtractVideoTask(Task):
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         try:
-            record_failure(VideoJob(**kwargs), failure_reason(exc), settings=settings)
+            job = VideoJob(**kwargs)
+        except TypeError:
+            logger.error("Task %s has malformed arguments %r; nothing to record", task_id, kwargs)
+            return
+        try:
+            record_failure(job, failure_reason(exc), settings=settings)
         except VfxError:
             logger.exception("Could not record the failure of task %s in the ledger", task_id)
 

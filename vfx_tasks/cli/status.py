@@ -1,7 +1,7 @@
 """``vfx-status``: queued / running / done / failed videos of an output root (and model), with reasons.
 
-    vfx-status --output_dir features/i3d
-    vfx-status --output_dir features/i3d --model swin-t --json
+vfx-status --output_dir features/i3d
+vfx-status --output_dir features/i3d --model swin-t --json
 """
 
 from __future__ import annotations
@@ -44,12 +44,15 @@ def collect_status(ledger: Ledger, output_dir: str, model: str | None) -> dict[s
     return {"output_dir": root, "model": model, "totals": totals, "runs": described}
 
 
+# fmt: off
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--output_dir", "--output-dir", envvar="VFX_OUTPUT_DIR", default="./data/outputs/feature/",
-              show_default=True, type=click.Path(file_okay=False), help="Output root given to vfx-enqueue.")
+@click.option("--output_dir", "--output-dir", envvar="VFX_OUTPUT_DIR", type=click.Path(file_okay=False),
+              default="./data/outputs/feature/", show_default=True, help="Output root given to vfx-enqueue.")
 @click.option("--model", envvar="VFX_MODEL", callback=_validate_model, help="Only runs of this model.")
 @click.option("--broker_url", "--broker-url", envvar="VFX_BROKER_URL", help="Redis URL of the queue.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")
+@click.option("--json", "as_json", envvar="VFX_STATUS_JSON", is_flag=True,
+              help="Print one JSON object (for scripts).")
+# fmt: on
 def main(output_dir: str, model: str | None, broker_url: str | None, as_json: bool) -> None:
     """Show how far the runs writing to an output folder are."""
     try:
@@ -66,8 +69,8 @@ def main(output_dir: str, model: str | None, broker_url: str | None, as_json: bo
     for run in status["runs"]:
         counts = run["counts"]
         click.echo(
-            f"{run['model']} | {run['crop_type']}, clips={run['num_clips_per_video']}, {run['clip_sampling']}, "
-            f"{run['precision']} (run {run['run_id']})\n"
+            f"{run['model']} | {run['crop_type']}, clips={run['num_clips_per_video']}, "
+            f"{run['clip_sampling']}, {run['precision']} (run {run['run_id']})\n"
             f"  queued {counts['queued']}, running {counts['running']}, done {counts['done']}, "
             f"failed {counts['failed']}"
         )

@@ -38,10 +38,29 @@ def parse_gpus(value: str | None) -> list[int]:
     try:
         gpus = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of GPU indices, e.g. 0,1,2,3.") from None
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of GPU indices, e.g. 0,1,2,3."
+        ) from None
     if not gpus or any(gpu < 0 for gpu in gpus) or len(set(gpus)) != len(gpus):
         raise click.BadParameter(f"{value!r}: give distinct GPU indices >= 0, e.g. 0,1,2,3.")
     return gpus
+
+
+def check_gpus_visible(gpus: list[int]) -> None:
+    """Refuse to start workers for GPUs this machine does not have (they would fail every task).
+
+    Safe before ``exec``/spawning: the Celery worker is a new program, CUDA state does not carry over.
+    """
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [gpu for gpu in gpus if gpu >= count]
+    if missing:
+        raise click.BadParameter(
+            f"GPU {', '.join(map(str, missing))} not found: {count} GPU(s) visible. "
+            "Use --device cpu on a machine without GPUs.",
+            param_hint="--gpu/--gpus",
+        )
 
 
 def celery_worker_command(
@@ -49,9 +68,22 @@ def celery_worker_command(
 ) -> list[str]:
     """The ``celery worker`` command line; ``celery_args`` come last so they override the defaults."""
     return [
-        sys.executable, "-m", "celery", "-A", "vfx_tasks", "worker",
-        "--hostname", name, "--concurrency", str(concurrency), "--pool", "prefork",
-        "--task-events", "--loglevel", loglevel, *celery_args,
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "vfx_tasks",
+        "worker",
+        "--hostname",
+        name,
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "--task-events",
+        "--loglevel",
+        loglevel,
+        *celery_args,
     ]
 
 
@@ -66,61 +98,70 @@ def worker_environment(settings: Settings, *, gpu: int | None) -> dict[str, str]
     return environ
 
 
-def supervise(commands: list[tuple[list[str], dict[str, str]]]) -> int:
+def supervise(
+    commands: list[tuple[list[str], dict[str, str]]], *, restart_delay_seconds: float = RESTART_DELAY_SECONDS
+) -> int:
     """Run one process per command, restart those that exit on their own, forward SIGINT/SIGTERM.
 
-    Returns once every process has exited after a stop signal; 0 if they all exited cleanly.
+    Returns once every process has exited after a stop signal: 0 if they all exited cleanly, else 1.
     """
-    processes: list[subprocess.Popen[bytes] | None] = [None] * len(commands)
+    processes: list[subprocess.Popen[bytes]] = []
+    restart_at: dict[int, float] = {}
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
-        # First signal: warm shutdown (finish or return the task in flight); second: cold.
+        # First signal: warm shutdown (finish or give back the task in flight); second: cold.
         forward = signal.SIGTERM if not stopping else signal.SIGQUIT
         stopping = True
         for process in processes:
-            if process is not None and process.poll() is None:
+            if process.poll() is None:
                 process.send_signal(forward)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for index, (command, environ) in enumerate(commands):
-        processes[index] = subprocess.Popen(command, env=environ, start_new_session=True)
-    while True:
-        alive = [p for p in processes if p is not None and p.poll() is None]
-        if stopping and not alive:
-            break
+    # Own sessions: a terminal's Ctrl-C reaches only this supervisor, which forwards it once.
+    processes += [subprocess.Popen(command, env=env, start_new_session=True) for command, env in commands]
+    while not (stopping and all(process.poll() is not None for process in processes)):
         for index, process in enumerate(processes):
-            if not stopping and process is not None and process.poll() is not None:
-                logger.warning("Worker %d exited with %s; restarting in %.0f s", index, process.returncode,
-                               RESTART_DELAY_SECONDS)
-                time.sleep(RESTART_DELAY_SECONDS)
-                if not stopping:
-                    processes[index] = subprocess.Popen(commands[index][0], env=commands[index][1],
-                                                        start_new_session=True)
-        time.sleep(0.5)
-    return max((p.returncode or 0 for p in processes if p is not None), default=0)
+            if stopping or process.poll() is None:
+                continue
+            if index not in restart_at:
+                logger.warning(
+                    "Worker %d exited with %s; restarting in %.0f s",
+                    index,
+                    process.returncode,
+                    restart_delay_seconds,
+                )
+                restart_at[index] = time.monotonic() + restart_delay_seconds
+            elif time.monotonic() >= restart_at[index]:
+                del restart_at[index]
+                command, env = commands[index]
+                processes[index] = subprocess.Popen(command, env=env, start_new_session=True)
+        time.sleep(0.2)
+    return 0 if all(process.returncode in (0, -signal.SIGTERM) for process in processes) else 1
 
 
+# fmt: off
 @click.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
-@click.option("--gpu", type=int, envvar="VFX_GPU", help="Pin this worker to one GPU (CUDA_VISIBLE_DEVICES).")
+@click.option("--gpu", envvar="VFX_GPU", type=int, help="Pin this worker to one GPU (CUDA_VISIBLE_DEVICES).")
 @click.option("--gpus", envvar="VFX_GPUS", help="Start and supervise one worker per GPU, e.g. 0,1,2,3.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), envvar="VFX_DEVICE", default=None,
+@click.option("--device", envvar="VFX_DEVICE", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
               help="cpu for CPU-only machines. Default: cuda with --gpu/--gpus, else auto.")
 @click.option("--broker-url", "--broker_url", envvar="VFX_BROKER_URL", help="Redis URL of the queue.")
 @click.option("--result-backend", "--result_backend", envvar="VFX_RESULT_BACKEND",
               help="Result backend URL (default: the broker's Redis).")
 @click.option("--pretrained-dir", "--pretrained_dir", envvar="VFX_PRETRAINED_DIR",
               type=click.Path(file_okay=False), help="Folder with the model checkpoints.")
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, envvar="VFX_CONCURRENCY",
-              show_default=True, help="Worker processes (each loads its own model).")
+@click.option("--concurrency", "-c", envvar="VFX_CONCURRENCY", type=click.IntRange(min=1), default=1,
+              show_default=True, help="Worker processes on this GPU (each loads its own model).")
 @click.option("--name", "-n", envvar="VFX_WORKER_NAME",
               help="Worker name; default gpu<N>@<host> or cpu@<host>.")
-@click.option("--loglevel", "-l", default="info", envvar="VFX_LOGLEVEL", show_default=True)
-@click.option("--keep-downloads", "--keep_downloads", "keep_downloads", envvar="VFX_KEEP_DOWNLOADS", is_flag=True,
-              default=None, help="Keep videos fetched from the Hugging Face Hub in its cache after use.")
+@click.option("--loglevel", "-l", envvar="VFX_LOGLEVEL", default="info", show_default=True)
+@click.option("--keep-downloads", "--keep_downloads", "keep_downloads", envvar="VFX_KEEP_DOWNLOADS",  # noqa: E501
+              is_flag=True, default=None, help="Keep videos fetched from the Hub in its cache after use.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+# fmt: on
 def main(
     gpu: int | None,
     gpus: str | None,
@@ -143,6 +184,8 @@ def main(
     pinned = gpu is not None or bool(gpu_list)
     if pinned and device == "cpu":
         raise click.UsageError("--device cpu contradicts --gpu/--gpus; drop one of them.")
+    if pinned:
+        check_gpus_visible(gpu_list or [gpu])  # type: ignore[list-item]
     try:
         settings = Settings.from_env(
             device=device or ("cuda" if pinned else None),

@@ -1,0 +1,38 @@
+"""The Celery app: found by ``celery -A vfx_tasks``, configured for long, crash-safe tasks."""
+
+from __future__ import annotations
+
+from celery.app.utils import find_app
+
+from vfx_tasks.celery import EXTRACT_VIDEO_TASK, create_app
+from vfx_tasks.settings import Settings
+
+
+def test_celery_cli_finds_the_app_from_the_package_name() -> None:
+    import vfx_tasks.celery
+
+    app = find_app("vfx_tasks")
+    assert app is vfx_tasks.celery.app
+    app.loader.import_default_modules()  # what a worker does at start-up
+    assert EXTRACT_VIDEO_TASK in app.tasks
+
+
+def test_configuration_follows_settings() -> None:
+    settings = Settings.from_env({}, broker_url="redis://h:1/0", visibility_timeout_seconds=999)
+    conf = create_app(settings).conf
+    assert conf.broker_url == conf.result_backend == "redis://h:1/0"
+    # The visibility timeout is set in all three places Redis-backed Celery reads it from.
+    assert conf.broker_transport_options["visibility_timeout"] == 999
+    assert conf.result_backend_transport_options["visibility_timeout"] == 999
+    assert conf.visibility_timeout == 999
+    assert conf.accept_content == ["json"] and conf.task_serializer == conf.result_serializer == "json"
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_track_started and conf.worker_send_task_events
+    assert conf.broker_connection_retry_on_startup
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss
+
+
+def test_producer_app_neither_subscribes_to_results_nor_sends_events() -> None:
+    conf = create_app(Settings.from_env({}), producer_only=True).conf
+    assert conf.result_backend is None and not conf.task_send_sent_event

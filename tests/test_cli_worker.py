@@ -1,0 +1,89 @@
+"""``vfx-worker`` option handling (the worker processes themselves are exercised in test_worker.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from conftest import REPO_DIR, alive_pids, descendant_pids
+
+from vfx_tasks.cli.worker import celery_worker_command, main, parse_gpus, worker_environment
+from vfx_tasks.settings import Settings
+
+
+def test_parse_gpus() -> None:
+    assert parse_gpus("0,1, 3") == [0, 1, 3]
+    assert parse_gpus(None) == []
+    for bad in ("a,b", "0,0", "-1"):
+        with pytest.raises(click.BadParameter, match="e.g. 0,1,2,3"):
+            parse_gpus(bad)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpu", "0", "--gpus", "1,2"], "either --gpu or --gpus"),
+        (["--gpu", "0", "--device", "cpu"], "contradicts"),
+        (["--gpus", "x"], "comma-separated"),
+    ],
+)
+def test_contradictory_options_are_usage_errors(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_gpu_pinning_and_pass_through_arguments() -> None:
+    settings = Settings.from_env({}, device="cuda", broker_url="redis://h:1/0")
+    environ = worker_environment(settings, gpu=2)
+    assert environ["CUDA_VISIBLE_DEVICES"] == "2" and environ["VFX_BROKER_URL"] == "redis://h:1/0"
+    assert worker_environment(settings.with_overrides(device="cpu"), gpu=None)["CUDA_VISIBLE_DEVICES"] == ""
+    command = celery_worker_command(
+        name="gpu2@%h", concurrency=1, loglevel="info", celery_args=("-O", "fair")
+    )
+    assert command[-2:] == ["-O", "fair"]
+    assert command[command.index("--hostname") + 1] == "gpu2@%h"
+    assert command[command.index("--pool") + 1] == "prefork"
+
+
+def test_missing_gpu_is_refused_before_starting() -> None:
+    import torch
+
+    result = CliRunner().invoke(main, ["--gpu", str(torch.cuda.device_count())])
+    assert result.exit_code == 2 and "not found" in result.output and "--device cpu" in result.output
+
+
+def test_supervisor_restarts_crashed_workers_and_forwards_sigterm(tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from vfx_tasks.cli.worker import supervise
+        sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+        crasher = [sys.executable, "-c", "open({str(starts)!r}, 'a').write('x'); raise SystemExit(3)"]
+        sys.exit(supervise([(sleeper, {{}}), (crasher, {{}})], restart_delay_seconds=0.2))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_DIR)}
+    supervisor = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        # Given a supervised worker that keeps crashing, it is restarted each time,
+        deadline = time.monotonic() + 60
+        while not (starts.exists() and len(starts.read_text()) >= 2):
+            assert time.monotonic() < deadline, "the crashed worker was not restarted"
+            time.sleep(0.1)
+        children = descendant_pids(supervisor.pid)
+        # and on SIGTERM every worker is stopped and the supervisor exits.
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(30) == 1  # one worker had failed
+        time.sleep(0.5)
+        assert alive_pids(children) == set()
+    finally:
+        supervisor.kill()
