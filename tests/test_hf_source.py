@@ -290,6 +290,18 @@ def test_network_errors_are_transient() -> None:
     truncated = translate_hub_error(OSError("Consistency check failed: file should be of size 9"), what="x")
     assert isinstance(truncated, DownloadError)
 
+    from huggingface_hub import errors as hf_errors
+
+    def http_error(status: int) -> Exception:
+        response = httpx2.Response(status, request=httpx2.Request("HEAD", "http://127.0.0.1/x"))
+        return hf_errors.HfHubHTTPError(f"{status} error", response=response)
+
+    # hf_hub_download wraps a failed HEAD call when nothing is cached; its cause decides.
+    for status, kind in [(503, HubUnavailableError), (429, HubUnavailableError), (403, DownloadError)]:
+        wrapped = hf_errors.LocalEntryNotFoundError("cannot find the requested files")
+        wrapped.__cause__ = http_error(status)
+        assert isinstance(translate_hub_error(wrapped, what="x"), kind), status
+
 
 # -- the command --------------------------------------------------------------------------------
 
@@ -413,3 +425,26 @@ def test_offline_mode_is_honoured_with_a_hint(
     assert result.returncode == 2, result.stderr
     assert "HF_HUB_OFFLINE is set" in result.stderr and "Unset HF_HUB_OFFLINE" in result.stderr
     assert hub.requests == []
+
+
+def test_offline_workers_use_their_cache_and_fail_the_rest(
+    xd_hub: tuple[HubReplica, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    hub, commit = xd_hub
+    cache = tmp_path / "cache"
+    kept = HubFile(XD_REPO, commit, AMELIE).to_location()
+    with local_video(kept, keep_downloads=True, cache_dir=cache, endpoint=hub.url):
+        pass
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    asked = len(hub.requests)
+    with local_video(kept, cache_dir=cache, endpoint=hub.url) as path:
+        assert Path(path).is_file()
+    other = HubFile(XD_REPO, commit, XD_VIDEOS[0][0]).to_location()
+    with (
+        pytest.raises(DownloadError, match="HF_HUB_OFFLINE is set"),
+        local_video(other, cache_dir=cache, endpoint=hub.url),
+    ):
+        pass
+    assert len(hub.requests) == asked

@@ -39,7 +39,8 @@ def import_huggingface_hub() -> ModuleType:
 
 def is_offline() -> bool:
     """Whether ``HF_HUB_OFFLINE`` (as huggingface_hub read it) forbids network calls."""
-    constants = import_huggingface_hub().constants
+    import_huggingface_hub()
+    from huggingface_hub import constants
     check = getattr(constants, "is_offline_mode", None)
     return bool(check()) if callable(check) else bool(constants.HF_HUB_OFFLINE)
 
