@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vfx_tasks.ledger import RunSpec
 from vfx_tasks.models import MODEL_SPECS
 from vfx_tasks.models.standin_checkpoint import write_standin_checkpoint
 
@@ -218,6 +219,14 @@ def start_worker(queue_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
     yield start
     for worker in workers:
         worker.stop()
+
+
+def run_spec(output_dir: Path) -> RunSpec:
+    """The run the queue tests extract: I3D, one center-cropped clip per video."""
+    return RunSpec.create(
+        output_dir, model=I3D, crop_type="center", num_clips_per_video=1, clip_sampling="sequential",
+        precision="fp32",
+    )
 
 
 def run_cli(

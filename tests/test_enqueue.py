@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import redis
 from click.testing import CliRunner, Result
-from conftest import run_cli
+from conftest import run_cli, run_spec
 
 from vfx_tasks.cli.enqueue import main
-from vfx_tasks.ledger import Ledger, RunSpec
-from vfx_tasks.models import DEFAULT_MODEL, get_model_spec
+from vfx_tasks.ledger import Ledger
+from vfx_tasks.models import get_model_spec
 from vfx_tasks.redis_server import free_port
 from vfx_tasks.storage import output_path, write_features_atomic
 
@@ -39,17 +39,6 @@ def enqueue(redis_url: str, *args: str) -> Result:
 def queued_messages(redis_url: str) -> list[dict]:
     client = redis.Redis.from_url(redis_url)
     return [json.loads(raw) for raw in client.lrange("vfx", 0, -1)]
-
-
-def run_spec(output_dir: Path) -> RunSpec:
-    return RunSpec.create(
-        output_dir,
-        model=DEFAULT_MODEL,
-        crop_type="center",
-        num_clips_per_video=1,
-        clip_sampling="sequential",
-        precision="fp32",
-    )
 
 
 def test_queues_every_video_once_with_deterministic_ids(

@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess
+from conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, run_spec
 
 from vfx_tasks.celery import create_app
 from vfx_tasks.cli import enqueue, status
-from vfx_tasks.ledger import Ledger, RunSpec
-from vfx_tasks.models import DEFAULT_MODEL
+from vfx_tasks.ledger import Ledger
 from vfx_tasks.pipeline import FeatureExtractor
 from vfx_tasks.redis_server import RedisServer
 from vfx_tasks.settings import Settings
@@ -30,17 +29,6 @@ ENQUEUE = "vfx_tasks.cli.enqueue"
 COMMON = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
 
 pytestmark = pytest.mark.slow
-
-
-def run_spec(output_dir: Path) -> RunSpec:
-    return RunSpec.create(
-        output_dir,
-        model=DEFAULT_MODEL,
-        crop_type="center",
-        num_clips_per_video=1,
-        clip_sampling="sequential",
-        precision="fp32",
-    )
 
 
 def npy_files(folder: Path) -> list[str]:
@@ -262,3 +250,23 @@ def test_redeliveries_are_capped(
     assert waiting.returncode == 1, stderr
     assert "FAILED dies: [worker_died] The worker died 1 times on this video" in stderr
     assert npy_files(out) == []
+
+
+def test_sigterm_finishes_the_video_in_flight(
+    tmp_path: Path, sample_videos_dir: Path, start_worker: Callable[..., WorkerProcess], redis_url: str
+) -> None:
+    videos, out = tmp_path / "videos", tmp_path / "features"
+    videos.mkdir()
+    shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / "v.mp4")
+    ledger, run_id = Ledger.from_url(redis_url), run_spec(out).run_id
+    worker = start_worker()
+    queued = enqueue_in_process(redis_url, "--input_dir", str(videos), "--output_dir", str(out))
+    assert "Queued 1 of 1" in queued.stderr
+    # Given a worker busy with a video, when it gets SIGTERM (docker stop, systemd, Ctrl-C),
+    wait_until(lambda: bool(ledger.entries(run_id, "running")), "the video to start")
+    worker.process.send_signal(signal.SIGTERM)
+    # then it finishes that video before it exits: nothing is lost or left half-done.
+    assert worker.process.wait(PROCESS_TIMEOUT_SECONDS) == 0
+    assert set(ledger.entries(run_id, "done")) == {"v"}
+    assert is_valid_output(out / "v.npy", n_crops=1, feature_dim=2048, num_clips_per_video=1)
+    assert find_temp_files(out) == []

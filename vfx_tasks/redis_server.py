@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import redis
 
@@ -60,6 +61,7 @@ class RedisServer:
         self.executable = executable or find_redis_server()
         self.process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -83,10 +85,11 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
-        log = open(Path(self._workdir.name, "redis.log"), "wb")  # noqa: SIM115 (closed in stop)
-        self._log = log
+        self._log = open(Path(self._workdir.name, "redis.log"), "wb")  # noqa: SIM115 (closed in stop)
         # Own session: a Ctrl-C in the terminal reaches the owner, which stops this server last.
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_seconds
         while True:
@@ -112,8 +115,10 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout_seconds)
-        if self._workdir is not None:
+        if self._log is not None:
             self._log.close()
+            self._log = None
+        if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
 
