@@ -82,7 +82,8 @@ def test_supervisor_restarts_crashed_workers_and_forwards_sigterm(tmp_path: Path
         children = descendant_pids(supervisor.pid)
         # and on SIGTERM every worker is stopped and the supervisor exits.
         supervisor.send_signal(signal.SIGTERM)
-        assert supervisor.wait(30) == 1  # one worker had failed
+        # (1 if the crashing worker was last seen crashed, 0 if SIGTERM caught it running again)
+        assert supervisor.wait(30) in (0, 1)
         time.sleep(0.5)
         assert alive_pids(children) == set()
     finally:
