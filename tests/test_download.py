@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from vfx_tasks.cli import download as download_cli
 from vfx_tasks.download import PART_SUFFIX, download_checkpoint
-from vfx_tasks.errors import ChecksumMismatchError, DownloadError
+from vfx_tasks.errors import CheckpointDownloadError, ChecksumMismatchError
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.models.spec import ModelSpec
 
@@ -162,7 +162,7 @@ def test_interrupted_transfer_resumes_on_the_next_run(
     part_path = tmp_path / (spec.checkpoint_filename + PART_SUFFIX)
 
     # When the first run gives up after that one attempt
-    with pytest.raises(DownloadError, match="resume"):
+    with pytest.raises(CheckpointDownloadError, match="resume"):
         download_checkpoint(spec, tmp_path, max_attempts=1)
 
     # Then only the .part file holds the bytes received, never the final name
@@ -241,7 +241,7 @@ def test_present_damaged_file_is_fetched_again(
 def test_unreachable_server_raises_download_error(payload: bytes, tmp_path: Path) -> None:
     spec = generated_spec(payload, base_url=f"http://127.0.0.1:{free_port()}/ckpt")
 
-    with pytest.raises(DownloadError, match="Cannot reach"):
+    with pytest.raises(CheckpointDownloadError, match="Cannot reach"):
         download_checkpoint(spec, tmp_path, timeout_seconds=5)
     assert list(tmp_path.iterdir()) == []
 
@@ -267,7 +267,7 @@ def test_cli_offline_names_the_urls_and_the_folder(tmp_path: Path) -> None:
 def test_cli_default_urls_are_the_official_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Without --base-url the message lists the official OpenMMLab URLs (download made to fail fast).
     def offline(spec: ModelSpec, *args: object, **kwargs: object) -> None:
-        raise DownloadError(f"Cannot reach {spec.checkpoint_url} (offline).")
+        raise CheckpointDownloadError(f"Cannot reach {spec.checkpoint_url} (offline).")
 
     monkeypatch.setattr(download_cli, "download_checkpoint", offline)
     monkeypatch.delenv("VFX_MODELS_BASE_URL", raising=False)

@@ -102,7 +102,8 @@ def test_resume_skips_done_videos_and_requeues_deleted_outputs(
     [
         ([], "Give the videos with --input_dir"),
         (["--input_dir", "x", "--hf_dataset", "jherng/xd-violence"], "mutually exclusive"),
-        (["--hf_dataset", "jherng/xd-violence"], "issue 4"),
+        (["--hf_dataset", "../xd-violence"], "Give it as owner/name"),
+        (["--input_dir", "IN", "--split", "test"], "--split only apply to --hf_dataset"),
         (["--input_dir", "IN", "--num_clips_per_video", "0"], "use -1 (no limit / all) or a number >= 1"),
         (["--input_dir", "IN", "--batch-size", "-5"], "use -1"),
         (["--input_dir", "IN", "--model", "resnet"], "Supported values are"),

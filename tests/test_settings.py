@@ -36,3 +36,16 @@ def test_environment_values_are_typed_and_round_trip() -> None:
 def test_bad_numbers_say_which_variable(value: str) -> None:
     with pytest.raises(ConfigurationError, match="max_redeliveries"):
         Settings.from_env({"VFX_MAX_REDELIVERIES": value})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("yes", True), ("True", True), ("0", False),
+                                                 ("off", False), ("False", False)])
+def test_keep_downloads_reads_yes_and_no(value: str, expected: bool) -> None:
+    settings = Settings.from_env({"VFX_KEEP_DOWNLOADS": value})
+    assert settings.keep_downloads is expected
+    assert Settings.from_env(settings.to_environ()).keep_downloads is expected
+
+
+def test_keep_downloads_rejects_other_words() -> None:
+    with pytest.raises(ConfigurationError, match="keep_downloads.*1/true/yes/on"):
+        Settings.from_env({"VFX_KEEP_DOWNLOADS": "maybe"})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vfx_tasks.errors import ChecksumMismatchError, DownloadError
+from vfx_tasks.errors import CheckpointDownloadError, ChecksumMismatchError
 from vfx_tasks.models.checkpoint import file_sha256
 from vfx_tasks.models.spec import ModelSpec
 
@@ -87,7 +87,7 @@ def download_checkpoint(
     """Make sure ``pretrained_dir`` holds ``spec``'s verified checkpoint, fetching it if needed.
 
     Raises:
-        DownloadError: the server cannot be reached, answers with an HTTP error, or the
+        CheckpointDownloadError: the server cannot be reached, answers with an HTTP error, or the
             connection broke ``max_attempts`` times. The ``.part`` file is kept for the next run.
         ChecksumMismatchError: the fetched file is not the one its name promises; it is deleted.
     """
@@ -112,7 +112,7 @@ def download_checkpoint(
             break
         if received == 0 or attempt == max_attempts:
             # No progress: retrying at once would only fail the same way.
-            raise DownloadError(
+            raise CheckpointDownloadError(
                 f"Download of {url} broke off after {part_path.stat().st_size} bytes "
                 f"({attempt} attempt(s)). Run the command again to resume from {part_path}."
             )
@@ -134,7 +134,7 @@ def _fetch_into(
 ) -> tuple[int, bool]:
     """Append the rest of ``url`` to ``part_path``. Returns ``(bytes received, whether complete)``.
 
-    Raises :class:`DownloadError` when no transfer can start at all.
+    Raises :class:`CheckpointDownloadError` when no transfer can start at all.
     """
     offset = part_path.stat().st_size if part_path.is_file() else 0
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
@@ -148,10 +148,10 @@ def _fetch_into(
             # longer than the file, which the hash check will catch).
             e.close()
             return 0, True
-        raise DownloadError(f"Server answered HTTP {e.code} ({e.reason}) for {url}.") from e
+        raise CheckpointDownloadError(f"Server answered HTTP {e.code} ({e.reason}) for {url}.") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
-        raise DownloadError(f"Cannot reach {url} ({reason}).") from e
+        raise CheckpointDownloadError(f"Cannot reach {url} ({reason}).") from e
 
     received = 0
     with response:
@@ -175,7 +175,7 @@ def _fetch_into(
             logger.warning("Connection to %s broke after %d bytes: %s", url, offset + received, e)
             return received, False
         except OSError as e:
-            raise DownloadError(
+            raise CheckpointDownloadError(
                 f"Cannot write {part_path} ({e}). Free some space or choose another --pretrained-dir."
             ) from e
     # http.client returns a short body without raising when the server closes early, so the

@@ -81,6 +81,18 @@ class VideoError(PermanentError):
     code = "bad_video"
 
 
+class VideoDownloadError(VideoError):
+    """A video cannot be fetched from the Hugging Face Hub: gone (404), no access, or truncated every time."""
+
+    code = "download_failed"
+
+
+class UnsafePathError(PermanentError):
+    """A remote file name would escape the output folder (``..``, absolute, backslashes, encoded tricks)."""
+
+    code = "unsafe_path"
+
+
 class DependencyError(PermanentError):
     """An optional dependency needed for the requested feature is not installed."""
 
@@ -105,6 +117,12 @@ class BrokerUnavailableError(TransientError):
     code = "broker_unavailable"
 
 
+class HubUnavailableError(TransientError):
+    """The Hugging Face Hub (or the ``HF_ENDPOINT`` mirror) cannot be reached or answers 5xx/429 for now."""
+
+    code = "hub_unavailable"
+
+
 class LocalWorkersDiedError(TransientError):
     """Every worker started by ``vfx-enqueue --local`` exited while videos were still queued."""
 
@@ -123,10 +141,10 @@ class OutputError(TransientError):
     code = "output_error"
 
 
-class DownloadError(TransientError):
+class CheckpointDownloadError(TransientError):
     """A checkpoint cannot be fetched: server unreachable, HTTP error, or the transfer kept breaking."""
 
-    code = "download_failed"
+    code = "checkpoint_download_failed"
 
 
 class ChecksumMismatchError(CheckpointError):

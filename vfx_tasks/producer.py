@@ -187,8 +187,8 @@ def _release_quietly(ledger: Ledger, run_id: str, relative_ids: list[str]) -> No
 
 
 def task_kwargs(run: RunSpec, item: VideoItem, *, batch_size: int) -> dict[str, object]:
-    """The JSON arguments of ``vfx.extract_video`` for one video."""
-    return {
+    """The JSON arguments of ``vfx.extract_video`` for one video (``labels`` only when it has some)."""
+    kwargs: dict[str, object] = {
         "video_path": item.path,
         "output_dir": run.output_dir,
         "relative_id": item.relative_id,
@@ -200,3 +200,6 @@ def task_kwargs(run: RunSpec, item: VideoItem, *, batch_size: int) -> dict[str, 
         "batch_size": batch_size,
         "precision": run.precision,
     }
+    if item.labels is not None:
+        kwargs["labels"] = dict(item.labels)
+    return kwargs

@@ -60,6 +60,9 @@ class Settings:
     retry_backoff_max_seconds: int = 600
     #: How long task results are kept in the result backend, in seconds (default one week).
     result_expires_seconds: int = 7 * 24 * 60 * 60
+    #: Keep videos fetched from the Hugging Face Hub in its cache after their features are written.
+    #: Off by default, so that a worker's disk never holds more than the videos in flight.
+    keep_downloads: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -87,6 +90,8 @@ class Settings:
         for f in fields(cls):
             if f.type == "int" and f.name in values:
                 values[f.name] = _to_int(f.name, values[f.name])
+            elif f.type == "bool" and f.name in values:
+                values[f.name] = _to_bool(f.name, values[f.name])
         return cls(**values)
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -105,3 +110,18 @@ def _to_int(name: str, value: Any) -> int:
         raise ConfigurationError(
             f"Invalid {name} ({value!r}). Use a whole number (VFX_{name.upper()})."
         ) from e
+
+
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+
+
+def _to_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in _TRUE_WORDS | _FALSE_WORDS:
+        return word in _TRUE_WORDS
+    raise ConfigurationError(
+        f"Invalid {name} ({value!r}). Use 1/true/yes/on or 0/false/no/off (VFX_{name.upper()})."
+    )

@@ -1,17 +1,15 @@
-"""Where videos come from. Each source yields :class:`VideoItem` s; only local folders so far.
-
-A Hugging Face dataset source (issue 4) will be a second :class:`VideoSource` yielding the same
-items, so the enqueue side needs no change.
+"""Where videos come from. Each source yields :class:`VideoItem` s: local folders here, Hugging Face
+dataset repositories in :mod:`vfx_tasks.hf_source`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from vfx_tasks.errors import ConfigurationError
 from vfx_tasks.video import VIDEO_EXTENSIONS
@@ -24,11 +22,14 @@ class VideoItem:
     """One video to process.
 
     ``relative_id`` is ``"<relative_dir>/<video_id>"`` (POSIX separators; just ``"<video_id>"`` at
-    the top level): it names the output file and the line in a ``--check_progress`` file.
+    the top level): it names the output file and the line in a ``--check_progress`` file. ``path``
+    is a local path or an ``hf://datasets/...`` location the worker fetches. ``labels`` (JSON values)
+    travel with the task and are written beside the features.
     """
 
     relative_id: str
     path: str
+    labels: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def video_id(self) -> str:

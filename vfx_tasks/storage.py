@@ -7,10 +7,13 @@ file and two workers racing on one video just replace the same bytes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +56,37 @@ def write_features_atomic(path: str | os.PathLike[str], features: np.ndarray) ->
         tmp_name = None
     except OSError as e:
         raise OutputError(f"Cannot write features to {path}: {e}. Check free space and permissions.") from e
+    finally:
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+
+
+def labels_path(output_dir: str | os.PathLike[str], relative_id: str) -> Path:
+    """``<output_dir>/<relative_dir>/<video_id>.json``: the labels beside the features."""
+    return output_path(output_dir, relative_id).with_suffix(".json")
+
+
+def write_labels_atomic(path: str | os.PathLike[str], labels: Mapping[str, Any]) -> None:
+    """Save ``labels`` as UTF-8 JSON at ``path`` through a temporary file and ``os.replace``.
+
+    Raises:
+        OutputError: the folder cannot be created or the file cannot be written.
+    """
+    path = Path(path)
+    tmp_name: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=TEMP_PREFIX + path.stem + ".", suffix=".json.part", dir=path.parent
+        )
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(labels, f, ensure_ascii=False, indent=1, sort_keys=True)
+            f.write("\n")
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as e:
+        raise OutputError(f"Cannot write labels to {path}: {e}. Check free space and permissions.") from e
     finally:
         if tmp_name is not None:
             Path(tmp_name).unlink(missing_ok=True)

@@ -59,6 +59,7 @@ def extract_video(
     num_clips_per_video: int,
     batch_size: int,
     precision: str,
+    labels: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Extract one video's features to ``<output_dir>/<relative_id>.npy``; return a JSON summary."""
     job = VideoJob(
@@ -72,6 +73,7 @@ def extract_video(
         num_clips_per_video=num_clips_per_video,
         batch_size=batch_size,
         precision=precision,
+        labels=labels,
     )
     try:
         return process_video(job, settings=settings, worker_name=self.request.hostname or "unknown")

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from vfx_tasks.errors import WorkerDiedError
+from vfx_tasks.fetch import local_video
 from vfx_tasks.ledger import Ledger
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.settings import Settings
-from vfx_tasks.storage import output_path, write_features_atomic
+from vfx_tasks.storage import labels_path, output_path, write_features_atomic, write_labels_atomic
 
 if TYPE_CHECKING:
     from vfx_tasks.pipeline import FeatureExtractor
@@ -44,6 +45,8 @@ class VideoJob:
     num_clips_per_video: int
     batch_size: int
     precision: str
+    #: Labels that came with the video (Hugging Face sources), written beside the features as JSON.
+    labels: dict[str, Any] | None = None
 
 
 def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureExtractor:
@@ -85,15 +88,19 @@ def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dic
     if deaths:
         logger.warning("%s: redelivered after %d worker death(s)", job.relative_id, deaths)
     extractor = get_extractor(job.model, settings=settings, precision=job.precision)
-    result = extractor.extract(
-        job.video_path,
-        crop_type=job.crop_type,  # type: ignore[arg-type]
-        num_clips_per_video=job.num_clips_per_video,
-        batch_size=job.batch_size,
-        clip_sampling=job.clip_sampling,  # type: ignore[arg-type]
-    )
     destination = output_path(job.output_dir, job.relative_id)
-    write_features_atomic(destination, result.features)
+    with local_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
+        result = extractor.extract(
+            video_path,
+            crop_type=job.crop_type,  # type: ignore[arg-type]
+            num_clips_per_video=job.num_clips_per_video,
+            batch_size=job.batch_size,
+            clip_sampling=job.clip_sampling,  # type: ignore[arg-type]
+        )
+        # Labels first: a video counts as done once its .npy exists, and then its labels must too.
+        if job.labels is not None:
+            write_labels_atomic(labels_path(job.output_dir, job.relative_id), job.labels)
+        write_features_atomic(destination, result.features)
     summary = {
         "relative_id": job.relative_id,
         "output": str(destination),

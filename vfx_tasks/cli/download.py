@@ -20,7 +20,7 @@ import click
 
 from vfx_tasks.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from vfx_tasks.download import DEFAULT_TIMEOUT_SECONDS, checkpoint_url, download_checkpoint
-from vfx_tasks.errors import ConfigurationError, DownloadError, VfxError
+from vfx_tasks.errors import CheckpointDownloadError, ConfigurationError, VfxError
 from vfx_tasks.models import MODEL_SPECS, ModelSpec, get_model_spec
 from vfx_tasks.settings import Settings
 
@@ -115,7 +115,7 @@ def main(
             bar.close()  # before the message, so that it starts on a line of its own
             click.echo(f"Error: {spec.name}: {e}", err=True)
             failed = True
-            if isinstance(e, DownloadError):
+            if isinstance(e, CheckpointDownloadError):
                 unreachable.append(spec)
             continue
         bar.close()

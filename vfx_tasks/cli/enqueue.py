@@ -6,6 +6,7 @@ and with hyphens (``--input-dir``); each also reads a ``VFX_*`` environment vari
     vfx-enqueue --input_dir videos/ --output_dir features/i3d          # queue, return at once
     vfx-enqueue --input_dir videos/ --output_dir features/i3d --wait   # ... and follow progress
     vfx-enqueue --input_dir videos/ --output_dir features/i3d --local  # everything on this machine
+    vfx-enqueue --hf_dataset jherng/xd-violence --split test --output_dir features/i3d   # from the Hub
 """
 
 from __future__ import annotations
@@ -38,12 +39,9 @@ from vfx_tasks.progress import WaitOutcome, format_duration, wait_for_videos
 from vfx_tasks.redis_server import RedisServer
 from vfx_tasks.sampling import CLIP_SAMPLINGS
 from vfx_tasks.settings import Settings
-from vfx_tasks.sources import LocalFolderSource
+from vfx_tasks.sources import LocalFolderSource, VideoSource
 
-HF_DATASET_PENDING = (
-    "--hf_dataset is not supported yet: Hugging Face sources come with issue 4. "
-    "Download the videos and use --input_dir meanwhile."
-)
+SPLITS = ("train", "test", "all")
 
 
 def _validate_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -62,7 +60,22 @@ def _minus_one_or_positive(ctx: click.Context, param: click.Parameter, value: in
 # fmt: off
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--hf_dataset", "--hf-dataset", envvar="VFX_HF_DATASET",
-              help="Hugging Face dataset with the videos (comes with issue 4). Excludes --input_dir.")
+              help="Hugging Face dataset repository (owner/name, e.g. jherng/xd-violence) with the videos; "
+                   "workers fetch each video themselves. Mutually exclusive with --input_dir.")
+@click.option("--split", envvar="VFX_SPLIT", type=click.Choice(SPLITS), default="all", show_default=True,
+              help="With --hf_dataset: which split (XD-Violence: test = data/video/test_videos).")
+@click.option("--revision", envvar="VFX_HF_REVISION", default="main", show_default=True,
+              help="With --hf_dataset: branch, tag or commit; pinned to its commit for the whole run.")
+@click.option("--hf-pattern", "--hf_pattern", "hf_pattern", envvar="VFX_HF_PATTERN",
+              help="With --hf_dataset: glob over paths in the repository, e.g. 'clips/**/*.mp4' "
+                   "(default: every video file).")
+@click.option("--hf-video-column", "--hf_video_column", "hf_video_column", envvar="VFX_HF_VIDEO_COLUMN",
+              help="With --hf_dataset: load rows with `datasets` and take the video path or Hub URL from "
+                   "this column; the other columns are written beside the features as labels.")
+@click.option("--hf-config", "--hf_config", "hf_config", envvar="VFX_HF_CONFIG",
+              help="With --hf_dataset: dataset config (XD-Violence: video).")
+@click.option("--keep-downloads", "--keep_downloads", "keep_downloads", envvar="VFX_KEEP_DOWNLOADS",  # noqa: E501
+              is_flag=True, default=None, help="With --local: workers keep the Hub videos they fetch.")
 @click.option("--input_dir", "--input-dir", envvar="VFX_INPUT_DIR", type=click.Path(file_okay=False),
               help="Folder of videos, searched recursively. Mutually exclusive with --hf_dataset.")
 @click.option("--output_dir", "--output-dir", envvar="VFX_OUTPUT_DIR", type=click.Path(file_okay=False),
@@ -155,18 +168,29 @@ def run_enqueue(
     broker_url: str | None,
     poll_seconds: float,
     wait_timeout: float | None = None,
+    split: str = "all",
+    revision: str = "main",
+    hf_pattern: str | None = None,
+    hf_video_column: str | None = None,
+    hf_config: str | None = None,
+    keep_downloads: bool | None = None,
 ) -> int:
     """The whole command; returns the exit code."""
     if hf_dataset and input_dir:
         raise click.UsageError("--hf_dataset and --input_dir are mutually exclusive; give one.")
     if not hf_dataset and not input_dir:
-        raise click.UsageError("Give the videos with --input_dir (or --hf_dataset).")
-    if hf_dataset:
-        raise click.UsageError(HF_DATASET_PENDING)
+        raise click.UsageError("Give the videos with --input_dir or --hf_dataset.")
     if local and broker_url:
         raise click.UsageError("--local starts its own Redis; drop --broker_url.")
-    assert input_dir is not None
-    source = LocalFolderSource(input_dir)
+    source = _make_source(
+        hf_dataset=hf_dataset,
+        input_dir=input_dir,
+        split=split,
+        revision=revision,
+        hf_pattern=hf_pattern,
+        hf_video_column=hf_video_column,
+        hf_config=hf_config,
+    )
     run = RunSpec.create(
         output_dir,
         model=model,
@@ -175,7 +199,12 @@ def run_enqueue(
         clip_sampling=clip_sampling,
         precision=precision,
     )
-    settings = Settings.from_env(broker_url=broker_url, device=device, pretrained_dir=pretrained_dir)
+    settings = Settings.from_env(
+        broker_url=broker_url,
+        device=device,
+        pretrained_dir=pretrained_dir,
+        keep_downloads=keep_downloads or None,
+    )
     enqueue_run = functools.partial(
         _enqueue_and_maybe_wait,
         run=run,
@@ -210,11 +239,48 @@ def run_enqueue(
     return code
 
 
+def _make_source(
+    *,
+    hf_dataset: str | None,
+    input_dir: str | None,
+    split: str,
+    revision: str,
+    hf_pattern: str | None,
+    hf_video_column: str | None,
+    hf_config: str | None,
+) -> VideoSource:
+    if input_dir is not None:
+        hf_only = {
+            "--split": split != "all",
+            "--revision": revision != "main",
+            "--hf-pattern": hf_pattern,
+            "--hf-video-column": hf_video_column,
+            "--hf-config": hf_config,
+        }
+        given = [name for name, value in hf_only.items() if value]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} only apply to --hf_dataset; drop them with --input_dir."
+            )
+        return LocalFolderSource(input_dir)
+    assert hf_dataset is not None
+    from vfx_tasks.hf_source import HubDatasetSource  # huggingface_hub only when asked for
+
+    return HubDatasetSource(
+        hf_dataset,
+        split=split,  # type: ignore[arg-type]
+        revision=revision,
+        pattern=hf_pattern,
+        video_column=hf_video_column,
+        config=hf_config,
+    )
+
+
 def _enqueue_and_maybe_wait(
     settings: Settings,
     *,
     run: RunSpec,
-    source: LocalFolderSource,
+    source: VideoSource,
     batch_size: int,
     check_progress: str | None,
     force: bool,
@@ -238,6 +304,12 @@ def _enqueue_and_maybe_wait(
         f"{plan.skipped_output_exists} with valid output, {plan.skipped_check_progress} in "
         f"--check_progress, {plan.skipped_ledger_done} done in the ledger"
     )
+    rejected = getattr(source, "rejected", [])
+    if rejected:
+        click.echo(f"Left out {len(rejected)} remote file(s) with unsafe names (see the warnings).", err=True)
+    if getattr(source, "listed_with", None):
+        listed_with, commit = source.listed_with, source.resolve_commit()  # type: ignore[attr-defined]
+        click.echo(f"Listed {source!r} through {listed_with} (commit {commit}).", err=True)
     if dry_run:
         for item in plan.to_queue:
             click.echo(item.relative_id)

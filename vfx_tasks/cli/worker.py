@@ -158,6 +158,8 @@ def supervise(
 @click.option("--name", "-n", envvar="VFX_WORKER_NAME",
               help="Worker name; default gpu<N>@<host> or cpu@<host>.")
 @click.option("--loglevel", "-l", envvar="VFX_LOGLEVEL", default="info", show_default=True)
+@click.option("--keep-downloads", "--keep_downloads", "keep_downloads", envvar="VFX_KEEP_DOWNLOADS",  # noqa: E501
+              is_flag=True, default=None, help="Keep videos fetched from the Hub in its cache after use.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 # fmt: on
 def main(
@@ -170,6 +172,7 @@ def main(
     concurrency: int,
     name: str | None,
     loglevel: str,
+    keep_downloads: bool | None,
     celery_args: tuple[str, ...],
 ) -> None:
     """Start Celery worker(s) that extract features from the queued videos."""
@@ -189,6 +192,7 @@ def main(
             broker_url=broker_url,
             result_backend=result_backend,
             pretrained_dir=pretrained_dir,
+            keep_downloads=keep_downloads or None,
         )
         connect(settings.broker_url).close()
     except VfxError as e:
