@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_hf_source import cached_videos, hub_env
 
 from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess
 from tests.hub_replica import (
@@ -27,6 +26,7 @@ from tests.hub_replica import (
     build_xd_violence,
     xd_relative_id,
 )
+from tests.test_hf_source import cached_videos, hub_env
 
 pytestmark = pytest.mark.slow
 

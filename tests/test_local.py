@@ -17,6 +17,7 @@ from tests.conftest import (
     alive_pids,
     descendant_pids,
     processes_with_marker,
+    run_cli,
 )
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
@@ -119,3 +120,26 @@ def test_ctrl_c_stops_local_run_without_leftovers(
     assert "Interrupted" in stderr and "Traceback" not in stderr
     assert_no_process_left(process_marker, started)
     assert not out.exists() or find_temp_files(out) == []
+
+
+def test_missing_weights_stop_a_local_run_before_anything_starts(
+    tmp_path: Path, sample_videos_dir: Path, queue_env: dict[str, str], process_marker: str
+) -> None:
+    # Given a folder of videos and an empty pretrained folder
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / "a.mp4")
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    # When the local run starts
+    result = run_cli(
+        "vfx_tasks.cli.enqueue", "--local", "--input_dir", str(videos), "--output_dir", str(tmp_path / "out"),
+        "--pretrained_dir", str(empty), *ARGS,
+        env={k: v for k, v in queue_env.items() if k != "VFX_BROKER_URL"}, timeout=120,
+    )
+    # Then it stops at once as a usage error naming the file and how to get it, having started nothing
+    assert result.returncode == 2, result.stderr
+    assert "not found at" in result.stderr and "vfx-download-models" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert processes_with_marker(process_marker) == []
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").rglob("*.npy")) == []

@@ -138,7 +138,7 @@ def main(**options: object) -> None:
 
 
 def exit_code_for(error: VfxError) -> int:
-    """2 for bad arguments, 4 when --wait-timeout passed, 3 when Redis, workers or a tool is missing."""
+    """4 when --wait-timeout passed, else 2: bad arguments, or Redis, workers, weights or a tool missing."""
     if isinstance(error, ConfigurationError):
         return EXIT_USAGE
     if isinstance(error, WaitTimeoutError):
@@ -223,6 +223,12 @@ def run_enqueue(
         # Nothing will run, so no workers; a fresh local Redis has no ledger, only files count.
         with RedisServer() as server:
             return enqueue_run(settings.with_overrides(broker_url=server.url), wait=False)
+
+    # The local workers read the weights from this machine: say now, not once per video, if
+    # they are missing (the import is here because it loads torch).
+    from vfx_tasks.models.checkpoint import checkpoint_path
+
+    checkpoint_path(get_model_spec(model), settings.pretrained_dir)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
