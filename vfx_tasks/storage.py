@@ -11,9 +11,9 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -40,25 +40,11 @@ def write_features_atomic(path: str | os.PathLike[str], features: np.ndarray) ->
     Raises:
         OutputError: the folder cannot be created or the file cannot be written.
     """
-    path = Path(path)
-    tmp_name: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=TEMP_PREFIX + path.stem + ".", suffix=TEMP_SUFFIX, dir=path.parent
-        )
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(features), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as e:
-        raise OutputError(f"Cannot write features to {path}: {e}. Check free space and permissions.") from e
-    finally:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
+
+    def save(f: BinaryIO) -> None:
+        np.save(f, np.ascontiguousarray(features), allow_pickle=False)
+
+    _write_atomic(Path(path), save, what="features", temp_suffix=TEMP_SUFFIX)
 
 
 def labels_path(output_dir: str | os.PathLike[str], relative_id: str) -> Path:
@@ -72,21 +58,30 @@ def write_labels_atomic(path: str | os.PathLike[str], labels: Mapping[str, Any])
     Raises:
         OutputError: the folder cannot be created or the file cannot be written.
     """
-    path = Path(path)
+
+    def save(f: BinaryIO) -> None:
+        text = json.dumps(labels, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+        f.write(text.encode("utf-8"))
+
+    _write_atomic(Path(path), save, what="labels", temp_suffix=".json.part")
+
+
+def _write_atomic(path: Path, save: Callable[[BinaryIO], None], *, what: str, temp_suffix: str) -> None:
+    """Write through ``save`` into a temporary file beside ``path``, sync it, rename it into place."""
     tmp_name: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=TEMP_PREFIX + path.stem + ".", suffix=".json.part", dir=path.parent
-        )
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(labels, f, ensure_ascii=False, indent=1, sort_keys=True)
-            f.write("\n")
+        prefix = TEMP_PREFIX + path.stem + "."
+        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=temp_suffix, dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            save(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as e:
-        raise OutputError(f"Cannot write labels to {path}: {e}. Check free space and permissions.") from e
+        raise OutputError(f"Cannot write {what} to {path}: {e}. Check free space and permissions.") from e
     finally:
         if tmp_name is not None:
             Path(tmp_name).unlink(missing_ok=True)
