@@ -141,7 +141,8 @@ def relative_error(ours: np.ndarray, reference: np.ndarray, sigma: float) -> flo
 
 
 def ensure_weights(pretrained_dir: Path | None, models: list[str]) -> Path:
-    folder = pretrained_dir or Path(tempfile.mkdtemp(prefix="vfx-bench-weights-"))
+    # Stand-in weights are reused between runs rather than written (140 MB each) every time.
+    folder = pretrained_dir or Path(tempfile.gettempdir()) / "vfx-bench-standin-weights"
     for name in models:
         spec = get_model_spec(name)
         try:
