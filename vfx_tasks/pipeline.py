@@ -82,6 +82,10 @@ class FeatureExtractor:
         if pretrained_dir is None:
             pretrained_dir = Settings.from_env().pretrained_dir
         self.backbone: nn.Module = load_backbone(self.spec, Path(pretrained_dir)).to(self.device)
+        self._memory_format = (
+            torch.channels_last_3d if self.spec.channels_last_3d else torch.contiguous_format
+        )
+        self.backbone.to(memory_format=self._memory_format)
         if self.device.type == "cuda":
             # Input shapes repeat (batch x crops x 3 x 32 x 224 x 224): let cuDNN pick its kernels once.
             torch.backends.cudnn.benchmark = True
@@ -148,7 +152,8 @@ class FeatureExtractor:
         """Run the backbone on ``(B, n_crops, C, T, H, W)`` and average-pool: ``(B, n_crops, D)`` float32."""
         batch, views = clips_bvcthw.shape[:2]
         with autocast(self.device, self.precision):
-            feature_maps = self.backbone(clips_bvcthw.flatten(0, 1))  # (B*V, D, t, h, w)
+            clips = clips_bvcthw.flatten(0, 1).contiguous(memory_format=self._memory_format)
+            feature_maps = self.backbone(clips)  # (B*V, D, t, h, w)
         pooled = feature_maps.float().mean(dim=(2, 3, 4))
         return pooled.view(batch, views, -1)
 

@@ -32,6 +32,7 @@ I3D_R50_NL = ModelSpec(
         },
     },
     feature_dim=2048,
+    channels_last_3d=True,
     checkpoint_filename=_CHECKPOINT,
     checkpoint_url=f"https://download.openmmlab.com/mmaction/v1.0/recognition/i3d/{_NAME}/{_CHECKPOINT}",
 )

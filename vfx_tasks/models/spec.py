@@ -27,6 +27,9 @@ class ModelSpec:
         mean_rgb, std_rgb: Normalisation on the 0-1 scale, RGB order.
         checkpoint_filename: File name of the Kinetics-400 checkpoint in the pretrained directory.
         checkpoint_url: Where the official checkpoint is downloaded from.
+        channels_last_3d: Run the backbone on channels-last 3-D tensors (NTHWC in memory), which
+            suits convolution kernels: on the CPU I3D ran 1.27x faster, Swin 0.94x (so it stays
+            off there); see benchmarks/memory_format.py.
     """
 
     name: str
@@ -41,6 +44,7 @@ class ModelSpec:
     crop_size: int = 224
     mean_rgb: tuple[float, float, float] = IMAGENET_MEAN_RGB
     std_rgb: tuple[float, float, float] = IMAGENET_STD_RGB
+    channels_last_3d: bool = False
 
     @property
     def clip_span_frames(self) -> int:
