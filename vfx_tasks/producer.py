@@ -84,7 +84,8 @@ def plan_videos(
 ) -> Plan:
     """Sort videos into those to queue (at most ``max_videos`` unless -1) and those already done."""
     plan = Plan()
-    spec = get_model_spec(run.model)
+    feature_dim = get_model_spec(run.model).feature_dim
+    n_crops = num_crops(run.crop_type)  # type: ignore[arg-type]
     output_visible = Path(run.output_dir).is_dir()
     done_in_ledger = set() if force else ledger.done_ids(run.run_id)
     stale: list[str] = []
@@ -98,8 +99,8 @@ def plan_videos(
                 continue
             if output_visible and is_valid_output(
                 output_path(run.output_dir, item.relative_id),
-                n_crops=num_crops(run.crop_type),  # type: ignore[arg-type]
-                feature_dim=spec.feature_dim,
+                n_crops=n_crops,
+                feature_dim=feature_dim,
                 num_clips_per_video=run.num_clips_per_video,
             ):
                 plan.skipped_output_exists += 1
