@@ -15,7 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import REPO_DIR, alive_pids, descendant_pids
-from vfx_tasks.cli.worker import celery_worker_command, main, parse_gpus, worker_environment
+from vfx_tasks.cli.worker import (
+    celery_worker_command,
+    main,
+    parse_gpus,
+    torch_threads_per_process,
+    worker_environment,
+)
 from vfx_tasks.settings import Settings
 
 
@@ -51,6 +57,9 @@ def test_gpu_pinning_and_pass_through_arguments() -> None:
     assert command[-2:] == ["-O", "fair"]
     assert command[command.index("--hostname") + 1] == "gpu2@%h"
     assert command[command.index("--pool") + 1] == "prefork"
+    threads = celery_worker_command(name="gpu2@%h", concurrency=2, loglevel="info", pool="threads")
+    assert threads[threads.index("--pool") + 1] == "threads"
+    assert threads[threads.index("--concurrency") + 1] == "2"
 
 
 def test_missing_gpu_is_refused_before_starting() -> None:
@@ -88,3 +97,16 @@ def test_supervisor_restarts_crashed_workers_and_forwards_sigterm(tmp_path: Path
         assert alive_pids(children) == set()
     finally:
         supervisor.kill()
+
+
+def test_prefork_processes_share_the_cores() -> None:
+    settings = Settings.from_env({}, device="cpu")
+    cores = len(os.sched_getaffinity(0))
+    # One process keeps torch's default; N prefork processes get cores / N threads each,
+    assert torch_threads_per_process(settings, pool="prefork", concurrency=1) == 0
+    assert torch_threads_per_process(settings, pool="prefork", concurrency=2) == max(1, cores // 2)
+    assert torch_threads_per_process(settings, pool="prefork", concurrency=4 * cores) == 1
+    # the threads pool is one process, and an explicit VFX_TORCH_THREADS wins.
+    assert torch_threads_per_process(settings, pool="threads", concurrency=2) == 0
+    explicit = settings.with_overrides(torch_threads=3)
+    assert torch_threads_per_process(explicit, pool="prefork", concurrency=2) == 3

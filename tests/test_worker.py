@@ -270,3 +270,31 @@ def test_sigterm_finishes_the_video_in_flight(
     assert set(ledger.entries(run_id, "done")) == {"v"}
     assert is_valid_output(out / "v.npy", n_crops=1, feature_dim=2048, num_clips_per_video=1)
     assert find_temp_files(out) == []
+
+
+def test_threads_pool_runs_videos_side_by_side_on_one_model(
+    tmp_path: Path,
+    nested_videos: Path,
+    queue_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    redis_url: str,
+    pretrained_dir: Path,
+) -> None:
+    out = tmp_path / "features"
+    ledger, run_id = Ledger.from_url(redis_url), run_spec(out).run_id
+    # Given a worker running the threads pool with two videos in flight,
+    worker = start_worker(VFX_POOL="threads", VFX_CONCURRENCY="2")
+    waiting = start_enqueue_wait(queue_env, "--input_dir", str(nested_videos), "--output_dir", str(out))
+    # when three videos are queued, two of them run at the same time,
+    wait_until(lambda: len(ledger.entries(run_id, "running")) == 2, "two videos running at once")
+    _, stderr = waiting.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+    assert waiting.returncode == 0, stderr
+    assert "3 done, 0 failed of 3" in stderr
+    # in one process that loaded the model once,
+    assert worker.pool_children() == []
+    assert worker.log().count("Loading i3d") == 1, worker.log()
+    # and the features are those of the pipeline, bit for bit.
+    extractor = FeatureExtractor("i3d", pretrained_dir=pretrained_dir, device="cpu")
+    for relative_id, source in [("top", "top.mp4"), ("a/b/deep", "a/b/deep.mp4"), ("a/other", "a/other.avi")]:
+        expected = extractor.extract(nested_videos / source, crop_type="center", num_clips_per_video=1)
+        np.testing.assert_array_equal(np.load(out / f"{relative_id}.npy"), expected.features)

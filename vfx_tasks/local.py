@@ -32,7 +32,10 @@ def visible_gpus() -> list[int]:
 
 
 class LocalCluster:
-    """Embedded ``redis-server`` plus one ``vfx-worker`` per visible GPU (or one on the CPU)."""
+    """Embedded ``redis-server`` plus one ``vfx-worker`` per visible GPU (or one on the CPU).
+
+    ``concurrency`` and ``pool`` are each worker's ``--concurrency`` and ``--pool``.
+    """
 
     def __init__(
         self,
@@ -40,9 +43,13 @@ class LocalCluster:
         *,
         output_dir: str | os.PathLike[str],
         gpus: list[int] | None = None,
+        concurrency: int = 1,
+        pool: str = "prefork",
         stop_grace_seconds: float = 10.0,
     ) -> None:
         self.settings = settings
+        self.concurrency = concurrency
+        self.pool = pool
         self.output_dir = Path(output_dir)
         self.gpus = gpus
         self.stop_grace_seconds = stop_grace_seconds
@@ -84,6 +91,10 @@ class LocalCluster:
             self.redis.url,
             "--pretrained-dir",
             str(self.settings.pretrained_dir),
+            "--concurrency",
+            str(self.concurrency),
+            "--pool",
+            self.pool,
             "--name",
             f"local{index}@%h",
             "--loglevel",

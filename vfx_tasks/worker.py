@@ -3,12 +3,17 @@
 Each worker *child* process loads a model the first time a task needs it and keeps it for every
 later task (:func:`get_extractor`). Nothing is loaded in the parent before it forks children:
 CUDA does not survive a fork, and the parent has no use for a model.
+
+With Celery's ``threads`` pool (``vfx-worker --pool threads``) several tasks run at once in one
+process and share its model: loading is guarded by a lock, and a forward pass only reads the
+weights, so the threads need nothing else in common.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +34,8 @@ logger = logging.getLogger(__name__)
 _ExtractorKey = tuple[str, str, str, str]
 _extractors: dict[_ExtractorKey, FeatureExtractor] = {}
 _ledgers: dict[str, Ledger] = {}
+#: Guards the two caches above: with the threads pool, tasks start side by side.
+_cache_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -54,19 +61,34 @@ def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureE
     from vfx_tasks.pipeline import FeatureExtractor  # torch + mmaction2 only where a task runs
 
     key = (get_model_spec(model).name, settings.device, precision, str(settings.pretrained_dir))
-    if key not in _extractors:
-        logger.info("Loading %s on %s (%s) in process %d", key[0], settings.device, precision, os.getpid())
-        _extractors[key] = FeatureExtractor(
-            key[0], pretrained_dir=settings.pretrained_dir, device=settings.device, precision=precision
-        )
-    return _extractors[key]
+    with _cache_lock:  # one load per process, however many tasks ask at once
+        if key not in _extractors:
+            if settings.torch_threads:
+                import torch
+
+                torch.set_num_threads(settings.torch_threads)
+            logger.info(
+                "Loading %s on %s (%s) in process %d, %d CPU threads",
+                key[0], settings.device, precision, os.getpid(), torch_threads(),
+            )
+            _extractors[key] = FeatureExtractor(
+                key[0], pretrained_dir=settings.pretrained_dir, device=settings.device, precision=precision
+            )
+        return _extractors[key]
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def get_ledger(settings: Settings) -> Ledger:
     """The process's ledger connection (created after fork, never shared with the parent)."""
-    if settings.broker_url not in _ledgers:
-        _ledgers[settings.broker_url] = Ledger.from_url(settings.broker_url)
-    return _ledgers[settings.broker_url]
+    with _cache_lock:
+        if settings.broker_url not in _ledgers:
+            _ledgers[settings.broker_url] = Ledger.from_url(settings.broker_url)
+        return _ledgers[settings.broker_url]
 
 
 def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dict[str, Any]:

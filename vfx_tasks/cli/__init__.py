@@ -13,3 +13,9 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = EXIT_USAGE
 EXIT_TIMEOUT = 4
 EXIT_INTERRUPTED = 130
+
+#: The Celery pools a worker may run (``--pool``), each with ``--concurrency`` videos in flight.
+#: ``prefork``: one process per video in flight, each loading its own model; a crash in one video
+#: takes down only its process. ``threads``: one process whose videos share one model (less
+#: device memory); a crash stops the whole worker, and its tasks are redelivered.
+POOLS = ("prefork", "threads")

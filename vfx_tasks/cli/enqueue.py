@@ -22,7 +22,15 @@ from types import FrameType
 import click
 
 from vfx_tasks.celery import create_app
-from vfx_tasks.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE
+from vfx_tasks.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    POOLS,
+)
 from vfx_tasks.crops import CROP_TYPES
 from vfx_tasks.device import PRECISIONS
 from vfx_tasks.errors import ConfigurationError, VfxError, WaitTimeoutError
@@ -117,6 +125,11 @@ def _minus_one_or_positive(ctx: click.Context, param: click.Parameter, value: in
 @click.option("--pretrained_dir", "--pretrained-dir", envvar="VFX_PRETRAINED_DIR",
               type=click.Path(file_okay=False),
               help="With --local: folder with the model checkpoints.")
+@click.option("--concurrency", "-c", envvar="VFX_CONCURRENCY", type=click.IntRange(min=1), default=1,
+              show_default=True, help="With --local: videos each worker processes at once (see --pool).")
+@click.option("--pool", envvar="VFX_POOL", type=click.Choice(POOLS), default="prefork", show_default=True,
+              help="With --local: prefork gives each video in flight its own process and model; threads "
+                   "shares one model between them.")
 @click.option("--broker_url", "--broker-url", envvar="VFX_BROKER_URL",
               help="Redis URL of the queue (not with --local).")
 @click.option("--poll_seconds", "--poll-seconds", envvar="VFX_POLL_SECONDS", type=click.FloatRange(min=0.05),
@@ -174,6 +187,8 @@ def run_enqueue(
     hf_video_column: str | None = None,
     hf_config: str | None = None,
     keep_downloads: bool | None = None,
+    concurrency: int = 1,
+    pool: str = "prefork",
 ) -> int:
     """The whole command; returns the exit code."""
     if hf_dataset and input_dir:
@@ -234,7 +249,7 @@ def run_enqueue(
         raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
     signal.signal(signal.SIGTERM, interrupt)
-    cluster = LocalCluster(settings, output_dir=run.output_dir)
+    cluster = LocalCluster(settings, output_dir=run.output_dir, concurrency=concurrency, pool=pool)
     click.echo(f"Starting a local Redis and workers (logs in {cluster.log_dir})...", err=True)
     with cluster:
         local_url = cluster.broker_url

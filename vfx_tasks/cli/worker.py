@@ -3,6 +3,7 @@
     vfx-worker --gpu 0                 # worker "gpu0@<host>", sees only GPU 0
     vfx-worker --gpus 0,1,2,3          # one such worker per GPU, restarted if one dies
     vfx-worker --device cpu            # CPU-only machine
+    vfx-worker --gpu 0 --pool threads -c 2   # two videos at once sharing one loaded model
     vfx-worker --gpu 1 -- --max-tasks-per-child 100   # anything after the options goes to Celery
 
 ``celery -A vfx_tasks worker`` works too; this command adds GPU pinning, names and defaults.
@@ -20,7 +21,7 @@ from types import FrameType
 
 import click
 
-from vfx_tasks.cli import EXIT_UNAVAILABLE, EXIT_USAGE
+from vfx_tasks.cli import EXIT_UNAVAILABLE, EXIT_USAGE, POOLS
 from vfx_tasks.errors import VfxError
 from vfx_tasks.ledger import connect
 from vfx_tasks.settings import Settings
@@ -64,7 +65,7 @@ def check_gpus_visible(gpus: list[int]) -> None:
 
 
 def celery_worker_command(
-    *, name: str, concurrency: int, loglevel: str, celery_args: tuple[str, ...] = ()
+    *, name: str, concurrency: int, loglevel: str, pool: str = "prefork", celery_args: tuple[str, ...] = ()
 ) -> list[str]:
     """The ``celery worker`` command line; ``celery_args`` come last so they override the defaults."""
     return [
@@ -79,12 +80,25 @@ def celery_worker_command(
         "--concurrency",
         str(concurrency),
         "--pool",
-        "prefork",
+        pool,
         "--task-events",
         "--loglevel",
         loglevel,
         *celery_args,
     ]
+
+
+def torch_threads_per_process(settings: Settings, *, pool: str, concurrency: int) -> int:
+    """Torch CPU threads for each pool process, so that a worker's processes share the cores.
+
+    Torch starts one thread per core in every process: ``-c 4`` prefork processes would run four
+    times as many threads as cores and lose time switching between them (on the CPU path the
+    backbone runs on those threads). An explicit ``VFX_TORCH_THREADS`` wins; one process (``-c 1``
+    or the threads pool) keeps torch's default.
+    """
+    if settings.torch_threads or pool != "prefork" or concurrency == 1:
+        return settings.torch_threads
+    return max(1, len(os.sched_getaffinity(0)) // concurrency)
 
 
 def worker_environment(settings: Settings, *, gpu: int | None) -> dict[str, str]:
@@ -154,7 +168,10 @@ def supervise(
 @click.option("--pretrained-dir", "--pretrained_dir", envvar="VFX_PRETRAINED_DIR",
               type=click.Path(file_okay=False), help="Folder with the model checkpoints.")
 @click.option("--concurrency", "-c", envvar="VFX_CONCURRENCY", type=click.IntRange(min=1), default=1,
-              show_default=True, help="Worker processes on this GPU (each loads its own model).")
+              show_default=True, help="Videos processed at once by this worker (see --pool).")
+@click.option("--pool", envvar="VFX_POOL", type=click.Choice(POOLS), default="prefork", show_default=True,
+              help="prefork: one process per video in flight, each with its own model. "
+                   "threads: one process whose videos share one model (less GPU memory).")
 @click.option("--name", "-n", envvar="VFX_WORKER_NAME",
               help="Worker name; default gpu<N>@<host> or cpu@<host>.")
 @click.option("--loglevel", "-l", envvar="VFX_LOGLEVEL", default="info", show_default=True)
@@ -170,6 +187,7 @@ def main(
     result_backend: str | None,
     pretrained_dir: str | None,
     concurrency: int,
+    pool: str,
     name: str | None,
     loglevel: str,
     keep_downloads: bool | None,
@@ -194,6 +212,9 @@ def main(
             pretrained_dir=pretrained_dir,
             keep_downloads=keep_downloads or None,
         )
+        settings = settings.with_overrides(
+            torch_threads=torch_threads_per_process(settings, pool=pool, concurrency=concurrency)
+        )
         connect(settings.broker_url).close()
     except VfxError as e:
         click.echo(f"Error: {e}", err=True)
@@ -205,7 +226,7 @@ def main(
         else:
             worker_name = name or (f"gpu{gpu_index}@%h" if gpu_index is not None else "cpu@%h")
         command = celery_worker_command(
-            name=worker_name, concurrency=concurrency, loglevel=loglevel, celery_args=celery_args
+            name=worker_name, concurrency=concurrency, loglevel=loglevel, pool=pool, celery_args=celery_args
         )
         return command, worker_environment(settings, gpu=gpu_index)
 
