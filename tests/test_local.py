@@ -19,6 +19,8 @@ from tests.conftest import (
     processes_with_marker,
     run_cli,
 )
+from vfx_tasks.local import LocalCluster
+from vfx_tasks.settings import Settings
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
 ARGS = [
@@ -97,6 +99,25 @@ def test_local_runs_everything_and_stops_everything(
     for relative in ("one.npy", "sub/two.npy"):
         assert is_valid_output(out / relative, n_crops=1, feature_dim=2048, num_clips_per_video=1)
     assert_no_process_left(process_marker, started)
+    # Run again: nothing is left to do, so no worker is started at all.
+    again = start_local(videos, out, queue_env)
+    started_again = watch_descendants(again)
+    _, stderr = again.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+    assert again.returncode == 0, stderr
+    assert "Queued 0 of 2" in stderr and "2 with valid output" in stderr
+    assert "Starting local workers" not in stderr
+    assert_no_process_left(process_marker, started_again)
+
+
+def test_local_workers_get_the_pool_and_concurrency(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, device="cpu")
+    cluster = LocalCluster(settings, output_dir=tmp_path, concurrency=3, pool="threads")
+    command = cluster.worker_command(0, None)
+    assert command[command.index("--pool") + 1] == "threads"
+    assert command[command.index("--concurrency") + 1] == "3"
+    assert command[command.index("--device") + 1] == "cpu"
+    assert cluster.worker_command(1, 2)[command.index("--device"):][:2] == ["--gpu", "2"]
+    shutil.rmtree(cluster.log_dir)
 
 
 def test_ctrl_c_stops_local_run_without_leftovers(

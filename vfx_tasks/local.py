@@ -62,7 +62,17 @@ class LocalCluster:
         return self.redis.url
 
     def start(self) -> LocalCluster:
+        """Start Redis, then the workers."""
+        self.start_redis()
+        self.start_workers()
+        return self
+
+    def start_redis(self) -> None:
+        """Start only Redis: enough to plan a run, and cheap when it turns out to have nothing to do."""
         self.redis.start()
+
+    def start_workers(self) -> None:
+        """Start one worker per GPU (or one on the CPU); on failure stop everything started."""
         try:
             gpus = (
                 self.gpus
@@ -74,13 +84,13 @@ class LocalCluster:
         except BaseException:
             self.stop()
             raise
-        return self
 
-    def _start_worker(self, index: int, gpu: int | None) -> subprocess.Popen[bytes]:
+    def worker_command(self, index: int, gpu: int | None) -> list[str]:
+        """The ``vfx-worker`` command line of local worker ``index`` (pinned to ``gpu``, or on the CPU)."""
         pinning = ["--gpu", str(gpu)] if gpu is not None else ["--device", self.settings.device]
         if gpu is None and self.settings.device == "auto":
             pinning = ["--device", "cpu"]  # no GPU visible
-        command = [
+        return [
             sys.executable,
             "-m",
             "vfx_tasks.cli.worker",
@@ -102,6 +112,9 @@ class LocalCluster:
             "--without-gossip",
             "--without-mingle",
         ]
+
+    def _start_worker(self, index: int, gpu: int | None) -> subprocess.Popen[bytes]:
+        command = self.worker_command(index, gpu)
         log_path = self.log_dir / f"worker-{index}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(

@@ -250,11 +250,19 @@ def run_enqueue(
 
     signal.signal(signal.SIGTERM, interrupt)
     cluster = LocalCluster(settings, output_dir=run.output_dir, concurrency=concurrency, pool=pool)
-    click.echo(f"Starting a local Redis and workers (logs in {cluster.log_dir})...", err=True)
-    with cluster:
+
+    def start_workers() -> None:
+        click.echo(f"Starting local workers (logs in {cluster.log_dir})...", err=True)
+        cluster.start_workers()
+
+    try:
+        # Redis first, to plan the run; workers (seconds, and a model load each) only if it has work.
+        cluster.start_redis()
         local_url = cluster.broker_url
         local_settings = settings.with_overrides(broker_url=local_url, result_backend=local_url)
-        code = enqueue_run(local_settings, wait=True, check=cluster.check)
+        code = enqueue_run(local_settings, wait=True, check=cluster.check, before_enqueue=start_workers)
+    finally:
+        cluster.stop()
     if code == EXIT_OK:
         shutil.rmtree(cluster.log_dir, ignore_errors=True)  # kept only when something failed
     return code
@@ -311,7 +319,9 @@ def _enqueue_and_maybe_wait(
     poll_seconds: float,
     wait_timeout: float | None,
     check: Callable[[], None] | None = None,
+    before_enqueue: Callable[[], None] | None = None,
 ) -> int:
+    """Plan, queue and optionally wait; ``before_enqueue`` runs only when there is something to queue."""
     ledger = Ledger.from_url(settings.broker_url)
     plan = plan_videos(
         source.iter_videos(),
@@ -338,6 +348,8 @@ def _enqueue_and_maybe_wait(
             f"Would queue {len(plan.to_queue)} of {plan.total_found} videos (skipping {skipped}).", err=True
         )
         return EXIT_OK
+    if before_enqueue is not None and plan.to_queue:
+        before_enqueue()
     app = create_app(settings, producer_only=True)
     result = enqueue_videos(app, ledger, run, plan.to_queue, batch_size=batch_size, force=force)
     click.echo(
