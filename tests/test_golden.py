@@ -59,3 +59,35 @@ def test_fp16_autocast_on_cpu_matches_reference(pretrained_dir: Path, sample_vid
     ).features
     assert features.dtype == np.float32
     assert relative_error(features, REFERENCES[key][:1], SWIN) <= 0.01
+
+
+@pytest.mark.slow
+def test_bf16_autocast_on_cpu_stays_within_its_tolerance(
+    pretrained_dir: Path, sample_videos_dir: Path
+) -> None:
+    # bf16 has its own, wider bar (0.05); oneDNN runs bf16 3-D convolutions natively, so this is quick.
+    key = f"bigbuckbunny.mp4|{I3D}|5-crop"
+    extractor = FeatureExtractor("i3d", pretrained_dir=pretrained_dir, device="cpu", precision="bf16")
+    features = extractor.extract(
+        sample_videos_dir / "bigbuckbunny.mp4", crop_type="5-crop", num_clips_per_video=1
+    ).features
+    rel = relative_error(features, REFERENCES[key][:1], I3D)
+    # Within bf16's bar, and not so close that the test would pass with autocast silently off.
+    assert 0.001 < rel <= 0.05
+
+
+#: The golden README's bars: fp16 is held to the fp32 one, bf16 to its own.
+TOLERANCE = {"fp32": 0.01, "fp16": 0.01, "bf16": 0.05}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", sorted(TOLERANCE))
+@pytest.mark.parametrize("key", KEYS)
+def test_cuda_features_match_reference(
+    key: str, precision: str, pretrained_dir: Path, sample_videos_dir: Path
+) -> None:
+    video, model, crop_type = key.split("|")
+    extractor = FeatureExtractor(model, pretrained_dir=pretrained_dir, device="cuda", precision=precision)  # type: ignore[arg-type]
+    features = extractor.extract(sample_videos_dir / video, crop_type=crop_type, batch_size=2).features
+    assert features.dtype == np.float32
+    assert relative_error(features, REFERENCES[key], model) <= TOLERANCE[precision]
