@@ -64,8 +64,8 @@ class Settings:
     #: Off by default, so that a worker's disk never holds more than the videos in flight.
     keep_downloads: bool = False
     #: CPU threads torch may use in each worker process (0: torch's default, one per core).
-    #: ``vfx-worker --device cpu -c N`` sets it to cores / N so that N processes do not fight
-    #: over the same cores.
+    #: ``vfx-worker -c N`` with the prefork pool sets it to cores / N, so that its N processes do
+    #: not fight over the same cores.
     torch_threads: int = 0
 
     def __post_init__(self) -> None:

@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 _ExtractorKey = tuple[str, str, str, str]
 _extractors: dict[_ExtractorKey, FeatureExtractor] = {}
 _ledgers: dict[str, Ledger] = {}
-#: Guards the two caches above: with the threads pool, tasks start side by side.
-_cache_lock = threading.Lock()
+#: Guard the two caches above: with the threads pool, tasks start side by side.
+_extractors_lock = threading.Lock()
+_ledgers_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,15 @@ def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureE
     from vfx_tasks.pipeline import FeatureExtractor  # torch + mmaction2 only where a task runs
 
     key = (get_model_spec(model).name, settings.device, precision, str(settings.pretrained_dir))
-    with _cache_lock:  # one load per process, however many tasks ask at once
+    with _extractors_lock:  # one load per process, however many tasks ask at once
         if key not in _extractors:
-            if settings.torch_threads:
-                import torch
+            import torch
 
+            if settings.torch_threads:
                 torch.set_num_threads(settings.torch_threads)
             logger.info(
                 "Loading %s on %s (%s) in process %d, %d CPU threads",
-                key[0], settings.device, precision, os.getpid(), torch_threads(),
+                key[0], settings.device, precision, os.getpid(), torch.get_num_threads(),
             )
             _extractors[key] = FeatureExtractor(
                 key[0], pretrained_dir=settings.pretrained_dir, device=settings.device, precision=precision
@@ -77,15 +78,9 @@ def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureE
         return _extractors[key]
 
 
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 def get_ledger(settings: Settings) -> Ledger:
     """The process's ledger connection (created after fork, never shared with the parent)."""
-    with _cache_lock:
+    with _ledgers_lock:
         if settings.broker_url not in _ledgers:
             _ledgers[settings.broker_url] = Ledger.from_url(settings.broker_url)
         return _ledgers[settings.broker_url]
