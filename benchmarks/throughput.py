@@ -28,7 +28,6 @@ import platform
 import resource
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from device_sampler import DeviceSampler  # noqa: E402
 from preprocess import SAMPLE_VIDEOS, resolve_video, run_naive  # noqa: E402
 
 from vfx_tasks import FeatureExtractor  # noqa: E402
@@ -81,45 +81,12 @@ def run_ours_videos(extractor: FeatureExtractor, videos: list[Path], *, crop_typ
         return list(pool.map(one, videos))
 
 
-class GpuSampler:
-    """Samples GPU utilisation every 100 ms in a thread (CUDA with pynvml only)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if device.type == "cuda":
-            try:
-                torch.cuda.utilization(device)
-                self._thread = threading.Thread(target=self._run, args=(device,), daemon=True)
-            except Exception:  # noqa: BLE001 - pynvml missing or unsupported: no figure
-                self._thread = None
-
-    def _run(self, device: torch.device) -> None:
-        while not self._stop.wait(0.1):
-            self.samples.append(torch.cuda.utilization(device))
-
-    def __enter__(self) -> GpuSampler:
-        if self._thread:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-
-    @property
-    def busy_percent(self) -> float | None:
-        return float(np.mean(self.samples)) if self.samples else None
-
-
 def measure(work: Callable[[], list[np.ndarray]], device: torch.device
             ) -> tuple[list[np.ndarray], dict[str, float | None]]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    with GpuSampler(device) as sampler:
+    with DeviceSampler(device.index or 0, enabled=device.type == "cuda") as sampler:
         started = time.perf_counter()
         result = work()
         if device.type == "cuda":

@@ -7,9 +7,10 @@ load, cuDNN autotuning), then times ``vfx-enqueue --wait`` over the same set of 
 configuration is the baseline: every other one reports its ratio to it, and the largest ``rel``
 (``shared/golden/README.md``) of its features against the baseline's (exit 1 above 0.01).
 
-Reported per configuration: videos, clip-crops, seconds, clip-crops/s, the ratio to the
-baseline, and on CUDA machines with ``pynvml`` the mean GPU utilisation and peak device memory in
-use (all workers together).
+With ``--repeats R`` the configurations take turns R times and the median time is reported, with
+the fastest and slowest run. Reported per configuration: videos, clip-crops, seconds,
+clip-crops/s, the ratio to the baseline, and on CUDA machines with ``pynvml`` the mean GPU
+utilisation and peak device memory in use (all workers together).
 
     PYTHONPATH=. .venv/bin/python benchmarks/workers.py --quick
     PYTHONPATH=. .venv/bin/python benchmarks/workers.py --configs prefork:1 prefork:2 threads:2 threads:3 \\
@@ -24,7 +25,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import numpy as np
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from device_sampler import DeviceSampler  # noqa: E402
 from preprocess import SAMPLE_VIDEOS, resolve_video  # noqa: E402
 from throughput import SIGMA, ensure_weights, relative_error  # noqa: E402
 
@@ -47,53 +48,6 @@ def parse_config(text: str) -> tuple[str, int]:
     if pool not in POOLS or not concurrency.isdigit() or int(concurrency) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: write POOL:N with POOL one of {', '.join(POOLS)}")
     return pool, int(concurrency)
-
-
-class DeviceSampler:
-    """Mean GPU utilisation and peak memory in use on every visible GPU (pynvml), sampled every 100 ms."""
-
-    def __init__(self) -> None:
-        self.utilisation: list[float] = []
-        self.peak_memory_mib = 0.0
-        self._stop = threading.Event()
-        self._handles: list[object] = []
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            indices = [int(i) for i in visible.split(",") if i.strip()] if visible else range(
-                pynvml.nvmlDeviceGetCount()
-            )
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices]
-        except Exception:  # noqa: BLE001 - no pynvml or no GPU: no figures
-            self._handles = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import pynvml
-
-        while not self._stop.wait(0.1):
-            self.utilisation.append(
-                float(np.mean([pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self._handles]))
-            )
-            used = sum(pynvml.nvmlDeviceGetMemoryInfo(h).used for h in self._handles) / 2**20
-            self.peak_memory_mib = max(self.peak_memory_mib, used)
-
-    def __enter__(self) -> DeviceSampler:
-        if self._handles:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._handles:
-            self._thread.join()
-
-    def figures(self) -> dict[str, float | None]:
-        if not self.utilisation:
-            return {"gpu_busy_percent": None, "peak_device_mib": None}
-        return {"gpu_busy_percent": float(np.mean(self.utilisation)), "peak_device_mib": self.peak_memory_mib}
 
 
 def enqueue_and_wait(broker_url: str, videos: Path, output_dir: Path, options: list[str]) -> None:
@@ -119,7 +73,8 @@ def run_config(pool: str, concurrency: int, *, settings: Settings, videos: Path,
             started = time.perf_counter()
             enqueue_and_wait(cluster.broker_url, videos, output_dir, options)
             seconds = time.perf_counter() - started
-    return seconds, sampler.figures(), output_dir
+    figures = {"gpu_busy_percent": sampler.busy_percent, "peak_device_mib": sampler.peak_used_mib}
+    return seconds, figures, output_dir
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -129,6 +84,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="POOL:CONCURRENCY per worker; the first is the baseline")
     parser.add_argument("--videos", nargs="+", default=list(SAMPLE_VIDEOS))
     parser.add_argument("--copies", type=int, default=2, help="each video is queued this many times")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed runs of each configuration, taking turns; the median is reported")
     parser.add_argument("--model", default="i3d", choices=sorted(SIGMA))
     parser.add_argument("--crop-type", default="center")
     parser.add_argument("--precision", default="fp32")
@@ -166,28 +123,42 @@ def main(argv: list[str] | None = None) -> int:
           f"device {args.device}, {len(os.sched_getaffinity(0))} CPU cores, work dir {work_dir}",
           file=sys.stderr)
 
-    rows: list[dict[str, object]] = []
+    runs: dict[tuple[str, int], list[float]] = {config: [] for config in args.configs}
+    figures: dict[tuple[str, int], dict[str, object]] = {}
     baseline: dict[str, np.ndarray] = {}
     ok = True
-    for pool, concurrency in args.configs:
-        print(f"running {pool}:{concurrency} ...", file=sys.stderr)
-        seconds, device_figures, output_dir = run_config(
-            pool, concurrency, settings=settings, videos=videos, warmup=warmup, work_dir=work_dir,
-            options=options)
-        features = {p.name: np.load(p) for p in sorted(output_dir.glob("*.npy"))}
-        baseline = baseline or features
-        rel = max(relative_error(features[name], baseline[name], SIGMA[args.model]) for name in baseline)
-        ok &= rel <= 0.01
-        clip_crops = sum(len(f) for f in features.values()) * num_crops(args.crop_type)  # type: ignore[arg-type]
+    # Configurations take turns, repeat after repeat, so that a slow spell of a shared machine
+    # does not land on one configuration only.
+    for repeat in range(args.repeats):
+        for pool, concurrency in args.configs:
+            print(f"repeat {repeat + 1}/{args.repeats}: {pool}:{concurrency} ...", file=sys.stderr)
+            seconds, device_figures, output_dir = run_config(
+                pool, concurrency, settings=settings, videos=videos, warmup=warmup,
+                work_dir=work_dir / f"repeat-{repeat}", options=options)
+            features = {p.name: np.load(p) for p in sorted(output_dir.glob("*.npy"))}
+            baseline = baseline or features
+            rel = max(relative_error(features[name], baseline[name], SIGMA[args.model]) for name in baseline)
+            ok &= rel <= 0.01
+            runs[(pool, concurrency)].append(seconds)
+            clip_crops = sum(len(f) for f in features.values()) * num_crops(args.crop_type)  # type: ignore[arg-type]
+            previous = figures.get((pool, concurrency), {})
+            figures[(pool, concurrency)] = {
+                "videos": len(features), "clip_crops": clip_crops,
+                "rel": max(rel, float(previous.get("rel", 0.0))),  # type: ignore[arg-type]
+                **device_figures,
+            }
+    base_seconds = float(np.median(runs[args.configs[0]]))
+    rows: list[dict[str, object]] = []
+    for config in args.configs:
+        seconds = float(np.median(runs[config]))
+        clip_crops = int(figures[config]["clip_crops"])  # type: ignore[call-overload]
         rows.append({
-            "config": f"{pool}:{concurrency}", "videos": len(features), "clip_crops": clip_crops,
-            "seconds": seconds, "clip_crops_per_s": clip_crops / seconds,
+            "config": f"{config[0]}:{config[1]}", **figures[config], "seconds": seconds,
+            "spread": f"{min(runs[config]):.3g}-{max(runs[config]):.3g}",
+            "clip_crops_per_s": clip_crops / seconds,
             "frames_per_s": clip_crops / num_crops(args.crop_type) * spec.clip_len / seconds,  # type: ignore[arg-type]
-            "rel": rel, **device_figures,
+            "ratio": base_seconds / seconds, "runs": runs[config],
         })
-    base_seconds = float(rows[0]["seconds"])  # type: ignore[arg-type]
-    for row in rows:
-        row["ratio"] = base_seconds / float(row["seconds"])  # type: ignore[arg-type]
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
@@ -198,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
-    header = ("config", "videos", "clip_crops", "seconds", "clip_crops_per_s", "frames_per_s", "ratio", "rel",
-              "gpu_busy_percent", "peak_device_mib")
+    header = ("config", "videos", "clip_crops", "seconds", "spread", "clip_crops_per_s", "frames_per_s",
+              "ratio", "rel", "gpu_busy_percent", "peak_device_mib")
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
     for row in rows:
         lines.append(" | ".join(
