@@ -105,7 +105,7 @@ def test_local_runs_everything_and_stops_everything(
     _, stderr = again.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
     assert again.returncode == 0, stderr
     assert "Queued 0 of 2" in stderr and "2 with valid output" in stderr
-    assert "Starting local workers" not in stderr
+    assert "Starting local workers" not in stderr and "Nothing to wait for" in stderr
     assert_no_process_left(process_marker, started_again)
 
 

@@ -361,6 +361,9 @@ def _enqueue_and_maybe_wait(
     if not wait:
         return EXIT_OK
     watched = result.queued + result.already_queued
+    if not watched:
+        click.echo("Nothing to wait for: every video is done already.", err=True)
+        return EXIT_OK
     deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
 
     def check_running() -> None:
