@@ -62,13 +62,17 @@ def enqueue_and_wait(broker_url: str, videos: Path, output_dir: Path, options: l
         sys.exit(f"vfx-enqueue exited with {result.exit_code}:\n{result.stderr}")
 
 
-def run_config(pool: str, concurrency: int, *, settings: Settings, videos: Path, warmup: Path,
+def run_config(pool: str, concurrency: int, *, settings: Settings, videos: Path, warmup_video: Path,
                work_dir: Path, options: list[str]) -> tuple[float, dict[str, float | None], Path]:
     output_dir = work_dir / f"{pool}-{concurrency}"
     cluster = LocalCluster(settings, output_dir=output_dir, concurrency=concurrency, pool=pool)
     with cluster:
-        # Every process of every worker loads its model before the clock starts.
-        enqueue_and_wait(cluster.broker_url, warmup, work_dir / f"warmup-{pool}-{concurrency}", options)
+        # Every process of every worker (one per GPU) loads its model before the clock starts.
+        warmup = work_dir / f"warmup-{pool}-{concurrency}"
+        warmup.mkdir(parents=True)
+        for index in range(concurrency * len(cluster.workers)):
+            shutil.copy(warmup_video, warmup / f"warmup-{index}{warmup_video.suffix}")
+        enqueue_and_wait(cluster.broker_url, warmup, work_dir / f"{warmup.name}-features", options)
         with DeviceSampler() as sampler:
             started = time.perf_counter()
             enqueue_and_wait(cluster.broker_url, videos, output_dir, options)
@@ -106,16 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     weights = ensure_weights(args.pretrained_dir, [args.model])
     settings = Settings.from_env(device=args.device, pretrained_dir=weights)
     work_dir = Path(tempfile.mkdtemp(prefix="vfx-bench-workers-"))
-    videos, warmup = work_dir / "videos", work_dir / "warmup"
+    videos = work_dir / "videos"
     videos.mkdir()
-    warmup.mkdir()
     sources = [resolve_video(name) for name in args.videos]
     for copy in range(args.copies):
         for source in sources:
             shutil.copy(source, videos / f"{source.stem}-{copy}{source.suffix}")
-    max_concurrency = max(concurrency for _, concurrency in args.configs)
-    for index in range(max_concurrency):
-        shutil.copy(sources[-1], warmup / f"warmup-{index}{sources[-1].suffix}")
     options = ["--model", args.model, "--crop_type", args.crop_type, "--precision", args.precision,
                "--batch_size", str(args.batch_size), "--num_clips_per_video", str(args.num_clips_per_video)]
     spec = get_model_spec(args.model)
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         for pool, concurrency in args.configs:
             print(f"repeat {repeat + 1}/{args.repeats}: {pool}:{concurrency} ...", file=sys.stderr)
             seconds, device_figures, output_dir = run_config(
-                pool, concurrency, settings=settings, videos=videos, warmup=warmup,
+                pool, concurrency, settings=settings, videos=videos, warmup_video=sources[-1],
                 work_dir=work_dir / f"repeat-{repeat}", options=options)
             features = {p.name: np.load(p) for p in sorted(output_dir.glob("*.npy"))}
             baseline = baseline or features
