@@ -298,3 +298,40 @@ def test_threads_pool_runs_videos_side_by_side_on_one_model(
     for relative_id, source in [("top", "top.mp4"), ("a/b/deep", "a/b/deep.mp4"), ("a/other", "a/other.avi")]:
         expected = extractor.extract(nested_videos / source, crop_type="center", num_clips_per_video=1)
         np.testing.assert_array_equal(np.load(out / f"{relative_id}.npy"), expected.features)
+
+
+
+def test_a_restarted_worker_takes_back_the_videos_its_crash_left(
+    tmp_path: Path,
+    sample_videos_dir: Path,
+    queue_env: dict[str, str],
+    redis_url: str,
+) -> None:
+    videos, out = tmp_path / "videos", tmp_path / "features"
+    videos.mkdir()
+    for name in ("carphone_pristine.mp4", "carphone_distorted.mp4"):
+        shutil.copy(sample_videos_dir / name, videos / name)
+    ledger, run_id = Ledger.from_url(redis_url), run_spec(out).run_id
+    # Given a threads-pool worker running two videos (the default 12-hour visibility timeout),
+    env = {**queue_env, "VFX_POOL": "threads", "VFX_CONCURRENCY": "2"}
+    first = WorkerProcess(env, tmp_path / "first.log", "crashy@%h")
+    second: WorkerProcess | None = None
+    try:
+        waiting = start_enqueue_wait(queue_env, "--input_dir", str(videos), "--output_dir", str(out))
+        wait_until(lambda: len(ledger.entries(run_id, "running")) == 2, "two videos running")
+        # when the whole worker dies (a decoder crash takes a threads worker down with it)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.process.wait(PROCESS_TIMEOUT_SECONDS)
+        # and comes back under the same name,
+        second = WorkerProcess(env, tmp_path / "second.log", "crashy@%h")
+        _, stderr = waiting.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+        # then it requeues both videos at once, instead of leaving them to the visibility timeout,
+        assert waiting.returncode == 0, stderr
+        assert "2 done, 0 failed of 2" in stderr
+        assert "Requeued 2 video(s) that an earlier run of crashy@" in second.log(), second.log()
+        assert npy_files(out) == ["carphone_distorted.npy", "carphone_pristine.npy"]
+        assert "redelivered after 1 worker death" in second.log()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

@@ -17,12 +17,13 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 
 from vfx_tasks.errors import WorkerDiedError
 from vfx_tasks.fetch import local_video
 from vfx_tasks.ledger import Ledger
 from vfx_tasks.models import get_model_spec
+from vfx_tasks.recovery import requeue_orphaned_tasks
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import labels_path, output_path, write_features_atomic, write_labels_atomic
 
@@ -151,3 +152,15 @@ def _forget_inherited_state(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _release_models(**_: Any) -> None:
     _extractors.clear()
+
+
+@celeryd_after_setup.connect
+def _take_back_orphaned_tasks(sender: str, **_: Any) -> None:
+    # Runs in the worker's main process before it consumes (see vfx_tasks.recovery).
+    from vfx_tasks.celery import app, settings
+
+    try:
+        requeue_orphaned_tasks(app, Ledger.from_url(settings.broker_url), sender)
+    except Exception as e:  # noqa: BLE001 - best effort: the visibility timeout still brings them back
+        # Never keep a worker from starting over this.
+        logger.warning("Could not look for videos an earlier run of %s left unfinished: %s", sender, e)

@@ -1,0 +1,97 @@
+"""Take back, when a worker starts, the videos a crashed earlier run of the same worker held.
+
+A task stays unacknowledged in Redis while a worker runs it (``task_acks_late``). When a pool
+*child* dies, Celery requeues its task at once; when the whole worker dies (``kill -9``, the OOM
+killer on the main process, a lost container, or a decoder crash under the ``threads`` pool),
+nothing acknowledges or rejects its tasks, and Redis hands them to another worker only after the
+visibility timeout: 12 hours by default.
+
+A restarted worker can do better. Worker names are stable (``gpu0@host``; compose and
+``vfx-worker --gpus`` restart a worker under the same name), and the ledger records which worker
+runs each video. So before a worker consumes anything, every unacknowledged task whose video the
+ledger still shows as running under this worker's name was lost with its previous process: it
+goes back to the head of the queue at once. Tasks of other, live workers are left alone.
+
+This reads kombu's Redis transport bookkeeping (the ``unacked`` hash of
+``[message, exchange, routing_key]`` by delivery tag) and restores through kombu's own
+``QoS.restore_by_tag``, so the queue and its indices stay consistent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from vfx_tasks.ledger import Ledger
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OrphanedTask:
+    """An unacknowledged task that the ledger says this worker was running when it died."""
+
+    delivery_tag: str
+    run_id: str
+    relative_id: str
+
+
+def task_kwargs(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The keyword arguments of a Celery (protocol 2) message as kombu stores it, or ``None``."""
+    try:
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        _args, kwargs, _embed = json.loads(body)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return kwargs if isinstance(kwargs, dict) else None
+
+
+def find_orphaned_tasks(app: Celery, ledger: Ledger, worker_name: str) -> list[OrphanedTask]:
+    """Unacknowledged tasks whose videos the ledger shows as running under ``worker_name``."""
+    running: dict[str, dict[str, str]] = {}
+    orphans = []
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for tag, raw in channel.client.hscan_iter(channel.unacked_key):
+            try:
+                message = json.loads(raw)[0]
+            except (TypeError, ValueError, IndexError):
+                continue
+            kwargs = task_kwargs(message)
+            if not kwargs or "run_id" not in kwargs or "relative_id" not in kwargs:
+                continue  # not one of ours
+            run_id, relative_id = str(kwargs["run_id"]), str(kwargs["relative_id"])
+            if run_id not in running:
+                running[run_id] = ledger.entries(run_id, "running")
+            if running[run_id].get(relative_id) == worker_name:
+                tag = tag.decode() if isinstance(tag, bytes) else str(tag)
+                orphans.append(OrphanedTask(tag, run_id, relative_id))
+    return orphans
+
+
+def requeue_orphaned_tasks(app: Celery, ledger: Ledger, worker_name: str) -> list[OrphanedTask]:
+    """Put the tasks a dead earlier run of ``worker_name`` held back at the head of the queue.
+
+    Call it before the worker consumes: afterwards its own new deliveries would look the same.
+    """
+    orphans = find_orphaned_tasks(app, ledger, worker_name)
+    if not orphans:
+        return []
+    with app.connection_for_write() as connection:
+        qos = connection.default_channel.qos
+        for orphan in orphans:
+            qos.restore_by_tag(orphan.delivery_tag)
+    logger.warning(
+        "Requeued %d video(s) that an earlier run of %s left unfinished when it died: %s",
+        len(orphans),
+        worker_name,
+        ", ".join(orphan.relative_id for orphan in orphans),
+    )
+    return orphans
