@@ -10,7 +10,8 @@ A restarted worker can do better. Worker names are stable (``gpu0@host``; compos
 ``vfx-worker --gpus`` restart a worker under the same name), and the ledger records which worker
 runs each video. So before a worker consumes anything, every unacknowledged task whose video the
 ledger still shows as running under this worker's name was lost with its previous process: it
-goes back to the head of the queue at once. Tasks of other, live workers are left alone.
+goes back to the head of the queue at once. Tasks of other, live workers are left alone, and
+nothing is taken back while another live worker answers to the same name.
 
 This reads kombu's Redis transport bookkeeping (the ``unacked`` hash of
 ``[message, exchange, routing_key]`` by delivery tag) and restores through kombu's own
@@ -30,6 +31,9 @@ from celery import Celery
 from vfx_tasks.ledger import Ledger
 
 logger = logging.getLogger(__name__)
+
+#: How long to wait for a live worker of the same name to answer before taking its videos back.
+PING_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,16 @@ def requeue_orphaned_tasks(app: Celery, ledger: Ledger, worker_name: str) -> lis
     """
     orphans = find_orphaned_tasks(app, ledger, worker_name)
     if not orphans:
+        return []
+    # Two live workers under one name (two boxes left at the same VFX_NODE_NAME) would take each
+    # other's videos: ask first whether one answers to this name (this one does not listen yet).
+    if app.control.ping(destination=[worker_name], timeout=PING_TIMEOUT_SECONDS):
+        logger.warning(
+            "Another live worker is named %s: not requeueing the %d video(s) the ledger shows it "
+            "running. Give every worker a distinct name (--name, VFX_NODE_NAME).",
+            worker_name,
+            len(orphans),
+        )
         return []
     with app.connection_for_write() as connection:
         qos = connection.default_channel.qos
