@@ -87,6 +87,15 @@ def shared_worker(
             worker.stop()
 
 
+def two_carphone_videos(tmp_path: Path, sample_videos_dir: Path) -> Path:
+    """A folder with the two small carphone samples (one clip each: quick to extract)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("carphone_pristine.mp4", "carphone_distorted.mp4"):
+        shutil.copy(sample_videos_dir / name, videos / name)
+    return videos
+
+
 def enqueue_in_process(redis_url: str, *args: str) -> Result:
     """``vfx-enqueue`` through click's runner: no interpreter start-up per call."""
     # The timeout keeps a dead worker from hanging the test run: it ends the wait with exit code 4.
@@ -202,10 +211,7 @@ def test_killed_workers_lose_nothing(
     start_worker: Callable[..., WorkerProcess],
     redis_url: str,
 ) -> None:
-    videos, out = tmp_path / "videos", tmp_path / "features"
-    videos.mkdir()
-    for name in ("carphone_pristine.mp4", "carphone_distorted.mp4"):
-        shutil.copy(sample_videos_dir / name, videos / name)
+    videos, out = two_carphone_videos(tmp_path, sample_videos_dir), tmp_path / "features"
     ledger, run_id = Ledger.from_url(redis_url), run_spec(out).run_id
     first = start_worker()
     waiting = start_enqueue_wait(queue_env, "--input_dir", str(videos), "--output_dir", str(out))
@@ -300,17 +306,13 @@ def test_threads_pool_runs_videos_side_by_side_on_one_model(
         np.testing.assert_array_equal(np.load(out / f"{relative_id}.npy"), expected.features)
 
 
-
 def test_a_restarted_worker_takes_back_the_videos_its_crash_left(
     tmp_path: Path,
     sample_videos_dir: Path,
     queue_env: dict[str, str],
     redis_url: str,
 ) -> None:
-    videos, out = tmp_path / "videos", tmp_path / "features"
-    videos.mkdir()
-    for name in ("carphone_pristine.mp4", "carphone_distorted.mp4"):
-        shutil.copy(sample_videos_dir / name, videos / name)
+    videos, out = two_carphone_videos(tmp_path, sample_videos_dir), tmp_path / "features"
     ledger, run_id = Ledger.from_url(redis_url), run_spec(out).run_id
     # Given a threads-pool worker running two videos (the default 12-hour visibility timeout),
     env = {**queue_env, "VFX_POOL": "threads", "VFX_CONCURRENCY": "2"}
