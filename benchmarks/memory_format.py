@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import ensure_weights  # noqa: E402
 
-from vfx_tasks.device import resolve_device  # noqa: E402
+from vfx_tasks.extract.device import resolve_device  # noqa: E402
 from vfx_tasks.models import get_model_spec  # noqa: E402
 from vfx_tasks.models.backbone import load_backbone  # noqa: E402
 

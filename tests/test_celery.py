@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from celery.app.utils import find_app
 
-from vfx_tasks.celery import EXTRACT_VIDEO_TASK, create_app
+from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
 from vfx_tasks.settings import Settings
 
 
 def test_celery_cli_finds_the_app_from_the_package_name() -> None:
-    import vfx_tasks.celery
+    import vfx_tasks.queue.app
 
     app = find_app("vfx_tasks")
-    assert app is vfx_tasks.celery.app
+    assert app is vfx_tasks.queue.app.app
     app.loader.import_default_modules()  # what a worker does at start-up
     assert EXTRACT_VIDEO_TASK in app.tasks
 

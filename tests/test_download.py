@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from vfx_tasks.cli import download as download_cli
-from vfx_tasks.download import PART_SUFFIX, download_checkpoint
 from vfx_tasks.errors import CheckpointDownloadError, ChecksumMismatchError
 from vfx_tasks.models import get_model_spec
+from vfx_tasks.models.download import PART_SUFFIX, download_checkpoint
 from vfx_tasks.models.spec import ModelSpec
 
 PAYLOAD_BYTES = 3 * (1 << 20) + 12345  # several read chunks, not a multiple of the chunk size

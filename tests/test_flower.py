@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess
 from vfx_tasks.cli import enqueue
-from vfx_tasks.redis_server import RedisServer
+from vfx_tasks.queue.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

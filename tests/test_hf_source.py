@@ -27,10 +27,10 @@ from tests.hub_replica import (
     xd_relative_id,
 )
 from vfx_tasks.errors import ConfigurationError, HubUnavailableError, UnsafePathError, VideoDownloadError
-from vfx_tasks.fetch import local_video
-from vfx_tasks.hf_source import HubDatasetSource, parse_frame_annotations, xd_violence_labels
-from vfx_tasks.hub import translate_hub_error
-from vfx_tasks.hub_paths import HubFile, parse_location, parse_resolve_url, safe_relative_id
+from vfx_tasks.sources.fetch import local_video
+from vfx_tasks.sources.hub import translate_hub_error
+from vfx_tasks.sources.hub_dataset import HubDatasetSource, parse_frame_annotations, xd_violence_labels
+from vfx_tasks.sources.hub_paths import HubFile, parse_location, parse_resolve_url, safe_relative_id
 from vfx_tasks.storage import output_path
 
 AMELIE = XD_VIDEOS[2][0]
@@ -368,7 +368,7 @@ def test_rows_with_a_video_column_are_read_with_datasets(
     )
     script = (
         "import json\n"
-        "from vfx_tasks.hf_source import HubDatasetSource\n"
+        "from vfx_tasks.sources.hub_dataset import HubDatasetSource\n"
         "source = HubDatasetSource('someone/table', video_column='video')\n"
         "for item in source.iter_videos():\n"
         "    print(json.dumps([item.relative_id, item.path, dict(item.labels)]))\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from vfx_tasks.errors import BrokerUnavailableError
-from vfx_tasks.ledger import Ledger, RunSpec
-from vfx_tasks.redis_server import free_port
+from vfx_tasks.queue.ledger import Ledger, RunSpec
+from vfx_tasks.queue.redis_server import free_port
 
 
 def make_run(output_dir: Path, **overrides: object) -> RunSpec:

@@ -19,7 +19,7 @@ from tests.conftest import (
     processes_with_marker,
     run_cli,
 )
-from vfx_tasks.local import LocalCluster
+from vfx_tasks.queue.cluster import LocalCluster
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import find_temp_files, is_valid_output
 

@@ -10,9 +10,9 @@ import redis
 from kombu import Connection
 
 from tests.conftest import WorkerProcess
-from vfx_tasks.celery import EXTRACT_VIDEO_TASK, create_app
-from vfx_tasks.ledger import Ledger
-from vfx_tasks.recovery import find_orphaned_tasks, requeue_orphaned_tasks
+from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.recovery import find_orphaned_tasks, requeue_orphaned_tasks
 from vfx_tasks.settings import Settings
 
 #: A queue no worker of these tests consumes: messages sent there stay where the test puts them.

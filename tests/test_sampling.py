@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vfx_tasks.errors import ConfigurationError
-from vfx_tasks.sampling import batch_slices, sample_clip_indices
+from vfx_tasks.extract.sampling import batch_slices, sample_clip_indices
 
 
 def sample(num_frames: int, num_clips: int = -1, strategy: str = "sequential") -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vfx_tasks.errors import ConfigurationError
-from vfx_tasks.sources import LocalFolderSource, normalize_relative_id
+from vfx_tasks.sources.base import LocalFolderSource, normalize_relative_id
 
 
 def test_scan_is_recursive_sorted_and_keeps_relative_dirs(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from vfx_tasks.cli.status import main
-from vfx_tasks.ledger import Ledger, RunSpec
 from vfx_tasks.models import DEFAULT_MODEL
+from vfx_tasks.queue.ledger import Ledger, RunSpec
 
 
 def test_counts_and_failures_of_an_output_root(redis_url: str, tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from vfx_tasks.crops import crop_boxes
 from vfx_tasks.errors import ConfigurationError
+from vfx_tasks.extract.crops import crop_boxes
+from vfx_tasks.extract.transforms import crop_views, frames_to_model_input, resized_size
 from vfx_tasks.models.spec import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
-from vfx_tasks.transforms import crop_views, frames_to_model_input, resized_size
 
 
 @pytest.mark.parametrize(

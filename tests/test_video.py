@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import write_test_video
 from vfx_tasks.errors import PermanentError, VideoError
-from vfx_tasks.video import VideoReader
+from vfx_tasks.extract.video import VideoReader
 
 
 def test_reads_info_and_requested_frames(sample_videos_dir: Path) -> None:

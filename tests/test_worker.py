@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, run_spec
-from vfx_tasks.celery import create_app
 from vfx_tasks.cli import enqueue, status
-from vfx_tasks.ledger import Ledger
-from vfx_tasks.pipeline import FeatureExtractor
-from vfx_tasks.redis_server import RedisServer
+from vfx_tasks.extract.pipeline import FeatureExtractor
+from vfx_tasks.queue.app import create_app
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import find_temp_files, is_valid_output
 

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 from vfx_tasks.errors import PermanentError, TransientError, VfxError
 
 if TYPE_CHECKING:
-    from vfx_tasks.pipeline import FeatureExtractor, VideoFeatures, extract_features
+    from vfx_tasks.extract.pipeline import FeatureExtractor, VideoFeatures, extract_features
 
 __version__ = "0.1.0"
 
-_LAZY = {"FeatureExtractor": "vfx_tasks.pipeline", "VideoFeatures": "vfx_tasks.pipeline",
-         "extract_features": "vfx_tasks.pipeline"}
+_LAZY = {"FeatureExtractor": "vfx_tasks.extract.pipeline", "VideoFeatures": "vfx_tasks.extract.pipeline",
+         "extract_features": "vfx_tasks.extract.pipeline"}
 
 
 def __getattr__(name: str) -> Any:

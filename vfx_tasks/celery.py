@@ -1,70 +1,8 @@
-"""The Celery app, configured from :class:`~vfx_tasks.settings.Settings`.
+"""Where ``celery -A vfx_tasks`` finds the app (Celery looks for a ``celery`` module in the package).
 
-``celery -A vfx_tasks worker`` finds :data:`app` here (Celery looks for ``vfx_tasks.celery``).
-``vfx_tasks/__init__.py`` does not import this module, so the extraction core works without Celery.
+The app itself, and how it is configured, live in :mod:`vfx_tasks.queue.app`.
 """
 
-from __future__ import annotations
+from vfx_tasks.queue.app import app
 
-from typing import Any
-
-from celery import Celery
-
-from vfx_tasks.settings import Settings
-
-#: Stable name of the one task; producers send it by name, without importing the task code.
-EXTRACT_VIDEO_TASK = "vfx.extract_video"
-
-
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """The Celery configuration for ``settings`` (see the settings' docstrings for the trade-offs)."""
-    # Redis redelivers an unacknowledged task once the visibility timeout passes. Celery reads it
-    # from three places (the broker's transport, the result backend's, and the top-level key);
-    # set all three so no component falls back to kombu's one-hour default.
-    visibility = {"visibility_timeout": settings.visibility_timeout_seconds}
-    return {
-        "broker_url": settings.broker_url,
-        "result_backend": settings.result_backend,
-        "broker_transport_options": dict(visibility),
-        "result_backend_transport_options": dict(visibility),
-        "visibility_timeout": settings.visibility_timeout_seconds,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "event_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        "task_default_queue": settings.queue_name,
-        # A task is acknowledged only once it ended; a worker that dies gives it back.
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        # One video at a time per process: a prefetched video would wait behind a long one.
-        "worker_prefetch_multiplier": 1,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "task_track_started": True,
-        "result_extended": True,
-        "result_expires": settings.result_expires_seconds,
-        "broker_connection_retry_on_startup": True,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_hijack_root_logger": False,
-    }
-
-
-def create_app(settings: Settings, *, producer_only: bool = False) -> Celery:
-    """Build the Celery app for ``settings``.
-
-    ``producer_only`` is for enqueueing: no result backend (so sending a task does not subscribe
-    to its result) and no ``task-sent`` event per task, which keeps enqueueing 100,000 videos fast.
-    Workers still store every result, since the messages do not ask them not to.
-    """
-    celery_app = Celery("vfx_tasks", include=["vfx_tasks.tasks"])
-    config = celery_config(settings)
-    if producer_only:
-        config.update(result_backend=None, task_send_sent_event=False)
-    celery_app.conf.update(config)
-    return celery_app
-
-
-#: The worker's app, built from the ``VFX_*`` environment of the process that imports it.
-settings: Settings = Settings.from_env()
-app: Celery = create_app(settings)
+__all__ = ["app"]

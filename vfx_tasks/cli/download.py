@@ -19,9 +19,9 @@ from typing import Any
 import click
 
 from vfx_tasks.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from vfx_tasks.download import DEFAULT_TIMEOUT_SECONDS, checkpoint_url, download_checkpoint
 from vfx_tasks.errors import CheckpointDownloadError, ConfigurationError, VfxError
 from vfx_tasks.models import MODEL_SPECS, ModelSpec, get_model_spec
+from vfx_tasks.models.download import DEFAULT_TIMEOUT_SECONDS, checkpoint_url, download_checkpoint
 from vfx_tasks.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from types import FrameType
 
 import click
 
-from vfx_tasks.celery import create_app
 from vfx_tasks.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -31,23 +30,24 @@ from vfx_tasks.cli import (
     EXIT_USAGE,
     POOLS,
 )
-from vfx_tasks.crops import CROP_TYPES
-from vfx_tasks.device import PRECISIONS
 from vfx_tasks.errors import ConfigurationError, VfxError, WaitTimeoutError
-from vfx_tasks.ledger import Ledger, RunSpec
-from vfx_tasks.local import LocalCluster
+from vfx_tasks.extract.crops import CROP_TYPES
+from vfx_tasks.extract.device import PRECISIONS
+from vfx_tasks.extract.sampling import CLIP_SAMPLINGS
 from vfx_tasks.models import DEFAULT_MODEL, get_model_spec, model_names
-from vfx_tasks.producer import (
+from vfx_tasks.queue.app import create_app
+from vfx_tasks.queue.cluster import LocalCluster
+from vfx_tasks.queue.ledger import Ledger, RunSpec
+from vfx_tasks.queue.producer import (
     append_check_progress,
     enqueue_videos,
     plan_videos,
     read_check_progress,
 )
-from vfx_tasks.progress import WaitOutcome, format_duration, wait_for_videos
-from vfx_tasks.redis_server import RedisServer
-from vfx_tasks.sampling import CLIP_SAMPLINGS
+from vfx_tasks.queue.progress import WaitOutcome, format_duration, wait_for_videos
+from vfx_tasks.queue.redis_server import RedisServer
 from vfx_tasks.settings import Settings
-from vfx_tasks.sources import LocalFolderSource, VideoSource
+from vfx_tasks.sources.base import LocalFolderSource, VideoSource
 
 SPLITS = ("train", "test", "all")
 
@@ -293,7 +293,7 @@ def _make_source(
             )
         return LocalFolderSource(input_dir)
     assert hf_dataset is not None
-    from vfx_tasks.hf_source import HubDatasetSource  # huggingface_hub only when asked for
+    from vfx_tasks.sources.hub_dataset import HubDatasetSource  # huggingface_hub only when asked for
 
     return HubDatasetSource(
         hf_dataset,

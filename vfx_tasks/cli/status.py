@@ -15,8 +15,8 @@ import click
 
 from vfx_tasks.cli import EXIT_OK, EXIT_UNAVAILABLE
 from vfx_tasks.errors import ConfigurationError, VfxError
-from vfx_tasks.ledger import Ledger
 from vfx_tasks.models import get_model_spec
+from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.settings import Settings
 
 

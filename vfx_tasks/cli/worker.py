@@ -23,7 +23,7 @@ import click
 
 from vfx_tasks.cli import EXIT_UNAVAILABLE, EXIT_USAGE, POOLS
 from vfx_tasks.errors import VfxError
-from vfx_tasks.ledger import connect
+from vfx_tasks.queue.ledger import connect
 from vfx_tasks.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ Three ways, tried in this order:
   path in the repository without the extension.
 
 The revision is resolved to a commit once, and every location is pinned to it, so workers fetch
-the bytes that were listed. Remote names pass :func:`~vfx_tasks.hub_paths.safe_relative_id`;
+the bytes that were listed. Remote names pass :func:`~vfx_tasks.sources.hub_paths.safe_relative_id`;
 unsafe ones are skipped with a warning and kept in :attr:`HubDatasetSource.rejected`.
 """
 
@@ -27,7 +27,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from vfx_tasks._xd_violence import (
+from vfx_tasks.errors import ConfigurationError, DependencyError, UnsafePathError, VfxError
+from vfx_tasks.extract.video import VIDEO_EXTENSIONS
+from vfx_tasks.sources._xd_violence import (
     XD_CONFIG,
     XD_TEST_ANNOTATIONS,
     XD_TEST_RANGE,
@@ -36,11 +38,15 @@ from vfx_tasks._xd_violence import (
     parse_frame_annotations,
     xd_violence_labels,
 )
-from vfx_tasks.errors import ConfigurationError, DependencyError, UnsafePathError, VfxError
-from vfx_tasks.hub import import_huggingface_hub, translate_hub_error
-from vfx_tasks.hub_paths import HubFile, parse_location, parse_resolve_url, safe_relative_id, validate_repo_id
-from vfx_tasks.sources import VideoItem
-from vfx_tasks.video import VIDEO_EXTENSIONS
+from vfx_tasks.sources.base import VideoItem
+from vfx_tasks.sources.hub import import_huggingface_hub, translate_hub_error
+from vfx_tasks.sources.hub_paths import (
+    HubFile,
+    parse_location,
+    parse_resolve_url,
+    safe_relative_id,
+    validate_repo_id,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from vfx_tasks.errors import LocalWorkersDiedError
-from vfx_tasks.redis_server import RedisServer
+from vfx_tasks.queue.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import remove_temp_files
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from celery import Celery
 
-from vfx_tasks.ledger import Ledger
+from vfx_tasks.queue.ledger import Ledger
 
 logger = logging.getLogger(__name__)
 

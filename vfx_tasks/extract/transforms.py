@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vfx_tasks.crops import CropType, crop_boxes
+from vfx_tasks.extract.crops import CropType, crop_boxes
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:

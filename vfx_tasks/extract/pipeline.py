@@ -17,21 +17,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from vfx_tasks.crops import CropType, num_crops, validate_crop_type
-from vfx_tasks.device import Precision, autocast, resolve_device, validate_precision
 from vfx_tasks.errors import DeviceOutOfMemoryError
-from vfx_tasks.models import ModelSpec, get_model_spec
-from vfx_tasks.models.backbone import load_backbone
-from vfx_tasks.sampling import (
+from vfx_tasks.extract.crops import CropType, num_crops, validate_crop_type
+from vfx_tasks.extract.device import Precision, autocast, resolve_device, validate_precision
+from vfx_tasks.extract.sampling import (
     ClipSampling,
     batch_slices,
     sample_clip_indices,
     validate_clip_sampling,
     validate_num_clips,
 )
+from vfx_tasks.extract.transforms import frames_to_model_input
+from vfx_tasks.extract.video import VideoReader
+from vfx_tasks.models import ModelSpec, get_model_spec
+from vfx_tasks.models.backbone import load_backbone
 from vfx_tasks.settings import Settings
-from vfx_tasks.transforms import frames_to_model_input
-from vfx_tasks.video import VideoReader
 
 logger = logging.getLogger(__name__)
 

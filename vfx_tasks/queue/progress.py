@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from vfx_tasks.ledger import Ledger
+from vfx_tasks.queue.ledger import Ledger
 
 #: How many videos' states are fetched per Redis round trip while polling.
 _POLL_CHUNK = 5000

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 
 from vfx_tasks.errors import WorkerDiedError
-from vfx_tasks.fetch import local_video
-from vfx_tasks.ledger import Ledger
 from vfx_tasks.models import get_model_spec
-from vfx_tasks.recovery import requeue_orphaned_tasks
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.recovery import requeue_orphaned_tasks
 from vfx_tasks.settings import Settings
+from vfx_tasks.sources.fetch import local_video
 from vfx_tasks.storage import labels_path, output_path, write_features_atomic, write_labels_atomic
 
 if TYPE_CHECKING:
-    from vfx_tasks.pipeline import FeatureExtractor
+    from vfx_tasks.extract.pipeline import FeatureExtractor
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class VideoJob:
 
 def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureExtractor:
     """The process's loaded model for these settings, loading it on first use."""
-    from vfx_tasks.pipeline import FeatureExtractor  # torch + mmaction2 only where a task runs
+    from vfx_tasks.extract.pipeline import FeatureExtractor  # torch + mmaction2 only where a task runs
 
     key = (get_model_spec(model).name, settings.device, precision, str(settings.pretrained_dir))
     with _extractors_lock:  # one load per process, however many tasks ask at once
@@ -156,8 +156,8 @@ def _release_models(**_: Any) -> None:
 
 @celeryd_after_setup.connect
 def _take_back_orphaned_tasks(sender: str, **_: Any) -> None:
-    # Runs in the worker's main process before it consumes (see vfx_tasks.recovery).
-    from vfx_tasks.celery import app, settings
+    # Runs in the worker's main process before it consumes (see vfx_tasks.queue.recovery).
+    from vfx_tasks.queue.app import app, settings
 
     try:
         requeue_orphaned_tasks(app, Ledger.from_url(settings.broker_url), sender)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from celery import Celery
 
-from vfx_tasks.celery import EXTRACT_VIDEO_TASK
-from vfx_tasks.crops import num_crops
 from vfx_tasks.errors import BrokerUnavailableError
-from vfx_tasks.ledger import Ledger, RunSpec
+from vfx_tasks.extract.crops import num_crops
 from vfx_tasks.models import get_model_spec
-from vfx_tasks.sources import VideoItem, normalize_relative_id
+from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK
+from vfx_tasks.queue.ledger import Ledger, RunSpec
+from vfx_tasks.sources.base import VideoItem, normalize_relative_id
 from vfx_tasks.storage import is_valid_output, output_path
 
 logger = logging.getLogger(__name__)

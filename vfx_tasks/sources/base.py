@@ -1,5 +1,5 @@
 """Where videos come from. Each source yields :class:`VideoItem` s: local folders here, Hugging Face
-dataset repositories in :mod:`vfx_tasks.hf_source`.
+dataset repositories in :mod:`vfx_tasks.sources.hub_dataset`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vfx_tasks.errors import ConfigurationError
-from vfx_tasks.video import VIDEO_EXTENSIONS
+from vfx_tasks.extract.video import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 

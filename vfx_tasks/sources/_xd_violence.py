@@ -1,6 +1,6 @@
 """What the XD-Violence repository on the Hub looks like, and the labels its old loading script made.
 
-Used by :mod:`vfx_tasks.hf_source` only. Layout of ``jherng/xd-violence``: videos under
+Used by :mod:`vfx_tasks.sources.hub_dataset` only. Layout of ``jherng/xd-violence``: videos under
 ``data/video/<range>/<name>.mp4`` (train ranges ``1-1004``, ``1005-2004``... and ``test_videos``),
 frame-level annotations of the test videos in ``data/test_annotations.txt``.
 """

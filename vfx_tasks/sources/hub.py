@@ -19,7 +19,7 @@ from vfx_tasks.errors import (
     VfxError,
     VideoDownloadError,
 )
-from vfx_tasks.hub_paths import HubFile
+from vfx_tasks.sources.hub_paths import HubFile
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The one Celery task, ``vfx.extract_video``: a thin shell over :func:`vfx_tasks.worker.process_video`.
+"""The one Celery task, ``vfx.extract_video``: a thin shell over :func:`vfx_tasks.queue.worker.process_video`.
 
 Failure policy: a :class:`~vfx_tasks.errors.PermanentError` (or any unexpected error) fails the
 task at once; a :class:`~vfx_tasks.errors.TransientError` is retried with exponential backoff up
@@ -13,9 +13,9 @@ from typing import Any
 
 from celery import Task
 
-from vfx_tasks.celery import EXTRACT_VIDEO_TASK, app, settings
 from vfx_tasks.errors import TransientError, VfxError
-from vfx_tasks.worker import VideoJob, process_video, record_failure, record_retry
+from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, app, settings
+from vfx_tasks.queue.worker import VideoJob, process_video, record_failure, record_retry
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from vfx_tasks.hub import cached_file, download_file, remove_cached_file
-from vfx_tasks.hub_paths import is_hub_location, parse_location
+from vfx_tasks.sources.hub import cached_file, download_file, remove_cached_file
+from vfx_tasks.sources.hub_paths import is_hub_location, parse_location
 
 logger = logging.getLogger(__name__)
 
