@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ import torch
 from tests.conftest import I3D, write_test_video
 from vfx_tasks import FeatureExtractor, extract_features
 from vfx_tasks.errors import ConfigurationError, UnknownModelError, VideoError
+from vfx_tasks.extract.pipeline import decode_clips
+from vfx_tasks.extract.sampling import sample_clip_indices
+from vfx_tasks.extract.video import VideoReader
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +119,26 @@ def test_gpu_features_match_cpu(pretrained_dir: Path, sample_videos_dir: Path, i
     on_cpu = i3d.extract(video, crop_type="5-crop").features
     rel = np.sqrt(np.mean(np.sum((on_gpu - on_cpu) ** 2, axis=-1))) / 3.6863
     assert rel <= 0.01
+
+
+def test_frames_are_decoded_in_chunks_and_resized_as_they_come(sample_videos_dir: Path) -> None:
+    # Given a 720p video and a batch of two clips: 64 distinct frames, 177 MB at full size.
+    video = VideoReader(sample_videos_dir / "bigbuckbunny.mp4")
+    clips = sample_clip_indices(
+        video.info.num_frames, clip_len=32, sampling_rate=2, num_clips_per_video=2, clip_sampling="sequential"
+    )
+    frame_bytes = video.info.height * video.info.width * 3
+    at_once = decode_clips(video, clips, short_side=256, chunk_bytes=len(np.unique(clips)) * frame_bytes)
+
+    # When they are decoded four full-size frames at a time,
+    tracemalloc.start()  # numpy (hence decord's frames) reports its buffers to tracemalloc
+    chunked = decode_clips(video, clips, short_side=256, chunk_bytes=4 * frame_bytes)
+    _, peak_bytes = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    # Then the frames are the same, already at the model's short side, and no more than a few
+    # full-size frames were held at once (a 4K batch stays as small as a 360p one).
+    assert chunked.frames_nhwc.shape == (64, 256, 455, 3)
+    assert torch.equal(chunked.frames_nhwc, at_once.frames_nhwc)
+    np.testing.assert_array_equal(chunked.positions_bt, at_once.positions_bt)
+    assert peak_bytes < 8 * frame_bytes, f"peak {peak_bytes / frame_bytes:.1f} full-size frames"

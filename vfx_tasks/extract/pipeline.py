@@ -6,6 +6,7 @@ number of videos; :func:`extract_features` is the one-call convenience on top of
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ from vfx_tasks.extract.sampling import (
     validate_clip_sampling,
     validate_num_clips,
 )
-from vfx_tasks.extract.transforms import frames_to_model_input
+from vfx_tasks.extract.transforms import frames_to_model_input, resize_short_side
 from vfx_tasks.extract.video import VideoReader
 from vfx_tasks.models import ModelSpec, get_model_spec
 from vfx_tasks.models.backbone import load_backbone
@@ -128,21 +129,19 @@ class FeatureExtractor:
             )
             features = np.empty((len(clips), num_crops(crop_type), spec.feature_dim), dtype=np.float32)
             batches = batch_slices(len(clips), batch_size)
-            pin = self.device.type == "cuda"
             # One decode thread keeps the next batch ready while this one runs through the
             # model: decord and torch both release the GIL, so decoding overlaps the backbone.
+            decode = functools.partial(
+                decode_clips, video, short_side=spec.resize_short_side, device=self.device
+            )
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vfx-decode") as decoder:
-                upcoming = decoder.submit(decode_clips, video, clips[batches[0]], pin_memory=pin)
+                upcoming = decoder.submit(decode, clips[batches[0]])
                 for index, batch in enumerate(batches):
                     decoded = upcoming.result()
                     if index + 1 < len(batches):
-                        upcoming = decoder.submit(
-                            decode_clips, video, clips[batches[index + 1]], pin_memory=pin
-                        )
-                    model_input = transform_clips(decoded, spec=spec, crop_type=crop_type, device=self.device)
+                        upcoming = decoder.submit(decode, clips[batches[index + 1]])
+                    features[batch] = self._embed_decoded(decoded, crop_type=crop_type).cpu().numpy()
                     del decoded
-                    features[batch] = self._embed_clips(model_input).cpu().numpy()
-                    del model_input  # a 10-crop batch is gigabytes: free it before the next
         seconds = time.perf_counter() - started
         logger.debug("%s: %s clips in %.2f s", video_path, features.shape, seconds)
         return VideoFeatures(features, video.info.num_frames, video.info.fps, seconds, batch_size)
@@ -157,52 +156,99 @@ class FeatureExtractor:
         pooled = feature_maps.float().mean(dim=(2, 3, 4))
         return pooled.view(batch, views, -1)
 
-    def _embed_clips(self, clips_bvcthw: torch.Tensor) -> torch.Tensor:
-        """:meth:`embed`, splitting the batch in halves while the device runs out of memory."""
+    def _embed_decoded(self, decoded: DecodedClips, *, crop_type: CropType) -> torch.Tensor:
+        """Transform and embed a batch of clips: ``(B, n_crops, D)`` float32.
+
+        Out of memory in either step (a 10-crop batch is gigabytes of float32 before the backbone
+        sees it) splits the batch in halves, down to one clip; then it is a
+        :class:`DeviceOutOfMemoryError`, which the queue retries later.
+        """
         try:
-            return self.embed(clips_bvcthw)
-        except torch.OutOfMemoryError as e:
+            model_input = transform_clips(decoded, spec=self.spec, crop_type=crop_type, device=self.device)
+            return self.embed(model_input)
+        except (torch.OutOfMemoryError, MemoryError) as e:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            if len(clips_bvcthw) == 1:
+            num_clips = len(decoded.positions_bt)
+            if num_clips == 1:
                 raise DeviceOutOfMemoryError(
                     f"One clip of {self.spec.name} does not fit in {self.device} memory; free the "
-                    "GPU, use a smaller crop type, or --precision fp16."
+                    "GPU (or RAM), use a smaller crop type, or --precision fp16."
                 ) from e
-            half = len(clips_bvcthw) // 2
-            logger.warning("Out of memory on %d clips; retrying as %d + %d", len(clips_bvcthw), half,
-                           len(clips_bvcthw) - half)
-            return torch.cat([self._embed_clips(clips_bvcthw[:half]), self._embed_clips(clips_bvcthw[half:])])
+            half = num_clips // 2
+            logger.warning(
+                "Out of memory on %d clips; retrying as %d + %d", num_clips, half, num_clips - half
+            )
+            return torch.cat(
+                [self._embed_decoded(part, crop_type=crop_type) for part in decoded.split(half)]
+            )
+
+
+#: At most this many bytes of full-size frames are decoded at once. Each chunk is resized to the
+#: model's short side before the next one is decoded, so a batch of a 4K or 8K video needs about
+#: as much memory as one of a 360p video (a 16-clip batch of 4K frames is 12 GiB at full size).
+DECODE_CHUNK_BYTES = 128 * 1024 * 1024
+_CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
 class DecodedClips:
-    """The distinct frames a batch of clips needs, and where each clip finds its frames."""
+    """The distinct frames a batch of clips needs, resized, and where each clip finds its frames."""
 
     frames_nhwc: torch.Tensor
-    """``(N, H, W, 3)`` uint8 RGB on the CPU (pinned when bound for a GPU)."""
+    """``(N, H, W, 3)`` uint8 RGB frames with the model's short side, on the model's device."""
     positions_bt: np.ndarray
     """``(B, T)`` indices into ``frames_nhwc``."""
 
+    def split(self, num_clips: int) -> tuple[DecodedClips, DecodedClips]:
+        """The first ``num_clips`` clips and the rest (sharing the frames)."""
+        return (
+            DecodedClips(self.frames_nhwc, self.positions_bt[:num_clips]),
+            DecodedClips(self.frames_nhwc, self.positions_bt[num_clips:]),
+        )
 
-def decode_clips(video: VideoReader, clips_bt: np.ndarray, *, pin_memory: bool = False) -> DecodedClips:
-    """Decode each distinct frame of a batch of clips once, in frame order.
+
+def decode_clips(
+    video: VideoReader,
+    clips_bt: np.ndarray,
+    *,
+    short_side: int,
+    device: torch.device = _CPU,
+    chunk_bytes: int | None = None,
+) -> DecodedClips:
+    """Decode each distinct frame of a batch of clips once, in frame order, and resize it.
+
+    Frames are decoded in chunks of at most ``chunk_bytes`` and each chunk is moved to ``device``
+    and resized there (:func:`resize_short_side`, the operation the transform would apply), so
+    the features are the same as when a whole batch is resized at once.
 
     Args:
         clips_bt: ``(B, T)`` frame numbers of each clip, as :func:`sample_clip_indices` gives.
-        pin_memory: page-lock the frames so the copy to the GPU can run asynchronously.
+        short_side: the model's resize target (``spec.resize_short_side``).
+        device: where the frames are resized and kept (pinned host memory on the way to a GPU).
+        chunk_bytes: at most this many bytes of full-size frames at once (default
+            :data:`DECODE_CHUNK_BYTES`).
     """
     unique_frames, positions = np.unique(clips_bt, return_inverse=True)
-    frames = torch.from_numpy(video.read_frames(unique_frames))
-    if pin_memory:
-        frames = frames.pin_memory()
+    frame_bytes = max(1, video.info.height * video.info.width * 3)
+    frames_per_chunk = max(1, (chunk_bytes or DECODE_CHUNK_BYTES) // frame_bytes)
+    resized: list[torch.Tensor] = []
+    for start in range(0, len(unique_frames), frames_per_chunk):
+        chunk = torch.from_numpy(video.read_frames(unique_frames[start : start + frames_per_chunk]))
+        if device.type == "cuda":
+            chunk = chunk.pin_memory().to(device, non_blocking=True)
+        # A channels-last NCHW view: the fast uint8 path of the resize.
+        resized.append(resize_short_side(chunk.permute(0, 3, 1, 2), short_side).permute(0, 2, 3, 1))
+        del chunk
+    frames = resized[0] if len(resized) == 1 else torch.cat(resized)
     return DecodedClips(frames, positions.reshape(clips_bt.shape))
 
 
 def transform_clips(
     decoded: DecodedClips, *, spec: ModelSpec, crop_type: CropType, device: torch.device
 ) -> torch.Tensor:
-    """Move decoded frames to ``device`` and turn them into the backbone's input there.
+    """Turn decoded frames into the backbone's input on ``device`` (where they already are when
+    :func:`decode_clips` was given the same device).
 
     Returns:
         ``(B, n_crops, 3, T, crop_size, crop_size)`` float32 on ``device``.
@@ -228,7 +274,7 @@ def preprocess_clips(
     device: torch.device,
 ) -> torch.Tensor:
     """Decode and transform one batch of clips: :func:`decode_clips` then :func:`transform_clips`."""
-    decoded = decode_clips(video, clips_bt, pin_memory=device.type == "cuda")
+    decoded = decode_clips(video, clips_bt, short_side=spec.resize_short_side, device=device)
     return transform_clips(decoded, spec=spec, crop_type=crop_type, device=device)
 
 
