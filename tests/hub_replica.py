@@ -68,7 +68,7 @@ class HubReplica:
         self.forbidden: set[str] = set()
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._server = _ReplicaServer(self)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="hub-replica", daemon=True)
 
@@ -116,171 +116,182 @@ def _etag(data_path: Path) -> str:
     return hashlib.sha256(data_path.read_bytes()).hexdigest()
 
 
-def _handler_class(replica: HubReplica) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _ReplicaServer(ThreadingHTTPServer):
+    """The HTTP server of one :class:`HubReplica`, which its handlers reach as ``self.server.replica``."""
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (signature of the base)
-            return  # keep test output quiet; requests are kept in replica.requests
+    def __init__(self, replica: HubReplica) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.replica = replica
 
-        def do_HEAD(self) -> None:  # noqa: N802 (http.server names)
-            self._dispatch("HEAD")
 
-        def do_GET(self) -> None:  # noqa: N802
-            self._dispatch("GET")
+class _Handler(BaseHTTPRequestHandler):
+    server: _ReplicaServer
+    protocol_version = "HTTP/1.1"
 
-        # -- routing ---------------------------------------------------------------------------
+    @property
+    def replica(self) -> HubReplica:
+        return self.server.replica
 
-        def _dispatch(self, method: str) -> None:
-            replica.log(Request(method, self.path, {k.lower(): v for k, v in self.headers.items()}))
-            parts = urlsplit(self.path)
-            segments = [unquote(s) for s in parts.path.split("/")[1:]]
-            query = parse_qs(parts.query)
-            if segments[:2] == ["api", "datasets"] and len(segments) >= 4:
-                repo_id = "/".join(segments[2:4])
-                rest = segments[4:]
-                if not rest:
-                    return self._repo_info(repo_id, "main")
-                if rest[0] == "revision" and len(rest) == 2:
-                    return self._repo_info(repo_id, rest[1])
-                if rest[0] == "tree" and len(rest) >= 2:
-                    return self._tree(repo_id, rest[1], "/".join(rest[2:]), query)
-            if segments[:1] == ["datasets"] and len(segments) >= 6 and segments[3] == "resolve":
-                return self._resolve(method, "/".join(segments[1:3]), segments[4], "/".join(segments[5:]))
-            self._error(404, "Not Found", "no such endpoint in the replica")
+    # `format` and the do_* names are http.server's: the base class calls them by these names.
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # keep test output quiet; requests are kept in self.replica.requests
 
-        # -- responses -------------------------------------------------------------------------
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
 
-        def _error(self, status: int, code: str | None, message: str, commit: str | None = None) -> None:
-            body = json.dumps({"error": message}).encode()
-            self.send_response(status)
-            if code:
-                self.send_header("X-Error-Code", code)
-            self.send_header("X-Error-Message", message)
-            if commit:
-                self.send_header("X-Repo-Commit", commit)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def do_GET(self) -> None:
+        self._dispatch("GET")
 
-        def _json(self, payload: Any, headers: dict[str, str] | None = None) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
+    # -- routing ---------------------------------------------------------------------------
+
+    def _dispatch(self, method: str) -> None:
+        self.replica.log(Request(method, self.path, {k.lower(): v for k, v in self.headers.items()}))
+        parts = urlsplit(self.path)
+        segments = [unquote(s) for s in parts.path.split("/")[1:]]
+        query = parse_qs(parts.query)
+        if segments[:2] == ["api", "datasets"] and len(segments) >= 4:
+            repo_id = "/".join(segments[2:4])
+            rest = segments[4:]
+            if not rest:
+                return self._repo_info(repo_id, "main")
+            if rest[0] == "revision" and len(rest) == 2:
+                return self._repo_info(repo_id, rest[1])
+            if rest[0] == "tree" and len(rest) >= 2:
+                return self._tree(repo_id, rest[1], "/".join(rest[2:]), query)
+        if segments[:1] == ["datasets"] and len(segments) >= 6 and segments[3] == "resolve":
+            return self._resolve(method, "/".join(segments[1:3]), segments[4], "/".join(segments[5:]))
+        self._error(404, "Not Found", "no such endpoint in the replica")
+
+    # -- responses -------------------------------------------------------------------------
+
+    def _error(self, status: int, code: str | None, message: str, commit: str | None = None) -> None:
+        body = json.dumps({"error": message}).encode()
+        self.send_response(status)
+        if code:
+            self.send_header("X-Error-Code", code)
+        self.send_header("X-Error-Message", message)
+        if commit:
+            self.send_header("X-Repo-Commit", commit)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
             self.wfile.write(body)
 
-        def _revision_or_error(self, repo_id: str, revision: str) -> Revision | None:
-            if repo_id not in replica.repos:
-                self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
-                return None
-            found = replica.find_revision(repo_id, revision)
-            if found is None:
-                self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-            return found
+    def _json(self, payload: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
 
-        def _repo_info(self, repo_id: str, revision: str) -> None:
-            found = self._revision_or_error(repo_id, revision)
-            if found is None:
-                return
-            self._json(
-                {
-                    "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24],
-                    "id": repo_id,
-                    "author": repo_id.split("/")[0],
-                    "sha": found.commit,
-                    "private": False,
-                    "gated": False,
-                    "disabled": False,
-                    "tags": [],
-                    "downloads": 0,
-                    "likes": 0,
-                    "siblings": [{"rfilename": path} for path in found.files()],
-                }
+    def _revision_or_error(self, repo_id: str, revision: str) -> Revision | None:
+        if repo_id not in self.replica.repos:
+            self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+            return None
+        found = self.replica.find_revision(repo_id, revision)
+        if found is None:
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        return found
+
+    def _repo_info(self, repo_id: str, revision: str) -> None:
+        found = self._revision_or_error(repo_id, revision)
+        if found is None:
+            return
+        self._json(
+            {
+                "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24],
+                "id": repo_id,
+                "author": repo_id.split("/")[0],
+                "sha": found.commit,
+                "private": False,
+                "gated": False,
+                "disabled": False,
+                "tags": [],
+                "downloads": 0,
+                "likes": 0,
+                "siblings": [{"rfilename": path} for path in found.files()],
+            }
+        )
+
+    def _tree(self, repo_id: str, revision: str, folder: str, query: dict[str, list[str]]) -> None:
+        found = self._revision_or_error(repo_id, revision)
+        if found is None:
+            return
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+        files = [p for p in found.files() if p.startswith(prefix)]
+        if prefix and not files:
+            return self._error(
+                404, "EntryNotFound", f"{folder} does not exist on {revision}", found.commit
             )
-
-        def _tree(self, repo_id: str, revision: str, folder: str, query: dict[str, list[str]]) -> None:
-            found = self._revision_or_error(repo_id, revision)
-            if found is None:
-                return
-            recursive = query.get("recursive", ["false"])[0].lower() == "true"
-            prefix = folder.strip("/") + "/" if folder.strip("/") else ""
-            files = [p for p in found.files() if p.startswith(prefix)]
-            if prefix and not files:
-                return self._error(
-                    404, "EntryNotFound", f"{folder} does not exist on {revision}", found.commit
+        entries: dict[str, dict[str, Any]] = {}
+        for path in files:
+            relative = path[len(prefix) :].split("/")
+            depth = len(relative) if recursive else 1
+            for level in range(1, min(depth, len(relative) - 1) + 1):
+                folder_path = prefix + "/".join(relative[:level])
+                entries.setdefault(
+                    folder_path,
+                    {"type": "directory", "oid": _oid(folder_path), "size": 0, "path": folder_path},
                 )
-            entries: dict[str, dict[str, Any]] = {}
-            for path in files:
-                relative = path[len(prefix) :].split("/")
-                depth = len(relative) if recursive else 1
-                for level in range(1, min(depth, len(relative) - 1) + 1):
-                    folder_path = prefix + "/".join(relative[:level])
-                    entries.setdefault(
-                        folder_path,
-                        {"type": "directory", "oid": _oid(folder_path), "size": 0, "path": folder_path},
-                    )
-                if recursive or len(relative) == 1:
-                    local = found.root / path
-                    size = local.stat().st_size if local.is_file() else 1234
-                    entries[path] = {"type": "file", "oid": _oid(path), "size": size, "path": path}
-            listing = [entries[key] for key in sorted(entries)]
-            start = int(query.get("cursor", ["0"])[0])
-            page = listing[start : start + replica.page_size]
-            headers = {}
-            if start + replica.page_size < len(listing):
-                base = f"{replica.url}/api/datasets/{repo_id}/tree/{quote(revision, safe='')}"
-                if folder:
-                    base += "/" + quote(folder, safe="")
-                next_url = f"{base}?recursive={str(recursive).lower()}&cursor={start + replica.page_size}"
-                headers["Link"] = f'<{next_url}>; rel="next"'
-            self._json(page, headers)
+            if recursive or len(relative) == 1:
+                local = found.root / path
+                size = local.stat().st_size if local.is_file() else 1234
+                entries[path] = {"type": "file", "oid": _oid(path), "size": size, "path": path}
+        listing = [entries[key] for key in sorted(entries)]
+        start = int(query.get("cursor", ["0"])[0])
+        page = listing[start : start + self.replica.page_size]
+        headers = {}
+        if start + self.replica.page_size < len(listing):
+            base = f"{self.replica.url}/api/datasets/{repo_id}/tree/{quote(revision, safe='')}"
+            if folder:
+                base += "/" + quote(folder, safe="")
+            next_url = f"{base}?recursive={str(recursive).lower()}&cursor={start + self.replica.page_size}"
+            headers["Link"] = f'<{next_url}>; rel="next"'
+        self._json(page, headers)
 
-        def _resolve(self, method: str, repo_id: str, revision: str, path: str) -> None:
-            found = self._revision_or_error(repo_id, revision)
-            if found is None:
-                return
-            local = found.root / path
-            if path in replica.forbidden:
-                return self._error(403, None, f"Access to {path} is restricted", found.commit)
-            if not local.is_file() or ".." in path.split("/"):
-                return self._error(404, "EntryNotFound", f"{path} does not exist on {revision}", found.commit)
-            data = local.read_bytes()
-            size = len(data)
-            start = 0
-            range_header = self.headers.get("Range")
-            if range_header and range_header.startswith("bytes=") and method == "GET":
-                start = int(range_header[len("bytes=") :].split("-")[0])
-            body = data[start:]
-            cut_once = method == "GET" and path in replica.drop_once and start == 0
-            if method == "GET" and path in replica.truncated:
-                body = body[: len(body) // 2]
-            self.send_response(206 if start else 200)
-            self.send_header("ETag", f'"{_etag(local)}"')
-            self.send_header("X-Repo-Commit", found.commit)
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Content-Type", "application/octet-stream")
-            if start:
-                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
-            announced = size - start if method == "HEAD" or cut_once else len(body)
-            self.send_header("Content-Length", str(announced))
-            self.end_headers()
-            if method == "HEAD":
-                return
-            if cut_once:
-                replica.drop_once.discard(path)
-                self.wfile.write(body[: len(body) // 3])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            self.wfile.write(body)
-
-    return Handler
+    def _resolve(self, method: str, repo_id: str, revision: str, path: str) -> None:
+        found = self._revision_or_error(repo_id, revision)
+        if found is None:
+            return
+        local = found.root / path
+        if path in self.replica.forbidden:
+            return self._error(403, None, f"Access to {path} is restricted", found.commit)
+        if not local.is_file() or ".." in path.split("/"):
+            return self._error(404, "EntryNotFound", f"{path} does not exist on {revision}", found.commit)
+        data = local.read_bytes()
+        size = len(data)
+        start = 0
+        range_header = self.headers.get("Range")
+        if range_header and range_header.startswith("bytes=") and method == "GET":
+            start = int(range_header[len("bytes=") :].split("-")[0])
+        body = data[start:]
+        cut_once = method == "GET" and path in self.replica.drop_once and start == 0
+        if method == "GET" and path in self.replica.truncated:
+            body = body[: len(body) // 2]
+        self.send_response(206 if start else 200)
+        self.send_header("ETag", f'"{_etag(local)}"')
+        self.send_header("X-Repo-Commit", found.commit)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Type", "application/octet-stream")
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        announced = size - start if method == "HEAD" or cut_once else len(body)
+        self.send_header("Content-Length", str(announced))
+        self.end_headers()
+        if method == "HEAD":
+            return
+        if cut_once:
+            self.replica.drop_once.discard(path)
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
 
 
 def _oid(text: str) -> str:

@@ -27,7 +27,7 @@ from tests.hub_replica import (
     xd_relative_id,
 )
 from vfx_tasks.errors import ConfigurationError, HubUnavailableError, UnsafePathError, VideoDownloadError
-from vfx_tasks.sources.fetch import local_video
+from vfx_tasks.sources.fetch import fetched_video
 from vfx_tasks.sources.hub import translate_hub_error
 from vfx_tasks.sources.hub_dataset import HubDatasetSource, parse_frame_annotations, xd_violence_labels
 from vfx_tasks.sources.hub_paths import HubFile, parse_location, parse_resolve_url, safe_relative_id
@@ -232,16 +232,16 @@ def test_fetched_videos_are_removed_after_use_unless_kept(
     location = HubFile(XD_REPO, commit, AMELIE).to_location()
     # A connection dropped mid-transfer is absorbed by huggingface_hub's own resume.
     hub.drop_once.add(AMELIE)
-    with local_video(location, cache_dir=cache, endpoint=hub.url) as path:
+    with fetched_video(location, cache_dir=cache, endpoint=hub.url) as path:
         assert Path(path).read_bytes() == (sample_videos_dir / "carphone_pristine.mp4").read_bytes()
         assert Path(path).name == Path(AMELIE).name
     assert len(hub.requested("GET", AMELIE)) == 2
     assert cached_videos(cache) == []
-    with local_video(location, keep_downloads=True, cache_dir=cache, endpoint=hub.url) as path:
+    with fetched_video(location, keep_downloads=True, cache_dir=cache, endpoint=hub.url) as path:
         pass
     assert cached_videos(cache) == [Path(path).resolve()]
     # What was in the cache before is left alone.
-    with local_video(location, cache_dir=cache, endpoint=hub.url):
+    with fetched_video(location, cache_dir=cache, endpoint=hub.url):
         pass
     assert len(cached_videos(cache)) == 1
 
@@ -254,7 +254,7 @@ def test_missing_and_truncated_files_are_permanent_failures(
     cache = tmp_path / "cache"
     with (
         pytest.raises(VideoDownloadError, match=r"not found on the Hub \(404\)"),
-        local_video(
+        fetched_video(
             HubFile(XD_REPO, commit, XD_MISSING).to_location(),
             cache_dir=cache,
             endpoint=hub.url,
@@ -264,7 +264,7 @@ def test_missing_and_truncated_files_are_permanent_failures(
     hub.truncated.add(XD_VIDEOS[0][0])
     with (
         pytest.raises(VideoDownloadError, match="truncated") as caught,
-        local_video(
+        fetched_video(
             HubFile(XD_REPO, commit, XD_VIDEOS[0][0]).to_location(),
             cache_dir=cache,
             endpoint=hub.url,
@@ -276,7 +276,7 @@ def test_missing_and_truncated_files_are_permanent_failures(
     forbidden = HubFile(XD_REPO, commit, XD_VIDEOS[1][0]).to_location()
     with (
         pytest.raises(VideoDownloadError, match="access denied"),
-        local_video(forbidden, cache_dir=cache, endpoint=hub.url),
+        fetched_video(forbidden, cache_dir=cache, endpoint=hub.url),
     ):
         pass
     assert cached_videos(cache) == []
@@ -435,16 +435,16 @@ def test_offline_workers_use_their_cache_and_fail_the_rest(
     hub, commit = xd_hub
     cache = tmp_path / "cache"
     kept = HubFile(XD_REPO, commit, AMELIE).to_location()
-    with local_video(kept, keep_downloads=True, cache_dir=cache, endpoint=hub.url):
+    with fetched_video(kept, keep_downloads=True, cache_dir=cache, endpoint=hub.url):
         pass
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     asked = len(hub.requests)
-    with local_video(kept, cache_dir=cache, endpoint=hub.url) as path:
+    with fetched_video(kept, cache_dir=cache, endpoint=hub.url) as path:
         assert Path(path).is_file()
     other = HubFile(XD_REPO, commit, XD_VIDEOS[0][0]).to_location()
     with (
         pytest.raises(VideoDownloadError, match="HF_HUB_OFFLINE is set"),
-        local_video(other, cache_dir=cache, endpoint=hub.url),
+        fetched_video(other, cache_dir=cache, endpoint=hub.url),
     ):
         pass
     assert len(hub.requests) == asked

@@ -94,7 +94,7 @@ class UnsafePathError(PermanentError):
 
 
 class DependencyError(PermanentError):
-    """An optional dependency needed for the requested feature is not installed."""
+    """A program or package the requested feature needs is missing (no ``redis-server`` for ``--local``)."""
 
     code = "missing_dependency"
 

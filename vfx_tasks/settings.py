@@ -6,11 +6,12 @@ This is the only module that reads ``os.environ``. Everything else receives a
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from vfx_tasks.errors import ConfigurationError
 
@@ -70,7 +71,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if f.type == "int" and int(getattr(self, f.name)) < 0:
+            if _field_types()[f.name] is int and int(getattr(self, f.name)) < 0:
                 raise ConfigurationError(
                     f"Invalid {f.name} ({getattr(self, f.name)}). Use a number >= 0 (VFX_{f.name.upper()})."
                 )
@@ -91,10 +92,11 @@ class Settings:
         if unknown:
             raise ConfigurationError(f"Unknown settings: {', '.join(sorted(unknown))}.")
         values["pretrained_dir"] = Path(values["pretrained_dir"]).expanduser()
+        types = _field_types()
         for f in fields(cls):
-            if f.type == "int" and f.name in values:
+            if types[f.name] is int and f.name in values:
                 values[f.name] = _to_int(f.name, values[f.name])
-            elif f.type == "bool" and f.name in values:
+            elif types[f.name] is bool and f.name in values:
                 values[f.name] = _to_bool(f.name, values[f.name])
         return cls(**values)
 
@@ -105,6 +107,12 @@ class Settings:
     def to_environ(self) -> dict[str, str]:
         """The ``VFX_*`` variables that rebuild these settings in a child process."""
         return {f"VFX_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    """Each :class:`Settings` field's type, resolved (``f.type`` is a string under postponed annotations)."""
+    return get_type_hints(Settings)
 
 
 def _to_int(name: str, value: Any) -> int:

@@ -10,7 +10,7 @@ from types import TracebackType
 
 import numpy as np
 
-from vfx_tasks.errors import DependencyError, VideoError
+from vfx_tasks.errors import VideoError
 
 logger = logging.getLogger(__name__)
 
@@ -18,14 +18,6 @@ logger = logging.getLogger(__name__)
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
 )
-
-
-def _decord():  # type: ignore[no-untyped-def]
-    try:
-        import decord
-    except ImportError as e:
-        raise DependencyError("decord is required to decode videos: `pip install decord==0.6.0`.") from e
-    return decord
 
 
 @dataclass(frozen=True)
@@ -55,7 +47,9 @@ class VideoReader:
     def __init__(self, path: str | os.PathLike[str], *, num_threads: int = 0) -> None:
         self.path = Path(path)
         _check_file(self.path)
-        decord = _decord()
+        # Imported here, not at the top: the CLI imports this module for VIDEO_EXTENSIONS only.
+        import decord
+
         try:
             self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=num_threads)
             num_frames = len(self._reader)
@@ -79,7 +73,8 @@ class VideoReader:
         Returns:
             ``(len(frame_indices), H, W, 3)`` uint8 RGB frames.
         """
-        decord = _decord()
+        import decord
+
         try:
             return self._reader.get_batch(list(map(int, frame_indices))).asnumpy()
         except (decord.DECORDError, RuntimeError, IndexError) as e:

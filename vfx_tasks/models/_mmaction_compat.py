@@ -66,20 +66,12 @@ def _ensure_importlib_metadata() -> None:
 def import_mmaction_backbones() -> types.ModuleType:
     """Import and return ``mmaction.models.backbones`` with the wheel's defects patched.
 
-    Raises:
-        DependencyError: mmaction2, mmengine or mmcv is not installed.
     """
     if "mmaction.models.backbones" in sys.modules:
         return sys.modules["mmaction.models.backbones"]
-    try:
-        _ensure_importlib_metadata()
-        _install_drn_stand_in()
-        with warnings.catch_warnings():
-            # mmcv-lite lacks compiled ops that no backbone here uses; mmcv warns on import.
-            warnings.filterwarnings("ignore", message=".*MultiScaleDeformableAttention.*")
-            return importlib.import_module("mmaction.models.backbones")
-    except ImportError as e:
-        raise DependencyError(
-            f"Could not import mmaction2's backbones ({e}). Install the model stack with "
-            "`pip install mmengine==0.10.7 mmcv-lite==2.1.0 mmaction2==1.2.0 importlib_metadata`."
-        ) from e
+    _ensure_importlib_metadata()
+    _install_drn_stand_in()
+    with warnings.catch_warnings():
+        # mmcv-lite lacks compiled ops that no backbone here uses; mmcv warns on import.
+        warnings.filterwarnings("ignore", message=".*MultiScaleDeformableAttention.*")
+        return importlib.import_module("mmaction.models.backbones")

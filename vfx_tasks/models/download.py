@@ -141,7 +141,7 @@ def _fetch_into(
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout_seconds)  # noqa: S310 (http(s) only)
+        response = urllib.request.urlopen(request, timeout=timeout_seconds)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:
             # The range starts at or past the end: the .part file is already complete (or is

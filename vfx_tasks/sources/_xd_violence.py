@@ -1,16 +1,30 @@
-"""What the XD-Violence repository on the Hub looks like, and the labels its old loading script made.
+"""What the XD-Violence repository on the Hub looks like, how to list it, and the labels its old
+loading script made.
 
 Used by :mod:`vfx_tasks.sources.hub_dataset` only. Layout of ``jherng/xd-violence``: videos under
 ``data/video/<range>/<name>.mp4`` (train ranges ``1-1004``, ``1005-2004``... and ``test_videos``),
-frame-level annotations of the test videos in ``data/test_annotations.txt``.
+frame-level annotations of the test videos in ``data/test_annotations.txt``. The Hub may also serve
+a Parquet export of its ``video`` config whose rows carry the same labels.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from vfx_tasks.errors import UnsafePathError, VfxError
+from vfx_tasks.extract.video import VIDEO_EXTENSIONS
+from vfx_tasks.sources._dataset_rows import jsonable, parquet_rows
+from vfx_tasks.sources.base import VideoItem
+from vfx_tasks.sources.hub import download_file, list_dataset_files, parquet_export_files
+from vfx_tasks.sources.hub_paths import HubFile, parse_resolve_url
+
+if TYPE_CHECKING:
+    from vfx_tasks.sources.hub_dataset import HubDatasetSource
 
 logger = logging.getLogger(__name__)
 
@@ -52,3 +66,106 @@ def parse_frame_annotations(text: str) -> dict[str, list[dict[str, int]]]:
             continue
         found[name] = [{"start": s, "end": e} for s, e in zip(numbers[::2], numbers[1::2], strict=True)]
     return found
+
+
+def xd_violence_from_files(source: HubDatasetSource, commit: str) -> list[VideoItem]:
+    """The video files under ``data/video/<range>/``, labelled from their names and the test annotations."""
+    annotations: dict[str, list[dict[str, int]]] = {}
+    if source.split in ("test", "all"):
+        annotations = _read_test_annotations(source, commit)
+    items = []
+    folder = XD_VIDEO_PREFIX.rstrip("/")
+    for path in list_dataset_files(source.repo_id, revision=commit, folder=folder, endpoint=source.endpoint):
+        relative = path[len(XD_VIDEO_PREFIX) :]
+        if "/" not in relative or PurePosixPath(path).suffix.lower() not in VIDEO_EXTENSIONS:
+            continue
+        if source.pattern is not None and not fnmatch.fnmatchcase(path, source.pattern):
+            continue
+        video_range = relative.split("/", 1)[0]
+        split = "test" if video_range == XD_TEST_RANGE else "train"
+        if source.split not in ("all", split):
+            continue
+        video_id = PurePosixPath(path).stem
+        labels = {
+            "id": video_id,
+            "split": split,
+            **xd_violence_labels(video_id),
+            "frame_annotations": annotations.get(video_id, []),
+        }
+        item = source.video_item(path, commit, strip_prefix=XD_VIDEO_PREFIX, labels=labels)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def _read_test_annotations(source: HubDatasetSource, commit: str) -> dict[str, list[dict[str, int]]]:
+    hub_file = HubFile(source.repo_id, commit, XD_TEST_ANNOTATIONS)
+    try:
+        path = download_file(hub_file, cache_dir=source.cache_dir, endpoint=source.endpoint)
+    except VfxError as e:  # labels are a bonus: a missing file must not stop the run
+        logger.warning("No frame annotations for the test videos (%s: %s)", type(e).__name__, e)
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return parse_frame_annotations(f.read())
+
+
+def xd_violence_from_parquet_export(source: HubDatasetSource, commit: str) -> list[VideoItem] | None:
+    """Rows of the Hub's Parquet export of the ``video`` config, or ``None`` if it serves no full one."""
+    config = source.config or XD_CONFIG
+    export = parquet_export_files(source.repo_id, config=config, endpoint=source.endpoint)
+    if export is None:
+        logger.info("%s has no Parquet export of %r; listing its video files", source.repo_id, config)
+        return None
+    export_commit, paths = export
+    by_split: dict[str, list[str]] = {}
+    for path in paths:
+        parts = path.split("/")
+        if len(parts) == 3 and parts[2].endswith(".parquet"):
+            by_split.setdefault(parts[1], []).append(path)
+    if not by_split:
+        return None
+    if any(split.startswith("partial-") for split in by_split):
+        # A partial export holds only the first rows of a split: listing the files misses nothing.
+        logger.info("The Parquet export of %s is partial; listing its video files instead", source.repo_id)
+        return None
+    items: list[VideoItem] = []
+    for split in [s for s in sorted(by_split) if source.split in ("all", s)]:
+        files = [
+            download_file(
+                HubFile(source.repo_id, export_commit, path),
+                cache_dir=source.cache_dir,
+                endpoint=source.endpoint,
+                listing=True,
+            )
+            for path in sorted(by_split[split])
+        ]
+        for row in parquet_rows(files):
+            item = _export_row_item(source, row, split=split, commit=commit)
+            if item is not None:
+                items.append(item)
+    return items
+
+
+def _export_row_item(
+    source: HubDatasetSource, row: Mapping[str, Any], *, split: str, commit: str
+) -> VideoItem | None:
+    url = str(row.get("path") or "")
+    try:
+        hub_file = parse_resolve_url(url)
+    except UnsafePathError as e:
+        source.rejected.append((url, str(e)))
+        logger.warning("%s", e)
+        return None
+    if hub_file is None or not hub_file.path_in_repo.startswith(XD_VIDEO_PREFIX):
+        logger.warning("Skipping row %r: its path %r is not a data/video/ file URL", row.get("id"), url)
+        return None
+    labels = {
+        "id": row.get("id") or PurePosixPath(hub_file.path_in_repo).stem,
+        "split": split,
+        "binary_target": row.get("binary_target"),
+        "multilabel_targets": row.get("multilabel_targets", row.get("multilabel_target")),
+        "frame_annotations": row.get("frame_annotations") or [],
+    }
+    return source.video_item(
+        hub_file.path_in_repo, commit, strip_prefix=XD_VIDEO_PREFIX, labels=jsonable(labels)
+    )

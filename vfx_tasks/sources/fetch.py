@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def local_video(
+def fetched_video(
     location: str,
     *,
     keep_downloads: bool = False,
@@ -50,3 +50,7 @@ def local_video(
     finally:
         if not keep_downloads and not was_cached:
             remove_cached_file(path)
+
+
+# old name, used by vfx_tasks.queue.worker until it is updated
+local_video = fetched_video

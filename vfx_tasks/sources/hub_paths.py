@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
 from vfx_tasks.errors import ConfigurationError, UnsafePathError
+from vfx_tasks.sources.hub import check_repo_id
 
 HF_SCHEME = "hf://"
 _DATASETS_PREFIX = HF_SCHEME + "datasets/"
@@ -25,7 +26,6 @@ _DATASETS_PREFIX = HF_SCHEME + "datasets/"
 _RESOLVE_URL = re.compile(
     r"^/datasets/(?P<owner>[^/]+)/(?P<name>[^/]+)/resolve/(?P<revision>[^/]+)/(?P<path>.+)$"
 )
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Longest file name most file systems accept, in bytes; ``.npy`` and temp prefixes need room too.
 _MAX_SEGMENT_BYTES = 200
 
@@ -45,7 +45,10 @@ class HubFile:
 
 def validate_repo_id(repo_id: str) -> str:
     """``owner/name`` or a :class:`ConfigurationError` saying what a repository id looks like."""
-    if not _REPO_ID.match(repo_id) or ".." in repo_id:
+    check_repo_id(repo_id)
+    # Stricter than huggingface_hub, which also takes a bare "name": locations are split on their
+    # slashes (hf://datasets/<owner>/<name>@<revision>/<path>), so the owner must be there.
+    if repo_id.count("/") != 1:
         raise ConfigurationError(
             f"Invalid Hugging Face dataset ({repo_id!r}). Give it as owner/name, e.g. jherng/xd-violence."
         )
