@@ -24,7 +24,7 @@ from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.recovery import requeue_orphaned_tasks
 from vfx_tasks.settings import Settings
-from vfx_tasks.sources.fetch import local_video
+from vfx_tasks.sources.fetch import fetched_video
 from vfx_tasks.storage import labels_path, output_path, write_features_atomic, write_labels_atomic
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dic
         logger.warning("%s: redelivered after %d worker death(s)", job.relative_id, deaths)
     extractor = get_extractor(job.model, settings=settings, precision=job.precision)
     destination = output_path(job.output_dir, job.relative_id)
-    with local_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
+    with fetched_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
         result = extractor.extract(
             video_path,
             crop_type=job.crop_type,  # type: ignore[arg-type]

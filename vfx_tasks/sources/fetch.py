@@ -51,6 +51,3 @@ def fetched_video(
         if not keep_downloads and not was_cached:
             remove_cached_file(path)
 
-
-# old name, used by vfx_tasks.queue.worker until it is updated
-local_video = fetched_video
