@@ -44,3 +44,14 @@ def test_missing_folder_is_a_configuration_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("line", ["a/b", "./a/b\n", "a\\b", "/a/b/"])
 def test_progress_lines_normalize_to_relative_ids(line: str) -> None:
     assert normalize_relative_id(line) == "a/b"
+
+
+def test_each_folder_is_listed_once_even_through_symlink_cycles(tmp_path: Path) -> None:
+    # Given a video and two links back up the tree (a cycle), plus a link to a sibling folder,
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "v.mp4").write_bytes(b"")
+    (tmp_path / "a" / "up").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "a" / "self").symlink_to(tmp_path / "a", target_is_directory=True)
+    (tmp_path / "b").symlink_to(tmp_path / "a", target_is_directory=True)
+    # When the folder is listed, then the video is one task, under the first path found in order.
+    assert [item.relative_id for item in LocalFolderSource(tmp_path).iter_videos()] == ["a/v"]

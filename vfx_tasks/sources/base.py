@@ -57,7 +57,17 @@ class LocalFolderSource:
 
     def iter_videos(self) -> Iterator[VideoItem]:
         seen: dict[str, Path] = {}
+        # Symbolic links to folders are followed (datasets are often assembled from links), each
+        # folder once: a link back up the tree would otherwise list the same videos again and
+        # again under ever longer ids, until the path is too long.
+        visited: set[tuple[int, int]] = set()
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            folder = os.stat(dirpath)
+            if (folder.st_dev, folder.st_ino) in visited:
+                logger.warning("Skipping %s: a link to a folder already listed", dirpath)
+                dirnames[:] = []
+                continue
+            visited.add((folder.st_dev, folder.st_ino))
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
                 path = Path(dirpath, name)
