@@ -1,20 +1,30 @@
-"""Finding, verifying and reading mmaction2 checkpoints, without mmengine's loader.
+"""Finding and reading mmaction2 checkpoints without running code from them.
 
 mmaction2 checkpoints are ``torch.save({"meta": ..., "state_dict": ...})`` files whose state
 dict holds ``backbone.*`` tensors and ``cls_head.*`` tensors. We keep the backbone, drop the
 head, and insist that the backbone is complete: the original tool's ``strict=False`` silently
 produced features from random weights when a file did not fit.
+
+Every file is read with ``torch.load(..., weights_only=True)``, whatever its name or hash: a
+pickle can call any function it names, so the sha256 prefix in an OpenMMLab file name (32 bits,
+forgeable) vouches for a download, never for unpickling. Official OpenMMLab 1.x files also carry
+training state saved by mmengine's ``Runner.save_checkpoint``; the few non-tensor types it holds
+are allowed by :func:`_openmmlab_safe_globals`, and only for the duration of one load.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import pickle
+import re
+import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vfx_tasks.errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError
@@ -23,6 +33,30 @@ from vfx_tasks.models.spec import ModelSpec
 logger = logging.getLogger(__name__)
 
 BACKBONE_PREFIX = "backbone."
+
+# ``torch.serialization.safe_globals`` edits one process-wide allowlist on enter and exit, so two
+# threads loading at once could drop each other's entries mid-load; loads take turns.
+_LOAD_LOCK = threading.Lock()
+
+# The numpy dtypes a HistoryBuffer or a numpy scalar in the message hub may have. Object dtypes
+# are left out: an object array is a container of arbitrary pickled objects.
+_NUMERIC_DTYPE_CODES = "?bhilqBHILQefdgFDG"
+
+# HistoryBuffer pickles its class-level table of statistics methods; with torch's default pickle
+# protocol 2 each is written as ``getattr(HistoryBuffer, name)``.
+_HISTORY_BUFFER_METHODS = frozenset({"min", "max", "current", "mean"})
+
+# How torch's restricted unpickler names a global it does not allow. It drops the "builtins."
+# of a builtin ("GLOBAL eval"), so that its add_safe_globals hint reads as Python.
+_UNSUPPORTED_GLOBAL = r"GLOBAL (\S+) was not an allowed global"
+# Other ways it (or this module's wrappers) names what it refused.
+_OTHER_REFUSALS = (
+    r"unsupported GLOBAL (\S+) whose module",
+    r"Can only build .*?, but got <class '([^']+)'>",
+    r"Can only create new object .*? but got <class '([^']+)'>",
+    r"Trying to call reduce for unrecognized function (<[^>]+>|\S+)",
+    r"Refused (.+?); ",
+)
 
 
 def checkpoint_path(spec: ModelSpec, pretrained_dir: Path) -> Path:
@@ -50,44 +84,133 @@ def file_sha256(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _load_trusted(path: Path, spec: ModelSpec) -> object:
-    """Load a checkpoint whose pickle holds more than tensors (official files keep optimiser
-    and logger state in it). Full unpickling runs code, so only the official file, recognised
-    by its sha256 prefix, is loaded this way."""
-    expected = spec.checkpoint_sha256_prefix
-    if expected is None or not file_sha256(path).startswith(expected):
+def _plain_numpy_dtype(*args: object) -> np.dtype:
+    """``numpy.dtype`` as the unpickler may call it: numeric dtypes only, no object dtypes."""
+    dtype = np.dtype(*args)  # type: ignore[call-overload]
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"Refused numpy dtype {dtype}; it holds Python objects")
+    return dtype
+
+
+def _history_buffer_method(owner: object, name: str) -> Callable[..., object]:
+    """``getattr`` as the unpickler may call it: one of HistoryBuffer's statistics methods."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    if owner is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f"Refused getattr({owner!r}, {name!r}); only HistoryBuffer methods")
+
+
+def _openmmlab_safe_globals() -> list[Callable[..., object] | tuple[Callable[..., object], str]]:
+    """Return the globals an OpenMMLab 1.x checkpoint needs beyond torch's own allowlist.
+
+    mmengine's ``Runner.save_checkpoint`` writes ``meta`` (strings, numbers, dicts), ``optimizer``
+    and ``param_schedulers`` (tensors, numbers, a ``collections.Counter`` that torch already
+    allows) and ``message_hub``, whose ``log_scalars`` are ``HistoryBuffer`` objects holding numpy
+    arrays and whose ``runtime_info`` may hold numpy scalars. Everything listed only builds data:
+
+    * numpy arrays and scalars (``_reconstruct``, ``ndarray``, ``scalar``, numeric dtype
+      classes) copy raw bytes; ``numpy.dtype`` is wrapped to refuse object dtypes.
+    * ``HistoryBuffer`` is created with ``object.__new__`` and restored by its ``__setstate__``,
+      which updates ``__dict__`` and its table of statistics methods and calls nothing it was
+      given. The table's entries are written as ``getattr(HistoryBuffer, name)``, so
+      ``builtins.getattr`` is mapped to a function that returns only those four methods.
+
+    numpy 1.x writes ``numpy.core.multiarray``, numpy 2 ``numpy._core.multiarray``; both
+    names are mapped to the installed module's functions.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # numpy < 2
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    allowed: list[Callable[..., object] | tuple[Callable[..., object], str]] = [
+        np.ndarray,
+        HistoryBuffer,
+        (_plain_numpy_dtype, "numpy.dtype"),
+        (_history_buffer_method, "builtins.getattr"),
+    ]
+    allowed += [type(np.dtype(code)) for code in _NUMERIC_DTYPE_CODES]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [
+            (multiarray._reconstruct, f"{module}._reconstruct"),
+            (multiarray.scalar, f"{module}.scalar"),
+        ]
+    return allowed
+
+
+def _refused_global(message: str) -> str | None:
+    """Return what torch's restricted unpickler refused, named in ``message``, if it says so."""
+    if match := re.search(_UNSUPPORTED_GLOBAL, message):
+        name = match.group(1)
+        return name if "." in name else f"builtins.{name}"
+    for pattern in _OTHER_REFUSALS:
+        if match := re.search(pattern, message):
+            return match.group(1)
+    return None
+
+
+# A damaged or hand-made pickle can make numpy, torch's zip reader or an allowed constructor
+# raise almost anything; all of them mean "this file cannot be read".
+_UNREADABLE_ERRORS = (
+    OSError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    AssertionError,
+    zipfile.BadZipFile,
+)
+
+
+def load_checkpoint_data(path: Path, spec: ModelSpec) -> object:
+    """Unpickle a checkpoint without letting it run code: tensors, plain containers and the
+    OpenMMLab training-state types of :func:`_openmmlab_safe_globals`, nothing else.
+
+    Raises:
+        CheckpointError: the file names any other global (the message names it), or it is not
+            a readable torch checkpoint.
+    """
+    try:
+        # The allowlist lives only for this load, never in torch's process-wide list.
+        with _LOAD_LOCK, torch.serialization.safe_globals(_openmmlab_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = _refused_global(str(e))
+        if refused is None:
+            raise _unreadable(path, spec, e) from e
+        logger.warning("Refused checkpoint %s: it refers to %s", path, refused)
         raise CheckpointError(
-            f"Checkpoint {path} holds objects other than tensors and is not the official file "
-            f"(its sha256 does not start with {expected}). Re-download it from "
-            f"{spec.checkpoint_url}, or save only its state dict with torch.save."
-        )
-    logger.info("Loading verified official checkpoint %s with full unpickling", path)
-    return torch.load(path, map_location="cpu", weights_only=False)
+            f"Checkpoint {path} refers to {refused}, which a checkpoint may not contain: "
+            "unpickling it could run code, so the file is refused whatever its name or sha256. "
+            "Fetch the official file again with `vfx-download-models`, or, if you trust this "
+            "file, keep only its weights by running on a trusted machine: python -c \"import "
+            f"torch; p = '{path}'; torch.save({{'state_dict': torch.load(p, "
+            "weights_only=False)['state_dict']}, p)\"."
+        ) from e
+    except _UNREADABLE_ERRORS as e:
+        raise _unreadable(path, spec, e) from e
+
+
+def _unreadable(path: Path, spec: ModelSpec, error: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"Cannot read checkpoint {path} ({type(error).__name__}: {error}). The file is damaged or "
+        f"not a PyTorch checkpoint; delete it and download it again from {spec.checkpoint_url}."
+    )
 
 
 def read_backbone_state_dict(path: Path, spec: ModelSpec) -> dict[str, torch.Tensor]:
     """Read the ``backbone.*`` tensors of a checkpoint, with the prefix removed.
 
     Raises:
-        CheckpointError: the file is not a readable torch checkpoint.
+        CheckpointError: the file is not a readable torch checkpoint, or it would run code.
         CheckpointMismatchError: it holds no backbone tensors.
     """
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            # torch's restricted unpickler names an "Unsupported global" when the file is a
-            # sound pickle holding non-tensor objects; anything else means a damaged file.
-            if "unsupported global" not in str(e).lower():
-                raise
-            obj = _load_trusted(path, spec)
-    except CheckpointError:
-        raise
-    except (OSError, EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
-        raise CheckpointError(
-            f"Cannot read checkpoint {path} ({type(e).__name__}: {e}). The file is damaged or not "
-            f"a PyTorch checkpoint; delete it and download it again from {spec.checkpoint_url}."
-        ) from e
+    obj = load_checkpoint_data(path, spec)
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping):
         raise CheckpointError(

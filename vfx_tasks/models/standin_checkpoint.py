@@ -11,7 +11,12 @@ rule of ``shared/golden/README.md`` (the rule the reference features were comput
   non-local blocks, else 1; other ``weight`` = 1 + N(0, 0.01); anything else ~ N(0, 0.02).
 * a 400-class ``cls_head.fc_cls`` is added, which the extractor must ignore.
 
-Usage: ``python -m vfx_tasks.models.standin_checkpoint OUTPUT_DIR [MODEL ...]``.
+With ``training_state=True`` the file also carries what mmengine's ``Runner.save_checkpoint``
+puts in an official OpenMMLab 1.x checkpoint (config text, a message hub of ``HistoryBuffer``
+objects with numpy values, optimizer and scheduler state), written by mmengine itself, so that
+the loader is tested against the non-tensor objects real files hold.
+
+Usage: ``python -m vfx_tasks.models.standin_checkpoint OUTPUT_DIR [MODEL ...] [--training-state]``.
 """
 
 from __future__ import annotations
@@ -64,13 +69,64 @@ def standin_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_standin_checkpoint(spec: ModelSpec, pretrained_dir: Path) -> Path:
-    """Write ``spec``'s stand-in checkpoint under its official file name; return its path."""
+def standin_training_state(spec: ModelSpec) -> dict[str, object]:
+    """Return the ``meta``, ``message_hub``, ``optimizer`` and ``param_schedulers`` entries of
+    a checkpoint saved by mmengine's runner after one short training epoch."""
+    import mmengine
+    from mmengine.logging import MessageHub
+    from mmengine.optim.scheduler import MultiStepLR
+
+    parameter = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([parameter], lr=0.01, momentum=0.9, weight_decay=1e-4)
+    scheduler = MultiStepLR(optimizer, milestones=[40, 80], by_epoch=True)
+    parameter.grad = torch.full_like(parameter, 0.5)
+    optimizer.step()  # gives the optimizer a momentum buffer, as after real training
+
+    hub = MessageHub(f"standin-{spec.name}")
+    for loss in (5.99, 5.2):
+        hub.update_scalar("train/loss", loss)
+        hub.update_scalar("train/loss_cls", np.float32(loss))
+    hub.update_scalar("train/lr", torch.tensor(0.01))
+    hub.update_info("epoch", 1)
+    hub.update_info("iter", 2)
+    hub.update_info("best_score", np.float64(0.25))
+    meta = {
+        "epoch": 1,
+        "iter": 2,
+        "cfg": f"model = dict(type='Recognizer3D', backbone={spec.backbone_config!r})\n",
+        "dataset_meta": {"classes": ("abseiling", "air drumming"), "num_classes": NUM_CLASSES},
+        "seed": 0,
+        "experiment_name": f"standin_{spec.name}",
+        "time": "20250101_000000",
+        "mmengine_version": mmengine.__version__,
+    }
+    return {
+        "meta": meta,
+        "message_hub": hub.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "param_schedulers": [scheduler.state_dict()],
+    }
+
+
+def write_standin_checkpoint(spec: ModelSpec, pretrained_dir: Path, *, training_state: bool = False) -> Path:
+    """Write ``spec``'s stand-in checkpoint under its official file name; return its path.
+
+    ``training_state=True`` adds the training state of :func:`standin_training_state` and
+    writes the file with mmengine's ``save_checkpoint``, as OpenMMLab's runner does.
+    """
     pretrained_dir = Path(pretrained_dir)
     pretrained_dir.mkdir(parents=True, exist_ok=True)
     path = pretrained_dir / spec.checkpoint_filename
     meta = {"note": "vfx_tasks deterministic stand-in weights, not trained", "model": spec.name}
-    torch.save({"meta": meta, "state_dict": standin_state_dict(spec)}, path)
+    if not training_state:
+        torch.save({"meta": meta, "state_dict": standin_state_dict(spec)}, path)
+        return path
+    from mmengine.runner.checkpoint import save_checkpoint
+
+    checkpoint = standin_training_state(spec)
+    checkpoint["meta"] = {**meta, **checkpoint["meta"]}  # type: ignore[dict-item]
+    checkpoint["state_dict"] = standin_state_dict(spec)
+    save_checkpoint(checkpoint, str(path))
     return path
 
 
@@ -78,9 +134,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output_dir", type=Path)
     parser.add_argument("models", nargs="*", default=list(MODEL_SPECS))
+    parser.add_argument(
+        "--training-state",
+        action="store_true",
+        help="also store mmengine training state (meta, message_hub, optimizer), as official files do",
+    )
     args = parser.parse_args(argv)
     for name in args.models:
-        print(write_standin_checkpoint(get_model_spec(name), args.output_dir))
+        spec = get_model_spec(name)
+        print(write_standin_checkpoint(spec, args.output_dir, training_state=args.training_state))
 
 
 if __name__ == "__main__":
