@@ -69,6 +69,12 @@ class CheckpointNotFoundError(CheckpointError):
     code = "checkpoint_not_found"
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """The checkpoint's pickle refers to something that could run code; it is never unpickled."""
+
+    code = "unsafe_checkpoint"
+
+
 class CheckpointMismatchError(CheckpointError):
     """The checkpoint lacks backbone tensors or holds them with the wrong shapes."""
 

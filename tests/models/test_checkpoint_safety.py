@@ -19,7 +19,7 @@ import pytest
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 
-from vfx_tasks.errors import CheckpointError
+from vfx_tasks.errors import UnsafeCheckpointError
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.models.backbone import load_backbone
 from vfx_tasks.models.checkpoint import file_sha256, load_checkpoint_data, read_backbone_state_dict
@@ -100,7 +100,7 @@ def test_forged_file_with_matching_hash_is_refused_and_runs_nothing(
     code = f"touch {marker}" if function is os.system else f"open({str(marker)!r}, 'w').close()"
     forged, spec = forge(tmp_path / "p", {"meta": _Payload(function, code), "state_dict": SMALL_STATE})
     # When it is loaded
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError) as info:
         read_backbone_state_dict(forged, spec)
     # Then it is refused with the global named and a way out, and the payload never ran
     message = str(info.value)
@@ -112,7 +112,7 @@ def test_forged_file_with_matching_hash_is_refused_and_runs_nothing(
 def test_arbitrary_class_is_refused_even_with_matching_hash(tmp_path: Path) -> None:
     checkpoint = {"meta": {"args": argparse.Namespace(x=1)}, "state_dict": SMALL_STATE}
     forged, spec = forge(tmp_path / "p", checkpoint)
-    with pytest.raises(CheckpointError, match=r"refers to argparse\.Namespace"):
+    with pytest.raises(UnsafeCheckpointError, match=r"refers to argparse\.Namespace"):
         read_backbone_state_dict(forged, spec)
 
 
@@ -120,14 +120,14 @@ def test_getattr_is_allowed_only_for_history_buffer_methods(tmp_path: Path) -> N
     # mmengine files need getattr(HistoryBuffer, "mean"); nothing else may go through it
     path = tmp_path / "getattr.pth"
     torch.save({"meta": _Payload(getattr, np.ndarray, "tofile"), "state_dict": SMALL_STATE}, path)
-    with pytest.raises(CheckpointError, match=r"refers to getattr\(<class 'numpy.ndarray'>, 'tofile'\)"):
+    with pytest.raises(UnsafeCheckpointError, match=r"refers to getattr\(<class 'numpy.ndarray'>, 'tofile'"):
         read_backbone_state_dict(path, I3D)
 
 
 def test_object_arrays_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "objects.pth"
     torch.save({"meta": np.array([{"a": 1}], dtype=object), "state_dict": SMALL_STATE}, path)
-    with pytest.raises(CheckpointError, match="refers to numpy dtype object"):
+    with pytest.raises(UnsafeCheckpointError, match="refers to numpy dtype object"):
         read_backbone_state_dict(path, I3D)
 
 

@@ -27,7 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vfx_tasks.errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError
+from vfx_tasks.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    UnsafeCheckpointError,
+)
 from vfx_tasks.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -184,7 +189,7 @@ def load_checkpoint_data(path: Path, spec: ModelSpec) -> object:
         if refused is None:
             raise _unreadable(path, spec, e) from e
         logger.warning("Refused checkpoint %s: it refers to %s", path, refused)
-        raise CheckpointError(
+        raise UnsafeCheckpointError(
             f"Checkpoint {path} refers to {refused}, which a checkpoint may not contain: "
             "unpickling it could run code, so the file is refused whatever its name or sha256. "
             "Fetch the official file again with `vfx-download-models`, or, if you trust this "
