@@ -7,7 +7,7 @@ Each option reads ``VFX_<PARAMETER NAME>`` (``--broker-url`` reads ``VFX_BROKER_
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import click
 
@@ -28,7 +28,8 @@ CONTEXT_SETTINGS: dict[str, Any] = {
 }
 
 #: Where a worker runs its model: ``auto`` picks CUDA when a GPU is visible.
-DEVICES = ("auto", "cpu", "cuda")
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[Device, ...] = get_args(Device)
 
 
 def option(*param_decls: str, group: str | None = None, **attrs: Any) -> Callable[[F], F]:
@@ -55,14 +56,17 @@ def validate_model(ctx: click.Context, param: click.Parameter, value: str | None
 def model_option(
     *, default: str | None, help: str, group: str | None = None, **attrs: Any
 ) -> Callable[[F], F]:
+    """``--model``: a name or alias, passed on as the full name."""
     return option("--model", group=group, default=default, callback=validate_model, help=help, **attrs)
 
 
 def broker_url_option(*, help: str = "Redis URL of the queue.", group: str | None = None) -> Callable[[F], F]:
+    """``--broker-url``: Redis URL of the queue (default: ``Settings.broker_url``)."""
     return option("--broker_url", "--broker-url", group=group, help=help)
 
 
 def output_dir_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
+    """``--output-dir``: the output root, where ``<relative_dir>/<id>.npy`` files go."""
     return option(
         "--output_dir",
         "--output-dir",
@@ -74,23 +78,28 @@ def output_dir_option(*, help: str, group: str | None = None) -> Callable[[F], F
 
 
 def pretrained_dir_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
+    """``--pretrained-dir``: the folder with the checkpoints (default: ``Settings.pretrained_dir``)."""
     return option(
         "--pretrained_dir", "--pretrained-dir", group=group, type=click.Path(file_okay=False), help=help
     )
 
 
 def device_option(*, default: str | None, help: str, group: str | None = None) -> Callable[[F], F]:
+    """``--device``: one of :data:`DEVICES`."""
     return option("--device", group=group, type=click.Choice(DEVICES), default=default, help=help)
 
 
 def concurrency_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
+    """``--concurrency`` / ``-c``: videos a worker processes at once."""
     return option("--concurrency", "-c", group=group, type=click.IntRange(min=1), default=1, help=help)
 
 
 def pool_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
+    """``--pool``: one of :data:`POOLS`."""
     return option("--pool", group=group, type=click.Choice(POOLS), default="prefork", help=help)
 
 
 def keep_downloads_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
-    # default None, not False: unset leaves the decision to VFX_KEEP_DOWNLOADS in the settings.
+    """``--keep-downloads``: keep the videos fetched from the Hub."""
+    # default None, not False: given neither as flag nor as variable, the settings' default holds.
     return option("--keep-downloads", "--keep_downloads", group=group, is_flag=True, default=None, help=help)

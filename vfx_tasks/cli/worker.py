@@ -147,7 +147,7 @@ def main(
             pretrained_dir=pretrained_dir,
             keep_downloads=keep_downloads or None,
         )
-        connect(settings.broker_url).close()  # now, rather than at the first task: Redis answers
+        connect(settings.broker_url).close()  # say now, not at the first task, that Redis is unreachable
     except VfxError as e:
         raise cli_error(e) from e
     settings = settings.with_overrides(
