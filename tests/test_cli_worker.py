@@ -15,13 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import REPO_DIR, alive_pids, descendant_pids
-from vfx_tasks.cli.worker import (
-    celery_worker_command,
-    main,
-    parse_gpus,
-    torch_threads_per_process,
-    worker_environment,
-)
+from vfx_tasks.cli.worker import main, parse_gpus
+from vfx_tasks.queue.launch import celery_worker_command, torch_threads_per_process, worker_environment
 from vfx_tasks.settings import Settings
 
 
@@ -74,7 +69,7 @@ def test_supervisor_restarts_crashed_workers_and_forwards_sigterm(tmp_path: Path
     script = textwrap.dedent(
         f"""
         import sys
-        from vfx_tasks.cli.worker import supervise
+        from vfx_tasks.queue.launch import supervise
         sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
         crasher = [sys.executable, "-c", "open({str(starts)!r}, 'a').write('x'); raise SystemExit(3)"]
         sys.exit(supervise([(sleeper, {{}}), (crasher, {{}})], restart_delay_seconds=0.2))

@@ -270,7 +270,7 @@ def test_cli_default_urls_are_the_official_ones(tmp_path: Path, monkeypatch: pyt
         raise CheckpointDownloadError(f"Cannot reach {spec.checkpoint_url} (offline).")
 
     monkeypatch.setattr(download_cli, "download_checkpoint", offline)
-    monkeypatch.delenv("VFX_MODELS_BASE_URL", raising=False)
+    monkeypatch.delenv("VFX_BASE_URL", raising=False)
 
     result = CliRunner().invoke(download_cli.main, ["--pretrained-dir", str(tmp_path)])
 

@@ -1,4 +1,7 @@
-"""Command-line entry points: ``vfx-enqueue``, ``vfx-worker`` and ``vfx-status``.
+"""Command-line entry points: ``vfx-enqueue``, ``vfx-worker``, ``vfx-status``, ``vfx-download-models``.
+
+Only click and the presentation of results live here; the work is done by :mod:`vfx_tasks.queue`
+and :mod:`vfx_tasks.models`. Every option also reads ``VFX_<PARAMETER NAME>`` (shown in ``--help``).
 
 Exit codes shared by all of them, as the project promises: 0 all done, 1 some videos failed,
 2 usage error, which includes a broker (Redis) or another required service that cannot be
@@ -6,16 +9,12 @@ reached at the address given (the message says which). Beyond those: 4 when ``--
 passed with videos still queued, 130 when interrupted (Ctrl-C).
 """
 
+from vfx_tasks.queue.launch import POOLS  # re-exported: the choices of --pool
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-#: Same code as a usage error: the address given (or defaulted) does not answer.
-EXIT_UNAVAILABLE = EXIT_USAGE
 EXIT_TIMEOUT = 4
 EXIT_INTERRUPTED = 130
 
-#: The Celery pools a worker may run (``--pool``), each with ``--concurrency`` videos in flight.
-#: ``prefork``: one process per video in flight, each loading its own model; a crash in one video
-#: takes down only its process. ``threads``: one process whose videos share one model (less
-#: device memory); a crash stops the whole worker, and its tasks are redelivered.
-POOLS = ("prefork", "threads")
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TIMEOUT", "EXIT_USAGE", "POOLS"]

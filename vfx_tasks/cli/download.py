@@ -1,10 +1,5 @@
 """``vfx-download-models``: fetch the official checkpoints into the pretrained directory.
 
-    vfx-download-models                      # every supported model
-    vfx-download-models i3d                  # one model, by full name or alias
-    vfx-download-models --pretrained-dir /models swin-t
-    vfx-download-models --base-url http://mirror.local/ckpt i3d   # <base-url>/<official file name>
-
 Exit codes: 0 every checkpoint present and verified, 1 a download failed (unreachable server,
 broken transfer, wrong hash), 2 usage error (unknown model name, bad option).
 """
@@ -14,11 +9,15 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from types import TracebackType
 
 import click
+from tqdm import tqdm
 
-from vfx_tasks.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from vfx_tasks.cli import EXIT_FAILED, EXIT_OK
+from vfx_tasks.cli._help import GroupedCommand
+from vfx_tasks.cli.errors import cli_error
+from vfx_tasks.cli.options import CONTEXT_SETTINGS, option, pretrained_dir_option, version_option
 from vfx_tasks.errors import CheckpointDownloadError, ConfigurationError, VfxError
 from vfx_tasks.models import MODEL_SPECS, ModelSpec, get_model_spec
 from vfx_tasks.models.download import DEFAULT_TIMEOUT_SECONDS, checkpoint_url, download_checkpoint
@@ -26,36 +25,42 @@ from vfx_tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+EPILOG = """\b
+Examples:
+  vfx-download-models                      # every supported model
+  vfx-download-models i3d                  # one model, by full name or alias
+  vfx-download-models --pretrained-dir /models swin-t
+  vfx-download-models --base-url http://mirror.local/ckpt i3d
+                                           # <base-url>/<official file name>
+"""
 
-class _ProgressBar:
-    """A click progress bar on stderr for one file, opened when the file's size is first known."""
+
+class _DownloadProgress:
+    """A tqdm bar on stderr for one file, opened at the first bytes (a file already present shows none)."""
 
     def __init__(self, label: str) -> None:
         self._label = label
-        self._bar: Any = None  # click's ProgressBar class is private
-        self._started = False
-        self._shown_bytes = 0
+        self._bar: tqdm[None] | None = None
 
     def __call__(self, bytes_done: int, bytes_total: int | None) -> None:
-        if not self._started:
-            self._started = True
-            if bytes_total is None:
-                click.echo(f"{self._label}: size unknown, downloading...", err=True)
-            else:
-                self._bar = click.progressbar(length=bytes_total, label=self._label, file=sys.stderr)
-                self._bar.__enter__()
+        if self._bar is None:
+            # Without a size (no Content-Length) tqdm counts bytes and shows no percentage.
+            self._bar = tqdm(total=bytes_total, desc=self._label, unit="B", unit_scale=True, file=sys.stderr)
         # A resumed transfer starts part-way; a restarted one (no Range support) never moves back.
-        if self._bar is not None and bytes_done > self._shown_bytes:
-            self._bar.update(bytes_done - self._shown_bytes)
-            self._shown_bytes = bytes_done
+        if bytes_done > self._bar.n:
+            self._bar.update(bytes_done - self._bar.n)
 
-    def close(self) -> None:
+    def __enter__(self) -> _DownloadProgress:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None
+            self._bar.close()
 
 
-def _resolve_models(names: tuple[str, ...]) -> list[ModelSpec]:
+def _resolve_models(ctx: click.Context, param: click.Parameter, names: tuple[str, ...]) -> list[ModelSpec]:
     if not names:
         return list(MODEL_SPECS.values())
     specs: list[ModelSpec] = []
@@ -63,7 +68,7 @@ def _resolve_models(names: tuple[str, ...]) -> list[ModelSpec]:
         try:
             spec = get_model_spec(name)
         except ConfigurationError as e:
-            raise click.BadParameter(str(e), param_hint="NAME") from None
+            raise click.BadParameter(str(e), ctx=ctx, param=param) from None
         if spec not in specs:
             specs.append(spec)
     return specs
@@ -78,16 +83,46 @@ def _where_to_put_them(specs: list[ModelSpec], pretrained_dir: Path, base_url: s
     return "\n".join(lines)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("names", nargs=-1, metavar="[NAME]...")
-@click.option("--pretrained-dir", "--pretrained_dir", envvar="VFX_PRETRAINED_DIR",
-              type=click.Path(file_okay=False), help="Where the workers read checkpoints.")
-@click.option("--base-url", "--base_url", envvar="VFX_MODELS_BASE_URL",
-              help="Fetch <base-url>/<official file name> instead of the official URLs (a mirror).")
-@click.option("--timeout-seconds", envvar="VFX_DOWNLOAD_TIMEOUT_SECONDS", type=click.FloatRange(min=1),
-              default=DEFAULT_TIMEOUT_SECONDS, show_default=True, help="Network timeout per read.")
+def _download(
+    spec: ModelSpec, target: Path, *, base_url: str | None, timeout_seconds: float
+) -> VfxError | None:
+    """Fetch one checkpoint and say so on stdout; the error, if it failed (reported by the caller)."""
+    # The bar is closed before anything else is printed, so that a message starts on a line of its own.
+    with _DownloadProgress(spec.checkpoint_filename) as progress:
+        try:
+            result = download_checkpoint(
+                spec, target, base_url=base_url, progress=progress, timeout_seconds=timeout_seconds
+            )
+        except VfxError as e:
+            return e
+    verb = "already present" if result.status == "present" else "downloaded"
+    click.echo(f"{result.path}: {verb}, verified")
+    return None
+
+
+@click.command("vfx-download-models", cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
+@click.argument("models", nargs=-1, metavar="[NAME]...", callback=_resolve_models)
+@pretrained_dir_option(help="Where the workers read checkpoints.")
+@option(
+    "--base-url",
+    "--base_url",
+    help="Fetch <base-url>/<official file name> instead of the official URLs (a mirror).",
+)
+@option(
+    "--timeout-seconds",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_TIMEOUT_SECONDS,
+    help="Network timeout per read.",
+)
+@version_option("vfx-download-models")
+@click.pass_context
 def main(
-    names: tuple[str, ...], pretrained_dir: str | None, base_url: str | None, timeout_seconds: float
+    ctx: click.Context,
+    *,
+    models: list[ModelSpec],
+    pretrained_dir: str | None,
+    base_url: str | None,
+    timeout_seconds: float,
 ) -> None:
     """Download the official Kinetics-400 checkpoints of NAME (default: every model), verified.
 
@@ -95,35 +130,24 @@ def main(
     file under the final name.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    specs = _resolve_models(names)
     try:
-        settings = Settings.from_env(pretrained_dir=pretrained_dir)
+        target = Settings.from_env(pretrained_dir=pretrained_dir).pretrained_dir
     except VfxError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
-    target = settings.pretrained_dir
-
+        raise cli_error(e) from e
+    failed: list[ModelSpec] = []
     unreachable: list[ModelSpec] = []
-    failed = False
-    for spec in specs:
-        bar = _ProgressBar(spec.checkpoint_filename)
-        try:
-            result = download_checkpoint(
-                spec, target, base_url=base_url, progress=bar, timeout_seconds=timeout_seconds
-            )
-        except VfxError as e:
-            bar.close()  # before the message, so that it starts on a line of its own
-            click.echo(f"Error: {spec.name}: {e}", err=True)
-            failed = True
-            if isinstance(e, CheckpointDownloadError):
-                unreachable.append(spec)
+    for spec in models:
+        error = _download(spec, target, base_url=base_url, timeout_seconds=timeout_seconds)
+        if error is None:
             continue
-        bar.close()
-        verb = "already present" if result.status == "present" else "downloaded"
-        click.echo(f"{result.path}: {verb}, verified")
+        # Reported and not raised: the other models are still worth fetching.
+        click.echo(f"Error: {spec.name}: {error}", err=True)
+        failed.append(spec)
+        if isinstance(error, CheckpointDownloadError):
+            unreachable.append(spec)
     if unreachable:
         click.echo(_where_to_put_them(unreachable, target, base_url), err=True)
-    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 if __name__ == "__main__":

@@ -1,32 +1,34 @@
-"""``vfx-status``: queued / running / done / failed videos of an output root (and model), with reasons.
-
-vfx-status --output_dir features/i3d
-vfx-status --output_dir features/i3d --model swin-t --json
-"""
+"""``vfx-status``: queued / running / done / failed videos of an output root (and model), with reasons."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from vfx_tasks.cli import EXIT_OK, EXIT_UNAVAILABLE
-from vfx_tasks.errors import ConfigurationError, VfxError
-from vfx_tasks.models import get_model_spec
+from vfx_tasks.cli._help import GroupedCommand
+from vfx_tasks.cli.errors import cli_error
+from vfx_tasks.cli.options import (
+    CONTEXT_SETTINGS,
+    broker_url_option,
+    model_option,
+    option,
+    output_dir_option,
+    version_option,
+)
+from vfx_tasks.errors import VfxError
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.settings import Settings
 
-
-def _validate_model(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return get_model_spec(value).name
-    except ConfigurationError as e:
-        raise click.BadParameter(str(e)) from None
+EPILOG = """\b
+Examples:
+  vfx-status --output_dir features/i3d
+  vfx-status --output_dir features/i3d --model swin-t
+  vfx-status --output_dir features/i3d --json | jq .totals
+  vfx-status --broker-url redis://head:6379/0 --output_dir /data/features
+"""
 
 
 def collect_status(ledger: Ledger, output_dir: str, model: str | None) -> dict[str, Any]:
@@ -44,27 +46,9 @@ def collect_status(ledger: Ledger, output_dir: str, model: str | None) -> dict[s
     return {"output_dir": root, "model": model, "totals": totals, "runs": described}
 
 
-# fmt: off
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--output_dir", "--output-dir", envvar="VFX_OUTPUT_DIR", type=click.Path(file_okay=False),
-              default="./data/outputs/feature/", show_default=True, help="Output root given to vfx-enqueue.")
-@click.option("--model", envvar="VFX_MODEL", callback=_validate_model, help="Only runs of this model.")
-@click.option("--broker_url", "--broker-url", envvar="VFX_BROKER_URL", help="Redis URL of the queue.")
-@click.option("--json", "as_json", envvar="VFX_STATUS_JSON", is_flag=True,
-              help="Print one JSON object (for scripts).")
-# fmt: on
-def main(output_dir: str, model: str | None, broker_url: str | None, as_json: bool) -> None:
-    """Show how far the runs writing to an output folder are."""
-    try:
-        settings = Settings.from_env(broker_url=broker_url)
-        status = collect_status(Ledger.from_url(settings.broker_url), output_dir, model)
-    except VfxError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    if as_json:
-        click.echo(json.dumps(status, indent=2, sort_keys=True))
-        sys.exit(EXIT_OK)
+def _echo_text(status: dict[str, Any]) -> None:
     if not status["runs"]:
+        model = status["model"]
         click.echo(f"No runs recorded for {status['output_dir']}" + (f" and {model}" if model else "") + ".")
     for run in status["runs"]:
         counts = run["counts"]
@@ -76,7 +60,27 @@ def main(output_dir: str, model: str | None, broker_url: str | None, as_json: bo
         )
         for relative_id, reason in sorted(run["failed"].items()):
             click.echo(f"  FAILED {relative_id}: [{reason.get('code')}] {reason.get('message')}")
-    sys.exit(EXIT_OK)
+
+
+def _echo_json(status: dict[str, Any]) -> None:
+    click.echo(json.dumps(status, indent=2, sort_keys=True))
+
+
+@click.command("vfx-status", cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
+@output_dir_option(help="Output root given to vfx-enqueue.")
+@model_option(default=None, help="Only runs of this model.")
+@broker_url_option()
+# The parameter is named json so that its variable is VFX_JSON, as for every other option.
+@option("--json", "json", is_flag=True, help="Print one JSON object (for scripts).")
+@version_option("vfx-status")
+def main(*, output_dir: str, model: str | None, broker_url: str | None, json: bool) -> None:
+    """Show how far the runs writing to an output folder are."""
+    try:
+        settings = Settings.from_env(broker_url=broker_url)
+        status = collect_status(Ledger.from_url(settings.broker_url), output_dir, model)
+    except VfxError as e:
+        raise cli_error(e) from e
+    (_echo_json if json else _echo_text)(status)
 
 
 if __name__ == "__main__":

@@ -1,39 +1,52 @@
 """``vfx-worker``: a Celery worker pinned to one GPU, one per GPU under a supervisor, or on the CPU.
 
-    vfx-worker --gpu 0                 # worker "gpu0@<host>", sees only GPU 0
-    vfx-worker --gpus 0,1,2,3          # one such worker per GPU, restarted if one dies
-    vfx-worker --device cpu            # CPU-only machine
-    vfx-worker --gpu 0 --pool threads -c 2   # two videos at once sharing one loaded model
-    vfx-worker --gpu 1 -- --max-tasks-per-child 100   # anything after the options goes to Celery
-
-``celery -A vfx_tasks worker`` works too; this command adds GPU pinning, names and defaults.
+``celery -A vfx_tasks worker`` works too; this command adds GPU pinning, names and defaults. How
+the worker processes are started and supervised is :mod:`vfx_tasks.queue.launch`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
-import subprocess
-import sys
-import time
-from types import FrameType
 
 import click
 
-from vfx_tasks.cli import EXIT_UNAVAILABLE, EXIT_USAGE, POOLS
+from vfx_tasks.cli._help import GroupedCommand
+from vfx_tasks.cli.errors import cli_error
+from vfx_tasks.cli.options import (
+    CONTEXT_SETTINGS,
+    broker_url_option,
+    concurrency_option,
+    device_option,
+    keep_downloads_option,
+    option,
+    pool_option,
+    pretrained_dir_option,
+    version_option,
+)
 from vfx_tasks.errors import VfxError
+from vfx_tasks.queue.launch import (
+    Launch,
+    celery_worker_command,
+    supervise,
+    torch_threads_per_process,
+    worker_environment,
+    worker_name,
+)
 from vfx_tasks.queue.ledger import connect
 from vfx_tasks.settings import Settings
 
-logger = logging.getLogger(__name__)
-
-#: Seconds to wait before restarting a supervised worker that exited on its own.
-RESTART_DELAY_SECONDS = 5.0
+EPILOG = """\b
+Examples:
+  vfx-worker --gpu 0                 # worker "gpu0@<host>", sees only GPU 0
+  vfx-worker --gpus 0,1,2,3          # one worker per GPU, restarted if one dies
+  vfx-worker --device cpu            # CPU-only machine
+  vfx-worker --gpu 0 --pool threads -c 2   # two videos sharing one model
+  vfx-worker --gpu 1 -- --max-tasks-per-child 100   # the rest goes to Celery
+"""
 
 
 def parse_gpus(value: str | None) -> list[int]:
-    """``"0,1,3"`` -> ``[0, 1, 3]``."""
+    """``"0,1,3"`` -> ``[0, 1, 3]``; ``click.BadParameter`` for anything but distinct indices >= 0."""
     if not value:
         return []
     try:
@@ -45,6 +58,10 @@ def parse_gpus(value: str | None) -> list[int]:
     if not gpus or any(gpu < 0 for gpu in gpus) or len(set(gpus)) != len(gpus):
         raise click.BadParameter(f"{value!r}: give distinct GPU indices >= 0, e.g. 0,1,2,3.")
     return gpus
+
+
+def _gpus_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int]:
+    return parse_gpus(value)
 
 
 def check_gpus_visible(gpus: list[int]) -> None:
@@ -64,124 +81,48 @@ def check_gpus_visible(gpus: list[int]) -> None:
         )
 
 
-def celery_worker_command(
-    *, name: str, concurrency: int, loglevel: str, pool: str = "prefork", celery_args: tuple[str, ...] = ()
-) -> list[str]:
-    """The ``celery worker`` command line; ``celery_args`` come last so they override the defaults."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "vfx_tasks",
-        "worker",
-        "--hostname",
-        name,
-        "--concurrency",
-        str(concurrency),
-        "--pool",
-        pool,
-        "--task-events",
-        "--loglevel",
-        loglevel,
-        *celery_args,
-    ]
+def _check_pinning(gpu: int | None, gpus: list[int], device: str | None) -> list[int]:
+    """The GPUs to pin workers to (none: one worker, unpinned), after refusing contradictions."""
+    if gpu is not None and gpus:
+        raise click.UsageError("Give either --gpu or --gpus, not both.")
+    if gpu is not None and gpu < 0:
+        raise click.BadParameter(f"{gpu} is not a GPU index; use 0, 1, ...", param_hint="--gpu")
+    pinned = gpus or ([gpu] if gpu is not None else [])
+    if pinned and device == "cpu":
+        raise click.UsageError("--device cpu contradicts --gpu/--gpus; drop one of them.")
+    if pinned:
+        check_gpus_visible(pinned)
+    return pinned
 
 
-def torch_threads_per_process(settings: Settings, *, pool: str, concurrency: int) -> int:
-    """Torch CPU threads for each pool process, so that a worker's processes share the cores.
-
-    Torch starts one thread per core in every process: ``-c 4`` prefork processes would run four
-    times as many threads as cores and lose time switching between them (on the CPU path the
-    backbone runs on those threads). An explicit ``VFX_TORCH_THREADS`` wins; one process (``-c 1``
-    or the threads pool) keeps torch's default.
-    """
-    if settings.torch_threads or pool != "prefork" or concurrency == 1:
-        return settings.torch_threads
-    return max(1, len(os.sched_getaffinity(0)) // concurrency)
-
-
-def worker_environment(settings: Settings, *, gpu: int | None) -> dict[str, str]:
-    """The environment of one worker: its settings as ``VFX_*`` and its GPU pinning."""
-    environ = dict(os.environ)
-    environ.update(settings.to_environ())
-    if gpu is not None:
-        environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    elif settings.device == "cpu":
-        environ["CUDA_VISIBLE_DEVICES"] = ""
-    return environ
-
-
-def supervise(
-    commands: list[tuple[list[str], dict[str, str]]], *, restart_delay_seconds: float = RESTART_DELAY_SECONDS
-) -> int:
-    """Run one process per command, restart those that exit on their own, forward SIGINT/SIGTERM.
-
-    Returns once every process has exited after a stop signal: 0 if they all exited cleanly, else 1.
-    """
-    processes: list[subprocess.Popen[bytes]] = []
-    restart_at: dict[int, float] = {}
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        # First signal: warm shutdown (finish or give back the task in flight); second: cold.
-        forward = signal.SIGTERM if not stopping else signal.SIGQUIT
-        stopping = True
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(forward)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    # Own sessions: a terminal's Ctrl-C reaches only this supervisor, which forwards it once.
-    processes += [subprocess.Popen(command, env=env, start_new_session=True) for command, env in commands]
-    while not (stopping and all(process.poll() is not None for process in processes)):
-        for index, process in enumerate(processes):
-            if stopping or process.poll() is None:
-                continue
-            if index not in restart_at:
-                logger.warning(
-                    "Worker %d exited with %s; restarting in %.0f s",
-                    index,
-                    process.returncode,
-                    restart_delay_seconds,
-                )
-                restart_at[index] = time.monotonic() + restart_delay_seconds
-            elif time.monotonic() >= restart_at[index]:
-                del restart_at[index]
-                command, env = commands[index]
-                processes[index] = subprocess.Popen(command, env=env, start_new_session=True)
-        time.sleep(0.2)
-    return 0 if all(process.returncode in (0, -signal.SIGTERM) for process in processes) else 1
-
-
-# fmt: off
-@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
-@click.option("--gpu", envvar="VFX_GPU", type=int, help="Pin this worker to one GPU (CUDA_VISIBLE_DEVICES).")
-@click.option("--gpus", envvar="VFX_GPUS", help="Start and supervise one worker per GPU, e.g. 0,1,2,3.")
-@click.option("--device", envvar="VFX_DEVICE", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-              help="cpu for CPU-only machines. Default: cuda with --gpu/--gpus, else auto.")
-@click.option("--broker-url", "--broker_url", envvar="VFX_BROKER_URL", help="Redis URL of the queue.")
-@click.option("--result-backend", "--result_backend", envvar="VFX_RESULT_BACKEND",
-              help="Result backend URL (default: the broker's Redis).")
-@click.option("--pretrained-dir", "--pretrained_dir", envvar="VFX_PRETRAINED_DIR",
-              type=click.Path(file_okay=False), help="Folder with the model checkpoints.")
-@click.option("--concurrency", "-c", envvar="VFX_CONCURRENCY", type=click.IntRange(min=1), default=1,
-              show_default=True, help="Videos processed at once by this worker (see --pool).")
-@click.option("--pool", envvar="VFX_POOL", type=click.Choice(POOLS), default="prefork", show_default=True,
-              help="prefork: one process per video in flight, each with its own model. "
-                   "threads: one process whose videos share one model (less GPU memory).")
-@click.option("--name", "-n", envvar="VFX_WORKER_NAME",
-              help="Worker name; default gpu<N>@<host> or cpu@<host>.")
-@click.option("--loglevel", "-l", envvar="VFX_LOGLEVEL", default="info", show_default=True)
-@click.option("--keep-downloads", "--keep_downloads", "keep_downloads", envvar="VFX_KEEP_DOWNLOADS",  # noqa: E501
-              is_flag=True, default=None, help="Keep videos fetched from the Hub in its cache after use.")
+@click.command(
+    "vfx-worker",
+    cls=GroupedCommand,
+    context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True},
+    epilog=EPILOG,
+)
+@option("--gpu", type=int, help="Pin this worker to one GPU (CUDA_VISIBLE_DEVICES).")
+@option("--gpus", callback=_gpus_callback, help="Start and supervise one worker per GPU, e.g. 0,1,2,3.")
+@device_option(default=None, help="cpu for CPU-only machines. Default: cuda with --gpu/--gpus, else auto.")
+@broker_url_option()
+@option("--result-backend", "--result_backend", help="Result backend URL (default: the broker's Redis).")
+@pretrained_dir_option(help="Folder with the model checkpoints.")
+@concurrency_option(help="Videos processed at once by this worker (see --pool).")
+@pool_option(
+    help="prefork: one process per video in flight, each with its own model. "
+    "threads: one process whose videos share one model (less GPU memory)."
+)
+@option("--name", "-n", help="Worker name; default gpu<N>@<host> or cpu@<host>.")
+@option("--loglevel", "-l", default="info")
+@keep_downloads_option(help="Keep videos fetched from the Hub in its cache after use.")
+@version_option("vfx-worker")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-# fmt: on
+@click.pass_context
 def main(
+    ctx: click.Context,
+    *,
     gpu: int | None,
-    gpus: str | None,
+    gpus: list[int],
     device: str | None,
     broker_url: str | None,
     result_backend: str | None,
@@ -193,17 +134,11 @@ def main(
     keep_downloads: bool | None,
     celery_args: tuple[str, ...],
 ) -> None:
-    """Start Celery worker(s) that extract features from the queued videos."""
-    gpu_list = parse_gpus(gpus)
-    if gpu is not None and gpu_list:
-        raise click.UsageError("Give either --gpu or --gpus, not both.")
-    if gpu is not None and gpu < 0:
-        raise click.BadParameter(f"{gpu} is not a GPU index; use 0, 1, ...", param_hint="--gpu")
-    pinned = gpu is not None or bool(gpu_list)
-    if pinned and device == "cpu":
-        raise click.UsageError("--device cpu contradicts --gpu/--gpus; drop one of them.")
-    if pinned:
-        check_gpus_visible(gpu_list or [gpu])  # type: ignore[list-item]
+    """Start Celery worker(s) that extract features from the queued videos.
+
+    Arguments after the options (after --) go to celery worker.
+    """
+    pinned = _check_pinning(gpu, gpus, device)
     try:
         settings = Settings.from_env(
             device=device or ("cuda" if pinned else None),
@@ -212,27 +147,26 @@ def main(
             pretrained_dir=pretrained_dir,
             keep_downloads=keep_downloads or None,
         )
-        settings = settings.with_overrides(
-            torch_threads=torch_threads_per_process(settings, pool=pool, concurrency=concurrency)
-        )
-        connect(settings.broker_url).close()
+        connect(settings.broker_url).close()  # say now, not at the first task, that Redis is unreachable
     except VfxError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(EXIT_UNAVAILABLE if e.code == "broker_unavailable" else EXIT_USAGE)
+        raise cli_error(e) from e
+    settings = settings.with_overrides(
+        torch_threads=torch_threads_per_process(settings, pool=pool, concurrency=concurrency)
+    )
 
-    def command_for(gpu_index: int | None) -> tuple[list[str], dict[str, str]]:
-        if gpu_list and name:
-            worker_name = f"{name}-gpu{gpu_index}"  # distinct names under one supervisor
-        else:
-            worker_name = name or (f"gpu{gpu_index}@%h" if gpu_index is not None else "cpu@%h")
+    def launch(gpu_index: int | None) -> Launch:
         command = celery_worker_command(
-            name=worker_name, concurrency=concurrency, loglevel=loglevel, pool=pool, celery_args=celery_args
+            name=worker_name(name, gpu=gpu_index, supervised=bool(gpus)),
+            concurrency=concurrency,
+            loglevel=loglevel,
+            pool=pool,
+            celery_args=celery_args,
         )
         return command, worker_environment(settings, gpu=gpu_index)
 
-    if gpu_list:
-        sys.exit(supervise([command_for(index) for index in gpu_list]))
-    command, environ = command_for(gpu)
+    if gpus:
+        ctx.exit(supervise([launch(index) for index in gpus]))
+    command, environ = launch(gpu)
     # Become the Celery worker: signals from the terminal or a supervisor reach it directly.
     os.execvpe(command[0], command, environ)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from vfx_tasks.errors import LocalWorkersDiedError
+from vfx_tasks.queue.launch import worker_environment
 from vfx_tasks.queue.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import remove_temp_files
@@ -119,7 +120,7 @@ class LocalCluster:
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 command,
-                env=_child_environ(self.settings),
+                env=worker_environment(self.settings, gpu=None),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -168,9 +169,3 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _child_environ(settings: Settings) -> dict[str, str]:
-    environ = dict(os.environ)
-    environ.update(settings.to_environ())
-    return environ

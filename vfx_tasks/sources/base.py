@@ -37,10 +37,22 @@ class VideoItem:
 
 
 class VideoSource(Protocol):
-    """Anything that lists videos."""
+    """Anything that lists videos.
+
+    ``rejected`` and ``listed_with`` are filled in while :meth:`iter_videos` runs.
+    """
+
+    #: ``(path, reason)`` of the files left out because their names are unsafe as output paths.
+    rejected: list[tuple[str, str]]
+    #: How the videos were listed, where a source has several ways (the Hub); ``None`` otherwise.
+    listed_with: str | None
 
     def iter_videos(self) -> Iterator[VideoItem]:
         """Yield the videos in a stable order."""
+        ...
+
+    def resolve_commit(self) -> str | None:
+        """The version of the source the listing is pinned to (a Hub commit); ``None`` if it has none."""
         ...
 
 
@@ -51,9 +63,16 @@ class LocalFolderSource:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise ConfigurationError(f"Input folder {str(root)!r} does not exist or is not a folder.")
+        # Every file name under a folder is a safe output path, and there is one way to list them.
+        self.rejected: list[tuple[str, str]] = []
+        self.listed_with: str | None = None
 
     def __repr__(self) -> str:
         return f"LocalFolderSource({str(self.root)!r})"
+
+    def resolve_commit(self) -> None:
+        """A folder has no versions."""
+        return None
 
     def iter_videos(self) -> Iterator[VideoItem]:
         seen: dict[str, Path] = {}

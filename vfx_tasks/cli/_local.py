@@ -1,0 +1,72 @@
+"""``vfx-enqueue --local``: a private Redis and workers for one run, started and stopped around it."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import click
+
+from vfx_tasks.cli import EXIT_OK
+from vfx_tasks.cli._plan_and_wait import EnqueueRequest, enqueue_and_maybe_wait
+from vfx_tasks.models import get_model_spec
+from vfx_tasks.queue.cluster import LocalCluster
+from vfx_tasks.queue.redis_server import RedisServer
+from vfx_tasks.settings import Settings
+
+
+def run_locally(settings: Settings, request: EnqueueRequest, *, concurrency: int, pool: str) -> int:
+    """Run ``request`` on this machine; the exit code. Nothing is left running afterwards."""
+    if request.dry_run:
+        # Nothing will run, so no workers; a fresh local Redis has no ledger, only files count.
+        with RedisServer() as server:
+            return enqueue_and_maybe_wait(settings.with_overrides(broker_url=server.url), request, wait=False)
+    # The local workers read the weights from this machine: say now, not once per video, if
+    # they are missing (the import is here because it loads torch).
+    from vfx_tasks.models.checkpoint import checkpoint_path
+
+    checkpoint_path(get_model_spec(request.run.model), settings.pretrained_dir)
+    with _sigterm_as_ctrl_c():
+        return _run_on_local_cluster(settings, request, concurrency=concurrency, pool=pool)
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt``: a ``kill`` cleans up like Ctrl-C."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_on_local_cluster(settings: Settings, request: EnqueueRequest, *, concurrency: int, pool: str) -> int:
+    """Redis first, to plan the run; workers (seconds, and a model load each) only if it has work."""
+    cluster = LocalCluster(settings, output_dir=request.run.output_dir, concurrency=concurrency, pool=pool)
+
+    def start_workers() -> None:
+        click.echo(f"Starting local workers (logs in {cluster.log_dir})...", err=True)
+        cluster.start_workers()
+
+    try:
+        cluster.start_redis()
+        url = cluster.broker_url
+        code = enqueue_and_maybe_wait(
+            settings.with_overrides(broker_url=url, result_backend=url),
+            request,
+            wait=True,
+            check=cluster.check,
+            before_enqueue=start_workers,
+        )
+    finally:
+        cluster.stop()
+    if code == EXIT_OK:
+        shutil.rmtree(cluster.log_dir, ignore_errors=True)  # kept only when something failed
+    return code
