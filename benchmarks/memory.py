@@ -66,11 +66,11 @@ def peak_rss_mib() -> float:
 
 def measure_child(video: Path, *, mode: str, pretrained_dir: Path, batch_size: int) -> dict[str, float]:
     """In this (fresh) process: extract ``video``'s features and return the peak RSS."""
-    import vfx_tasks.extract.pipeline as pipeline
+    import vfx_tasks.extract.clips as clips
     from vfx_tasks import FeatureExtractor
 
     if mode == "whole":
-        pipeline.DECODE_CHUNK_BYTES = 1 << 62
+        clips.DECODE_CHUNK_BYTES = 1 << 62
     extractor = FeatureExtractor("i3d", pretrained_dir=pretrained_dir, device="cpu")
     after_load_mib = peak_rss_mib()
     result = extractor.extract(video, crop_type="center", batch_size=batch_size)

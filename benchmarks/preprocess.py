@@ -3,7 +3,7 @@
 Measures clips per second from opening a video to the backbone's normalised input
 ``(B, n_crops, 3, T, 224, 224)`` float32, with no backbone, for each sample video and crop type:
 
-* **ours**: :func:`vfx_tasks.extract.pipeline.preprocess_clips`, the function that
+* **ours**: :func:`vfx_tasks.extract.clips.preprocess_clips`, the function that
   :meth:`FeatureExtractor.extract` calls per batch (decode each distinct frame once, uint8
   antialiased resize once per frame, crop, normalise, gather clips).
 * **naive**: written here, the textbook way: decode every clip's frames with its own
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vfx_tasks.extract.clips import preprocess_clips
 from vfx_tasks.extract.crops import CROP_TYPES, CropType, num_crops
-from vfx_tasks.extract.pipeline import preprocess_clips
 from vfx_tasks.extract.sampling import batch_slices, sample_clip_indices
 from vfx_tasks.extract.video import VideoReader
 from vfx_tasks.models import DEFAULT_MODEL, ModelSpec, get_model_spec, model_names

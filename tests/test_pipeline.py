@@ -12,7 +12,7 @@ import torch
 from tests.conftest import I3D, write_test_video
 from vfx_tasks import FeatureExtractor, extract_features
 from vfx_tasks.errors import ConfigurationError, UnknownModelError, VideoError
-from vfx_tasks.extract.pipeline import decode_clips
+from vfx_tasks.extract.clips import decode_clips
 from vfx_tasks.extract.sampling import sample_clip_indices
 from vfx_tasks.extract.video import VideoReader
 

@@ -1,0 +1,108 @@
+"""A batch of clips on its way to the backbone: decode each distinct frame once, in bounded
+chunks resized as they come, then crop, normalise and lay out on the model's device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vfx_tasks.extract.crops import CropType
+from vfx_tasks.extract.transforms import frames_to_model_input, resize_short_side
+from vfx_tasks.extract.video import VideoReader
+from vfx_tasks.models import ModelSpec
+
+#: At most this many bytes of full-size frames are decoded at once. Each chunk is resized to the
+#: model's short side before the next one is decoded, so a batch of a 4K or 8K video needs about
+#: as much memory as one of a 360p video (a 16-clip batch of 4K frames is 12 GiB at full size).
+DECODE_CHUNK_BYTES = 128 * 1024 * 1024
+_CPU = torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class DecodedClips:
+    """The distinct frames a batch of clips needs, resized, and where each clip finds its frames."""
+
+    frames_nhwc: torch.Tensor
+    """``(N, H, W, 3)`` uint8 RGB frames with the model's short side, on the model's device."""
+    positions_bt: np.ndarray
+    """``(B, T)`` indices into ``frames_nhwc``."""
+
+    def split(self, num_clips: int) -> tuple[DecodedClips, DecodedClips]:
+        """The first ``num_clips`` clips and the rest (sharing the frames)."""
+        return (
+            DecodedClips(self.frames_nhwc, self.positions_bt[:num_clips]),
+            DecodedClips(self.frames_nhwc, self.positions_bt[num_clips:]),
+        )
+
+
+def decode_clips(
+    video: VideoReader,
+    clips_bt: np.ndarray,
+    *,
+    short_side: int,
+    device: torch.device = _CPU,
+    chunk_bytes: int | None = None,
+) -> DecodedClips:
+    """Decode each distinct frame of a batch of clips once, in frame order, and resize it.
+
+    Frames are decoded in chunks of at most ``chunk_bytes`` and each chunk is moved to ``device``
+    and resized there (:func:`resize_short_side`, the operation the transform would apply), so
+    the features are the same as when a whole batch is resized at once.
+
+    Args:
+        clips_bt: ``(B, T)`` frame numbers of each clip, as :func:`sample_clip_indices` gives.
+        short_side: the model's resize target (``spec.resize_short_side``).
+        device: where the frames are resized and kept (pinned host memory on the way to a GPU).
+        chunk_bytes: at most this many bytes of full-size frames at once (default
+            :data:`DECODE_CHUNK_BYTES`).
+    """
+    unique_frames, positions = np.unique(clips_bt, return_inverse=True)
+    frame_bytes = max(1, video.info.height * video.info.width * 3)
+    frames_per_chunk = max(1, (chunk_bytes or DECODE_CHUNK_BYTES) // frame_bytes)
+    resized: list[torch.Tensor] = []
+    for start in range(0, len(unique_frames), frames_per_chunk):
+        chunk = torch.from_numpy(video.read_frames(unique_frames[start : start + frames_per_chunk]))
+        if device.type == "cuda":
+            chunk = chunk.pin_memory().to(device, non_blocking=True)
+        # A channels-last NCHW view: the fast uint8 path of the resize.
+        resized.append(resize_short_side(chunk.permute(0, 3, 1, 2), short_side).permute(0, 2, 3, 1))
+        del chunk
+    frames = resized[0] if len(resized) == 1 else torch.cat(resized)
+    return DecodedClips(frames, positions.reshape(clips_bt.shape))
+
+
+def transform_clips(
+    decoded: DecodedClips, *, spec: ModelSpec, crop_type: CropType, device: torch.device
+) -> torch.Tensor:
+    """Turn decoded frames into the backbone's input on ``device`` (where they already are when
+    :func:`decode_clips` was given the same device).
+
+    Returns:
+        ``(B, n_crops, 3, T, crop_size, crop_size)`` float32 on ``device``.
+    """
+    frames = decoded.frames_nhwc.to(device, non_blocking=True)
+    return frames_to_model_input(
+        frames,
+        decoded.positions_bt,
+        short_side=spec.resize_short_side,
+        crop_size=spec.crop_size,
+        crop_type=crop_type,
+        mean_rgb=spec.mean_rgb,
+        std_rgb=spec.std_rgb,
+    )
+
+
+def preprocess_clips(
+    video: VideoReader,
+    clips_bt: np.ndarray,
+    *,
+    spec: ModelSpec,
+    crop_type: CropType,
+    device: torch.device,
+) -> torch.Tensor:
+    """Decode and transform one batch of clips: :func:`decode_clips` then :func:`transform_clips`."""
+    decoded = decode_clips(video, clips_bt, short_side=spec.resize_short_side, device=device)
+    return transform_clips(decoded, spec=spec, crop_type=crop_type, device=device)
