@@ -16,8 +16,10 @@ from vfx_tasks.queue.ledger import Ledger
 _POLL_CHUNK = 5000
 #: Off a terminal (a log file, CI), a progress line at most this often, and once at the end.
 _LOG_EVERY_SECONDS = 10
-#: tqdm counts finished videos (done or failed); the postfix splits them and gives the clip rate.
-_BAR_FORMAT = "[{bar:30}] {n_fmt}/{total_fmt} finished{postfix} | ETA {remaining}"
+#: tqdm counts finished videos (done or failed); the fields after the bar are ours (see _VideoBar).
+_BAR_FORMAT = (
+    "[{bar:30}] {done}/{total_fmt} done, {failed} failed | {clips_per_second:.2f} clips/s | ETA {remaining}"
+)
 
 
 @dataclass
@@ -43,21 +45,36 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _stats(outcome: WaitOutcome, elapsed_seconds: float) -> str:
+def _stats(outcome: WaitOutcome, elapsed_seconds: float) -> dict[str, Any]:
     rate = outcome.clips / elapsed_seconds if elapsed_seconds > 0 else 0.0
-    return f"{len(outcome.done)} done, {len(outcome.failed)} failed, {rate:.2f} clips/s"
+    return {"done": len(outcome.done), "failed": len(outcome.failed), "clips_per_second": rate}
 
 
 def progress_line(outcome: WaitOutcome, elapsed_seconds: float) -> str:
-    """``[###.....] 13/100 finished, 12 done, 1 failed, 3.20 clips/s | ETA 05:10``, for a log."""
+    """``[###.....] 12/100 done, 1 failed | 3.20 clips/s | ETA 05:10``: one line, for a log."""
     return tqdm.format_meter(
         outcome.finished,
         outcome.total,
         elapsed_seconds,
         ascii=".#",
         bar_format=_BAR_FORMAT,
-        postfix=_stats(outcome, elapsed_seconds),
+        **_stats(outcome, elapsed_seconds),
     )
+
+
+class _VideoBar(tqdm):  # type: ignore[type-arg]
+    """A bar over finished videos that also shows the done / failed split and the clip rate.
+
+    Extra fields for ``bar_format`` come through ``format_dict``, as tqdm's documentation shows.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.stats: dict[str, Any] = {"done": 0, "failed": 0, "clips_per_second": 0.0}
+        super().__init__(*args, **kwargs)
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        return {**super().format_dict, **self.stats}
 
 
 class _Progress:
@@ -66,7 +83,7 @@ class _Progress:
     def __init__(self, total: int, stream: TextIO) -> None:
         self.stream = stream
         # smoothing=0: the ETA extrapolates the average rate, as videos take very different times.
-        self.bar = tqdm(
+        self.bar = _VideoBar(
             total=total, file=stream, bar_format=_BAR_FORMAT, smoothing=0, disable=not stream.isatty()
         )
         self.started = time.monotonic()
@@ -75,8 +92,9 @@ class _Progress:
     def show(self, outcome: WaitOutcome, *, final: bool) -> None:
         elapsed = time.monotonic() - self.started
         if not self.bar.disable:
+            self.bar.stats = _stats(outcome, elapsed)
             self.bar.update(outcome.finished - self.bar.n)
-            self.bar.set_postfix_str(_stats(outcome, elapsed))  # also redraws the bar
+            self.bar.refresh()  # the stats may change while no video finishes
             return
         line = progress_line(outcome, elapsed)
         if line != self.last_line and (final or time.monotonic() - self.last_print > _LOG_EVERY_SECONDS):
