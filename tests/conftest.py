@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,6 +90,15 @@ def write_test_video(
 REPO_DIR = TESTS_DIR.parent
 #: Bound on every wait for a subprocess or a video, so that a bug fails a test instead of hanging it.
 PROCESS_TIMEOUT_SECONDS = 120
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = PROCESS_TIMEOUT_SECONDS) -> None:
+    """Poll ``condition`` until it holds; fail the test, naming ``what``, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
 
 
 @pytest.fixture

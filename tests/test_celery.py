@@ -36,3 +36,16 @@ def test_configuration_follows_settings() -> None:
 def test_producer_app_neither_subscribes_to_results_nor_sends_events() -> None:
     conf = create_app(Settings.from_env({}), producer_only=True).conf
     assert conf.result_backend is None and not conf.task_send_sent_event
+
+
+def test_transient_errors_are_retried_through_celerys_task_options() -> None:
+    import vfx_tasks.queue.app
+    from vfx_tasks.errors import TransientError
+    from vfx_tasks.queue.tasks import RETRY_BASE_SECONDS  # registers the task
+
+    settings = vfx_tasks.queue.app.settings
+    task = find_app("vfx_tasks").tasks[EXTRACT_VIDEO_TASK]
+    assert task.autoretry_for == (TransientError,)
+    assert task.retry_backoff == RETRY_BASE_SECONDS
+    assert task.retry_backoff_max == settings.retry_backoff_max_seconds
+    assert task.retry_jitter and task.max_retries == settings.max_retries

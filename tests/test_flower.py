@@ -11,10 +11,9 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess
+from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, wait_until
 from vfx_tasks.cli import enqueue
 from vfx_tasks.queue.redis_server import RedisServer
 
@@ -49,14 +48,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = PROCESS_TIMEOUT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def http_get(url: str, *, auth: tuple[str, str] | None = (FLOWER_USER, FLOWER_PASSWORD)) -> tuple[int, bytes]:

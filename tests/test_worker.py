@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, run_spec
+from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, run_spec, wait_until
 from vfx_tasks.cli import enqueue, status
 from vfx_tasks.extract.pipeline import FeatureExtractor
 from vfx_tasks.queue.app import create_app
@@ -33,14 +33,6 @@ pytestmark = pytest.mark.slow
 
 def npy_files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.npy"))
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = PROCESS_TIMEOUT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def start_enqueue_wait(env: dict[str, str], *args: str) -> subprocess.Popen[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -21,6 +20,7 @@ from celery import Celery
 from vfx_tasks.errors import BrokerUnavailableError
 from vfx_tasks.extract.crops import num_crops
 from vfx_tasks.models import get_model_spec
+from vfx_tasks.queue._kombu import publish_batch
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK
 from vfx_tasks.queue.ledger import Ledger, RunSpec
 from vfx_tasks.sources.base import VideoItem, normalize_relative_id
@@ -151,8 +151,7 @@ def enqueue_videos(
                 item.relative_id for item, got in zip(chunk, claimed, strict=True) if not got
             ]
             try:
-                # kombu >= 5.7 buffers the publishes of a batch in one Redis pipeline.
-                with producer.batch(max_size=CLAIM_CHUNK) if hasattr(producer, "batch") else nullcontext():
+                with publish_batch(producer, max_size=CLAIM_CHUNK):
                     for item in to_send:
                         # Celery's message API under ``send_task``, minus its per-call routing work;
                         # the reprs are given because Celery's safe repr costs more than the send.

@@ -13,14 +13,12 @@ ledger still shows as running under this worker's name was lost with its previou
 goes back to the head of the queue at once. Tasks of other, live workers are left alone, and
 nothing is taken back while another live worker answers to the same name.
 
-This reads kombu's Redis transport bookkeeping (the ``unacked`` hash of
-``[message, exchange, routing_key]`` by delivery tag) and restores through kombu's own
-``QoS.restore_by_tag``, so the queue and its indices stay consistent.
+The unacknowledged tasks are read from, and put back through, kombu's Redis transport
+bookkeeping: see :mod:`vfx_tasks.queue._kombu`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from typing import Any
 
 from celery import Celery
 
+from vfx_tasks.queue._kombu import iter_unacked, restore_unacked
 from vfx_tasks.queue.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -45,14 +44,11 @@ class OrphanedTask:
     relative_id: str
 
 
-def task_kwargs(message: dict[str, Any]) -> dict[str, Any] | None:
-    """The keyword arguments of a Celery (protocol 2) message as kombu stores it, or ``None``."""
+def task_kwargs(body: bytes) -> dict[str, Any] | None:
+    """The keyword arguments of a Celery (protocol 2) task message body, or ``None``."""
     try:
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
         _args, kwargs, _embed = json.loads(body)
-    except (KeyError, TypeError, ValueError):
+    except (TypeError, ValueError):
         return None
     return kwargs if isinstance(kwargs, dict) else None
 
@@ -61,22 +57,15 @@ def find_orphaned_tasks(app: Celery, ledger: Ledger, worker_name: str) -> list[O
     """Unacknowledged tasks whose videos the ledger shows as running under ``worker_name``."""
     running: dict[str, dict[str, str]] = {}
     orphans = []
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        for tag, raw in channel.client.hscan_iter(channel.unacked_key):
-            try:
-                message = json.loads(raw)[0]
-            except (TypeError, ValueError, IndexError):
-                continue
-            kwargs = task_kwargs(message)
-            if not kwargs or "run_id" not in kwargs or "relative_id" not in kwargs:
-                continue  # not one of ours
-            run_id, relative_id = str(kwargs["run_id"]), str(kwargs["relative_id"])
-            if run_id not in running:
-                running[run_id] = ledger.entries(run_id, "running")
-            if running[run_id].get(relative_id) == worker_name:
-                tag = tag.decode() if isinstance(tag, bytes) else str(tag)
-                orphans.append(OrphanedTask(tag, run_id, relative_id))
+    for message in iter_unacked(app):
+        kwargs = task_kwargs(message.body)
+        if not kwargs or "run_id" not in kwargs or "relative_id" not in kwargs:
+            continue  # not one of ours
+        run_id, relative_id = str(kwargs["run_id"]), str(kwargs["relative_id"])
+        if run_id not in running:
+            running[run_id] = ledger.entries(run_id, "running")
+        if running[run_id].get(relative_id) == worker_name:
+            orphans.append(OrphanedTask(message.delivery_tag, run_id, relative_id))
     return orphans
 
 
@@ -98,10 +87,7 @@ def requeue_orphaned_tasks(app: Celery, ledger: Ledger, worker_name: str) -> lis
             len(orphans),
         )
         return []
-    with app.connection_for_write() as connection:
-        qos = connection.default_channel.qos
-        for orphan in orphans:
-            qos.restore_by_tag(orphan.delivery_tag)
+    restore_unacked(app, [orphan.delivery_tag for orphan in orphans])
     logger.warning(
         "Requeued %d video(s) that an earlier run of %s left unfinished when it died: %s",
         len(orphans),

@@ -85,7 +85,8 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
-        self._log = open(Path(self._workdir.name, "redis.log"), "wb")  # noqa: SIM115 (closed in stop)
+        # Outlives this method: the server writes to it until stop() closes it.
+        self._log = open(Path(self._workdir.name, "redis.log"), "wb")
         # Own session: a Ctrl-C in the terminal reaches the owner, which stops this server last.
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True

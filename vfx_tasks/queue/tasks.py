@@ -1,14 +1,14 @@
 """The one Celery task, ``vfx.extract_video``: a thin shell over :func:`vfx_tasks.queue.worker.process_video`.
 
-Failure policy: a :class:`~vfx_tasks.errors.PermanentError` (or any unexpected error) fails the
-task at once; a :class:`~vfx_tasks.errors.TransientError` is retried with exponential backoff up
-to ``max_retries`` times. Final failures are recorded in the ledger with their reason.
+Failure policy, through Celery's own task options: a :class:`~vfx_tasks.errors.TransientError` is
+retried with exponential backoff (``autoretry_for``, ``retry_backoff``) up to ``max_retries``
+times; a :class:`~vfx_tasks.errors.PermanentError` (or any unexpected error) fails the task at
+once. Retries and final failures are recorded in the ledger from the task class's hooks.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from celery import Task
@@ -30,14 +30,37 @@ def failure_reason(exc: BaseException) -> dict[str, str]:
     return {"code": "unexpected_error", "message": f"{type(exc).__name__}: {exc}"}
 
 
+def _job(task_id: str, kwargs: Any) -> VideoJob | None:
+    try:
+        return VideoJob(**kwargs)
+    except TypeError:
+        logger.error("Task %s has malformed arguments %r; nothing to record", task_id, kwargs)
+        return None
+
+
 class ExtractVideoTask(Task):
-    """Records final failures in the ledger; Celery stores them in the result backend."""
+    """Records retries and final failures in the ledger; Celery stores failures in the result backend."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        job = _job(task_id, kwargs)
+        if job is None:
+            return
+        # Celery calls this once the retry message is sent: with a zero delay (full jitter draws
+        # one now and then) another worker may already have started the video, whose running
+        # entry and attempt count this then drops. It shows as queued until it ends, and a crash
+        # meanwhile is left to the visibility timeout: degraded bookkeeping, no lost video.
+        try:
+            record_retry(job, settings=settings)
+        except VfxError:
+            logger.warning("Could not record the retry of %s in the ledger", job.relative_id)
+        ceiling = min(settings.retry_backoff_max_seconds, RETRY_BASE_SECONDS * 2**self.request.retries)
+        logger.warning(
+            "%s: %s; retry %d in at most %d s", job.relative_id, exc, self.request.retries + 1, ceiling
+        )
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        try:
-            job = VideoJob(**kwargs)
-        except TypeError:
-            logger.error("Task %s has malformed arguments %r; nothing to record", task_id, kwargs)
+        job = _job(task_id, kwargs)
+        if job is None:
             return
         try:
             record_failure(job, failure_reason(exc), settings=settings)
@@ -45,7 +68,19 @@ class ExtractVideoTask(Task):
             logger.exception("Could not record the failure of task %s in the ledger", task_id)
 
 
-@app.task(bind=True, name=EXTRACT_VIDEO_TASK, base=ExtractVideoTask)
+@app.task(
+    bind=True,
+    name=EXTRACT_VIDEO_TASK,
+    base=ExtractVideoTask,
+    autoretry_for=(TransientError,),
+    # Delays of 5, 10, 20... s, capped. Celery's jitter is "full jitter" (uniform in [0, delay]),
+    # wider than the [0.5, 1] x delay this task drew before: workers that failed together still
+    # retry apart, which is all the jitter is for.
+    retry_backoff=RETRY_BASE_SECONDS,
+    retry_backoff_max=settings.retry_backoff_max_seconds,
+    retry_jitter=True,
+    max_retries=settings.max_retries,
+)
 def extract_video(
     self: ExtractVideoTask,
     *,
@@ -75,16 +110,4 @@ def extract_video(
         precision=precision,
         labels=labels,
     )
-    try:
-        return process_video(job, settings=settings, worker_name=self.request.hostname or "unknown")
-    except TransientError as e:
-        if self.request.retries >= settings.max_retries:
-            raise
-        try:
-            record_retry(job, settings=settings)
-        except VfxError:
-            logger.warning("Could not record the retry of %s in the ledger", relative_id)
-        delay = min(settings.retry_backoff_max_seconds, RETRY_BASE_SECONDS * 2**self.request.retries)
-        delay = delay * random.uniform(0.5, 1.0)  # jitter: workers that failed together retry apart
-        logger.warning("%s: %s; retry %d in %.0f s", relative_id, e, self.request.retries + 1, delay)
-        raise self.retry(exc=e, countdown=delay, max_retries=settings.max_retries) from e
+    return process_video(job, settings=settings, worker_name=self.request.hostname or "unknown")

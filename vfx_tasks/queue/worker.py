@@ -161,6 +161,7 @@ def _take_back_orphaned_tasks(sender: str, **_: Any) -> None:
 
     try:
         requeue_orphaned_tasks(app, Ledger.from_url(settings.broker_url), sender)
-    except Exception as e:  # noqa: BLE001 - best effort: the visibility timeout still brings them back
-        # Never keep a worker from starting over this.
+    except Exception as e:
+        # Never keep a worker from starting over this: it is best effort, and the visibility
+        # timeout still brings the videos back.
         logger.warning("Could not look for videos an earlier run of %s left unfinished: %s", sender, e)

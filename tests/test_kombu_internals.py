@@ -1,0 +1,94 @@
+"""Pins the kombu behaviour :mod:`vfx_tasks.queue._kombu` relies on, against a real Redis.
+
+When a kombu upgrade changes the Redis transport's ``unacked`` hash, how a message is restored,
+or publish batches, these tests fail before crash recovery or enqueueing silently stop working.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from contextlib import nullcontext
+
+import pytest
+import redis
+from celery import Celery
+from kombu import Connection
+
+from vfx_tasks.queue._kombu import iter_unacked, publish_batch, restore_unacked
+from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
+from vfx_tasks.queue.recovery import task_kwargs
+from vfx_tasks.settings import Settings
+
+#: A queue no worker consumes: messages stay where the test puts them.
+QUEUE = "kombu-pinned"
+
+
+def held_app(redis_url: str) -> Celery:
+    return create_app(Settings.from_env({}, broker_url=redis_url, queue_name=QUEUE))
+
+
+def take_without_ack(connection: Connection) -> dict[str, object]:
+    """The kwargs of the next task on the queue, taken as a worker does, and left unacknowledged."""
+    deadline = time.monotonic() + 10
+    while (message := connection.default_channel.basic_get(QUEUE, no_ack=False)) is None:
+        assert time.monotonic() < deadline, "no task reached the queue"
+        time.sleep(0.05)
+    return message.decode()[1]
+
+
+def test_unacked_messages_are_kept_in_the_hash_the_module_reads(redis_url: str) -> None:
+    app, client = held_app(redis_url), redis.Redis.from_url(redis_url)
+    # Given a task sent by Celery and taken by a consumer that does not acknowledge it,
+    app.send_task(EXTRACT_VIDEO_TASK, kwargs={"run_id": "r", "relative_id": "a/v"})
+    with app.connection_for_read() as connection:
+        assert take_without_ack(connection) == {"run_id": "r", "relative_id": "a/v"}
+        # then kombu keeps it in the "unacked" hash: tag -> JSON [message, exchange, routing_key],
+        (tag,) = client.hkeys("unacked")
+        message, exchange, routing_key = json.loads(client.hget("unacked", tag))
+        assert (exchange, routing_key) == ("", QUEUE)
+        # the message's body base64-encoded Celery protocol 2 JSON: [args, kwargs, embed],
+        assert message["properties"]["body_encoding"] == "base64"
+        args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        assert (args, kwargs) == ([], {"run_id": "r", "relative_id": "a/v"})
+        assert client.zrank("unacked_index", tag) is not None
+        # and the module reads exactly that.
+        (unacked,) = iter_unacked(app)
+        assert unacked.delivery_tag == tag.decode()
+        assert task_kwargs(unacked.body) == {"run_id": "r", "relative_id": "a/v"}
+
+
+def test_restoring_puts_the_message_back_at_the_head_of_its_queue(redis_url: str) -> None:
+    app, client = held_app(redis_url), redis.Redis.from_url(redis_url)
+    # Given two queued tasks, the first taken and not acknowledged by a consumer that died,
+    for relative_id in ("first", "second"):
+        app.send_task(EXTRACT_VIDEO_TASK, kwargs={"relative_id": relative_id})
+    with app.connection_for_read() as dead:
+        assert take_without_ack(dead)["relative_id"] == "first"
+        # when it is restored by its tag,
+        (unacked,) = iter_unacked(app)
+        restore_unacked(app, [unacked.delivery_tag])
+        # then it leaves the unacked bookkeeping and is the next task any consumer gets.
+        assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+        assert list(iter_unacked(app)) == []
+        with app.connection_for_read() as alive:
+            assert take_without_ack(alive)["relative_id"] == "first"
+            assert take_without_ack(alive)["relative_id"] == "second"
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_publish_batch_is_written_at_its_end_or_not_at_all(redis_url: str, fails: bool) -> None:
+    app, client = held_app(redis_url), redis.Redis.from_url(redis_url)
+    with app.producer_or_acquire() as producer:
+        with pytest.raises(RuntimeError) if fails else nullcontext():
+            with publish_batch(producer, max_size=100):
+                for n in range(3):
+                    producer.publish({"n": n}, routing_key=QUEUE, exchange="")
+                # Inside the block nothing has reached Redis: it goes in one round trip at the end,
+                assert client.llen(QUEUE) == 0
+                if fails:
+                    raise RuntimeError("the producer gave up")
+    # unless the block raised: then nothing is sent.
+    assert client.llen(QUEUE) == (0 if fails else 3)
+

@@ -1,0 +1,73 @@
+"""The kombu internals the queue leans on, in one place: the Redis transport's ``unacked`` hash,
+and publish batches.
+
+Written against kombu 5.7 (pyproject asks for ``kombu>=5.7``, the first with ``Producer.batch``).
+What it relies on, and ``tests/test_kombu_internals.py`` pins so that a kombu upgrade that
+changes any of it fails there first:
+
+* The Redis transport keeps every delivered, unacknowledged message in the hash named by
+  ``Channel.unacked_key`` (``"unacked"`` unless the ``unacked_key`` transport option says
+  otherwise): delivery tag -> JSON ``[message, exchange, routing_key]``, where ``message`` is the
+  payload kombu put on the queue, its body base64-encoded (``properties.body_encoding``).
+  Reading it is the only way to see which tasks a dead worker held; kombu has no public API for it.
+* ``QoS.restore_by_tag`` moves one such message back to the end of its queue that consumers pop
+  next, and drops it from the hash and its index in the same transaction.
+* ``Producer.batch`` (new in kombu 5.7, public) buffers publishes into Redis pipelines of
+  ``max_size`` messages: flushed when the block ends, discarded when it raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from kombu import Producer
+
+
+@dataclass(frozen=True)
+class UnackedMessage:
+    """One delivered, unacknowledged message, as the Redis transport keeps it."""
+
+    delivery_tag: str
+    #: The body as the producer serialised it (for a Celery task: JSON ``[args, kwargs, embed]``).
+    body: bytes
+
+
+def _decode(tag: bytes | str, raw: bytes | str) -> UnackedMessage | None:
+    try:
+        message: dict[str, Any] = json.loads(raw)[0]
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None  # not a kombu message: nothing of ours
+    tag = tag.decode() if isinstance(tag, bytes) else str(tag)
+    return UnackedMessage(tag, body.encode() if isinstance(body, str) else bytes(body))
+
+
+def iter_unacked(app: Celery) -> Iterator[UnackedMessage]:
+    """Every message of ``app``'s broker delivered to some consumer and not yet acknowledged."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for tag, raw in channel.client.hscan_iter(channel.unacked_key):
+            message = _decode(tag, raw)
+            if message is not None:
+                yield message
+
+
+def restore_unacked(app: Celery, delivery_tags: Iterable[str]) -> None:
+    """Put these unacknowledged messages back where consumers take the next one from."""
+    with app.connection_for_write() as connection:
+        qos = connection.default_channel.qos
+        for tag in delivery_tags:
+            qos.restore_by_tag(tag)
+
+
+def publish_batch(producer: Producer, *, max_size: int) -> AbstractContextManager[Any]:
+    """Buffer the publishes made through ``producer`` in the block, ``max_size`` per Redis round trip."""
+    return producer.batch(max_size=max_size)
