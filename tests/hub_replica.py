@@ -370,3 +370,20 @@ def build_xd_parquet_export(root: Path, *, original_endpoint: str = "https://hug
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist([row(p) for p in selected]), folder / "0000.parquet")
     return root
+
+
+def cached_videos(cache: Path) -> list[Path]:
+    """Video bytes held in a Hub cache (blobs; snapshot entries are links to them)."""
+    return [p for p in cache.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 100_000]
+
+
+def hub_env(hub: HubReplica, tmp_path: Path, base: dict[str, str]) -> dict[str, str]:
+    """Environment pointing huggingface_hub at the replica (read when a process imports it)."""
+    return {
+        **base,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_CACHE": str(tmp_path / "hf-home" / "hub"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }

@@ -2,7 +2,7 @@
 and publish batches.
 
 Written against kombu 5.7 (pyproject asks for ``kombu>=5.7``, the first with ``Producer.batch``).
-What it relies on, and ``tests/test_kombu_internals.py`` pins so that a kombu upgrade that
+What it relies on, and ``tests/queue/test_kombu_internals.py`` pins so that a kombu upgrade that
 changes any of it fails there first:
 
 * The Redis transport keeps every delivered, unacknowledged message in the hash named by

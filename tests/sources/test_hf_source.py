@@ -24,6 +24,8 @@ from tests.hub_replica import (
     HubReplica,
     build_xd_parquet_export,
     build_xd_violence,
+    cached_videos,
+    hub_env,
     xd_relative_id,
 )
 from vfx_tasks.errors import ConfigurationError, HubUnavailableError, UnsafePathError, VideoDownloadError
@@ -217,11 +219,6 @@ def test_hf_token_is_sent(
 # -- fetching -----------------------------------------------------------------------------------
 
 
-def cached_videos(cache: Path) -> list[Path]:
-    """Video bytes held in a Hub cache (blobs; snapshot entries are links to them)."""
-    return [p for p in cache.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size > 100_000]
-
-
 def test_fetched_videos_are_removed_after_use_unless_kept(
     xd_hub: tuple[HubReplica, str],
     tmp_path: Path,
@@ -304,18 +301,6 @@ def test_network_errors_are_transient() -> None:
 
 
 # -- the command --------------------------------------------------------------------------------
-
-
-def hub_env(hub: HubReplica, tmp_path: Path, base: dict[str, str]) -> dict[str, str]:
-    """Environment pointing huggingface_hub at the replica (read when a process imports it)."""
-    return {
-        **base,
-        "HF_ENDPOINT": hub.url,
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HF_HUB_CACHE": str(tmp_path / "hf-home" / "hub"),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    }
 
 
 def test_enqueue_dry_run_lists_the_split(

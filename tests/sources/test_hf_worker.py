@@ -24,9 +24,10 @@ from tests.hub_replica import (
     XD_VIDEOS,
     HubReplica,
     build_xd_violence,
+    cached_videos,
+    hub_env,
     xd_relative_id,
 )
-from tests.test_hf_source import cached_videos, hub_env
 
 pytestmark = pytest.mark.slow
 
