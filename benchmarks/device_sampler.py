@@ -42,7 +42,7 @@ class DeviceSampler:
             if visible_index is not None:
                 physical = [physical[visible_index]]
             self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in physical]
-        except Exception:  # noqa: BLE001 - no pynvml, no GPU, or GPU UUIDs: no figures
+        except Exception:  # no pynvml, no GPU, or GPU UUIDs: no figures
             self._handles = []
 
     def _run(self) -> None:

@@ -189,7 +189,7 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path, name: str) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self._log = open(log_path, "wb")  # closed in stop()
         command = [
             sys.executable,
             "-m",

@@ -38,7 +38,7 @@ class CheckpointServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:  # http.server's naming
                 range_header = self.headers.get("Range")
                 server.requests.append((self.path, range_header))
                 if server.ignore_range:
@@ -68,7 +68,7 @@ class CheckpointServer:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # keep the test output quiet
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -227,9 +227,9 @@ class AuthProxy:
                 self.end_headers()
                 self.wfile.write(content)
 
-            do_GET = do_POST = forward  # noqa: N815 (http.server's naming)
+            do_GET = do_POST = forward  # http.server's naming
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -1,7 +1,8 @@
 """Supported backbones: their specs, and (lazily) their mmaction2 implementations.
 
 Only :mod:`vfx_tasks.models.backbone` and :mod:`vfx_tasks.models._mmaction_compat` import
-mmaction2; importing this package does not, so the CLI and the queue stay light.
+mmaction2; importing this package does not, so the CLI and the queue stay light. Checkpoints are
+found, read safely and downloaded here too. It may import :mod:`vfx_tasks.errors` only.
 """
 
 from __future__ import annotations
