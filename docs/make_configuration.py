@@ -196,7 +196,7 @@ def format_value(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return f"`{int(value)}`"
-    if value == "":
+    if value in ("", ()):
         return "empty"
     return f"`{value}`"
 

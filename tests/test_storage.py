@@ -81,3 +81,15 @@ def test_remove_temp_files_finds_leftovers_of_killed_writers(tmp_path: Path) -> 
     assert find_temp_files(tmp_path) == [leftover]
     assert remove_temp_files(tmp_path) == 1
     assert not leftover.exists() and (tmp_path / "a" / "v.npy").exists()
+
+
+def test_remove_temp_files_also_removes_labels_leftovers(tmp_path: Path) -> None:
+    # Given a writer killed while writing the labels (they go first, before the features),
+    labels_leftover = tmp_path / "a" / ".vfx-tmp-v.def456.json.part"
+    labels_leftover.parent.mkdir()
+    labels_leftover.write_text('{"partial": ')
+    (tmp_path / "a" / "v.json").write_text("{}")
+    # then its temporary file is found and removed like a features leftover, and nothing else is.
+    assert find_temp_files(tmp_path) == [labels_leftover]
+    assert remove_temp_files(tmp_path) == 1
+    assert not labels_leftover.exists() and (tmp_path / "a" / "v.json").exists()

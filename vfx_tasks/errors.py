@@ -157,3 +157,9 @@ class ChecksumMismatchError(CheckpointError):
     """A downloaded checkpoint's sha256 does not start with the digits its file name promises."""
 
     code = "checksum_mismatch"
+
+
+class UntrustedMessageError(PermanentError):
+    """A task message names a path outside VFX_INPUT_ROOTS/VFX_OUTPUT_ROOTS or values out of bounds."""
+
+    code = "untrusted_message"

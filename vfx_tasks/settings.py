@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -68,6 +69,14 @@ class Settings:
     #: ``vfx-worker -c N`` with the prefork pool sets it to cores / N, so that its N processes do
     #: not fight over the same cores.
     torch_threads: int = 0
+    # -- what a task message may name (see docs/deployment.md#trusted-folders) --
+    #: Folders a task's local ``video_path`` must lie in (symlinks followed), separated by ``:`` or
+    #: ``,``. Empty: no local video is accepted (``hf://`` locations still are). A task message is
+    #: untrusted input: anyone who can write to Redis or log into Flower can send one.
+    input_roots: tuple[Path, ...] = ()
+    #: Folders a task's ``output_dir`` must lie in (symlinks followed), separated by ``:`` or ``,``.
+    #: Empty: every task is refused, so a worker writes nowhere it was not told to.
+    output_roots: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -75,6 +84,8 @@ class Settings:
                 raise ConfigurationError(
                     f"Invalid {f.name} ({getattr(self, f.name)}). Use a number >= 0 (VFX_{f.name.upper()})."
                 )
+        for name in ROOT_FIELDS:
+            object.__setattr__(self, name, _to_roots(name, getattr(self, name)))
         if not self.result_backend:
             object.__setattr__(self, "result_backend", self.broker_url)
 
@@ -106,7 +117,10 @@ class Settings:
 
     def to_environ(self) -> dict[str, str]:
         """The ``VFX_*`` variables that rebuild these settings in a child process."""
-        return {f"VFX_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+        environ = {f"VFX_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+        for name in ROOT_FIELDS:
+            environ[f"VFX_{name.upper()}"] = os.pathsep.join(map(str, getattr(self, name)))
+        return environ
 
 
 @functools.cache
@@ -122,6 +136,24 @@ def _to_int(name: str, value: Any) -> int:
         raise ConfigurationError(
             f"Invalid {name} ({value!r}). Use a whole number (VFX_{name.upper()})."
         ) from e
+
+
+#: The fields holding lists of folders (``VFX_INPUT_ROOTS``, ``VFX_OUTPUT_ROOTS``).
+ROOT_FIELDS = ("input_roots", "output_roots")
+
+
+def _to_roots(name: str, value: Any) -> tuple[Path, ...]:
+    """Absolute folders from a ``:``- or ``,``-separated string, or from any iterable of paths."""
+    parts = re.split(f"[,{re.escape(os.pathsep)}]", value) if isinstance(value, str) else list(value)
+    roots = tuple(Path(part).expanduser() for part in (str(p).strip() for p in parts) if part)
+    relative = [str(root) for root in roots if not root.is_absolute()]
+    if relative:
+        # A relative root would mean something different in every worker's current directory.
+        raise ConfigurationError(
+            f"Invalid {name} ({', '.join(relative)}): give absolute folders, separated by "
+            f"{os.pathsep!r} or ',' (VFX_{name.upper()})."
+        )
+    return roots
 
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 #: Temporary files start with this prefix, so that leftovers of a killed writer can be found.
 TEMP_PREFIX = ".vfx-tmp-"
 TEMP_SUFFIX = ".npy.part"
+#: The labels' temporary files: a writer killed between labels and features leaves one of these.
+LABELS_TEMP_SUFFIX = ".json.part"
 
 
 def output_path(output_dir: str | os.PathLike[str], relative_id: str) -> Path:
@@ -63,7 +65,7 @@ def write_labels_atomic(path: str | os.PathLike[str], labels: Mapping[str, Any])
         text = json.dumps(labels, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
         f.write(text.encode("utf-8"))
 
-    _write_atomic(Path(path), save, what="labels", temp_suffix=".json.part")
+    _write_atomic(Path(path), save, what="labels", temp_suffix=LABELS_TEMP_SUFFIX)
 
 
 def _write_atomic(path: Path, save: Callable[[BinaryIO], None], *, what: str, temp_suffix: str) -> None:
@@ -127,7 +129,13 @@ def is_valid_output(
 
 def find_temp_files(output_dir: str | os.PathLike[str]) -> list[Path]:
     """Temporary files left under ``output_dir`` by writers that were killed mid-write."""
-    return sorted(p for p in Path(output_dir).rglob(TEMP_PREFIX + "*" + TEMP_SUFFIX) if p.is_file())
+    found = [
+        p
+        for suffix in (TEMP_SUFFIX, LABELS_TEMP_SUFFIX)
+        for p in Path(output_dir).rglob(TEMP_PREFIX + "*" + suffix)
+        if p.is_file()
+    ]
+    return sorted(found)
 
 
 def remove_temp_files(output_dir: str | os.PathLike[str]) -> int:

@@ -16,6 +16,7 @@ from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue.cluster import LocalCluster
 from vfx_tasks.queue.redis_server import RedisServer
 from vfx_tasks.settings import Settings
+from vfx_tasks.sources.base import LocalFolderSource
 
 
 def run_locally(settings: Settings, request: EnqueueRequest, *, concurrency: int, pool: str) -> int:
@@ -49,7 +50,11 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 
 def _run_on_local_cluster(settings: Settings, request: EnqueueRequest, *, concurrency: int, pool: str) -> int:
     """Redis first, to plan the run; workers (seconds, and a model load each) only if it has work."""
-    cluster = LocalCluster(settings, output_dir=request.run.output_dir, concurrency=concurrency, pool=pool)
+    source = request.source
+    input_dir = source.root if isinstance(source, LocalFolderSource) else None  # Hub videos need none
+    cluster = LocalCluster(
+        settings, output_dir=request.run.output_dir, input_dir=input_dir, concurrency=concurrency, pool=pool
+    )
 
     def start_workers() -> None:
         click.echo(f"Starting local workers (logs in {cluster.log_dir})...", err=True)

@@ -35,7 +35,8 @@ def visible_gpus() -> list[int]:
 class LocalCluster:
     """Embedded ``redis-server`` plus one ``vfx-worker`` per visible GPU (or one on the CPU).
 
-    ``concurrency`` and ``pool`` are each worker's ``--concurrency`` and ``--pool``.
+    ``concurrency`` and ``pool`` are each worker's ``--concurrency`` and ``--pool``. The workers
+    read only under ``input_dir`` (none: only Hub videos) and write only under ``output_dir``.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class LocalCluster:
         settings: Settings,
         *,
         output_dir: str | os.PathLike[str],
+        input_dir: str | os.PathLike[str] | None = None,
         gpus: list[int] | None = None,
         concurrency: int = 1,
         pool: str = "prefork",
@@ -52,6 +54,7 @@ class LocalCluster:
         self.concurrency = concurrency
         self.pool = pool
         self.output_dir = Path(output_dir)
+        self.input_dir = Path(input_dir) if input_dir is not None else None
         self.gpus = gpus
         self.stop_grace_seconds = stop_grace_seconds
         self.redis = RedisServer()
@@ -120,13 +123,22 @@ class LocalCluster:
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 command,
-                env=worker_environment(self.settings, gpu=None),
+                env=worker_environment(self.worker_settings(), gpu=None),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         logger.info("Started local worker %d (pid %d), log %s", index, process.pid, log_path)
         return process
+
+    def worker_settings(self) -> Settings:
+        """The settings the workers get: this run's input and output folders as their only roots."""
+        # The folders of this run and nothing else, whatever VFX_*_ROOTS say: on a private Redis
+        # that any local user can reach, these are the only paths a task has a reason to name.
+        return self.settings.with_overrides(
+            input_roots=[self.input_dir.resolve()] if self.input_dir is not None else [],
+            output_roots=[self.output_dir.resolve()],
+        )
 
     def check(self) -> None:
         """Raise :class:`LocalWorkersDiedError` when no worker is left running."""

@@ -21,6 +21,7 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_proc
 
 from vfx_tasks.errors import WorkerDiedError
 from vfx_tasks.models import get_model_spec
+from vfx_tasks.queue._message import check_job
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.recovery import requeue_orphaned_tasks
 from vfx_tasks.settings import Settings
@@ -94,7 +95,9 @@ def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dic
         WorkerDiedError: earlier attempts on this video died more than ``max_redeliveries`` times.
         PermanentError: the video or the configuration cannot work; retrying will not help.
         TransientError: worth retrying (I/O, Redis, out of memory at one clip).
+        UntrustedMessageError: the message names paths outside the roots or values out of bounds.
     """
+    check_job(job, settings=settings)  # before anything is read, written or recorded
     ledger = get_ledger(settings)
     attempts = ledger.mark_started(job.run_id, job.relative_id, worker_name)
     deaths = attempts - 1
@@ -152,6 +155,22 @@ def _forget_inherited_state(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _release_models(**_: Any) -> None:
     _extractors.clear()
+
+
+@celeryd_after_setup.connect
+def _say_which_folders_tasks_may_use(sender: str, **_: Any) -> None:
+    from vfx_tasks.queue.app import settings
+
+    # Said once at start, so that an operator learns it before every video fails with the reason.
+    if not settings.output_roots:
+        logger.warning(
+            "%s: VFX_OUTPUT_ROOTS is not set, so every task will be refused. Set it (and VFX_INPUT_ROOTS) "
+            "to the folders this worker may write to (and read from).", sender
+        )
+    reads, writes = (
+        os.pathsep.join(map(str, roots)) or "-" for roots in (settings.input_roots, settings.output_roots)
+    )
+    logger.info("%s: reads videos under %s, writes features under %s", sender, reads, writes)
 
 
 @celeryd_after_setup.connect

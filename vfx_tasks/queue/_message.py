@@ -1,0 +1,194 @@
+"""A task message is untrusted input: what a worker checks before it reads or writes anything.
+
+Anyone who can write to the Redis queue (its password holder, a Flower login through
+``/api/task/async-apply``, any local user of a ``--local`` run) can send ``vfx.extract_video``
+with any arguments. A worker therefore reads only under ``VFX_INPUT_ROOTS`` (or the Hub) and
+writes only under ``VFX_OUTPUT_ROOTS``, both resolved with symlinks followed, and bounds every
+number and the labels. A violation is an :class:`~vfx_tasks.errors.UntrustedMessageError`: a
+permanent failure, recorded with a reason that names the setting to change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vfx_tasks.errors import UnknownModelError, UnsafePathError, UntrustedMessageError
+from vfx_tasks.extract.crops import CROP_TYPES
+from vfx_tasks.extract.device import PRECISIONS
+from vfx_tasks.extract.sampling import CLIP_SAMPLINGS
+from vfx_tasks.models import get_model_spec
+from vfx_tasks.sources.hub_paths import is_hub_location, parse_location
+from vfx_tasks.storage import output_path
+
+if TYPE_CHECKING:
+    from vfx_tasks.queue.worker import VideoJob
+    from vfx_tasks.settings import Settings
+
+#: Relative ids are ``<dirs>/<file stem>``: far below this on any real dataset, and small enough
+#: that a crafted one cannot bloat the ledger or the logs.
+MAX_RELATIVE_ID_CHARS = 1024
+#: Linux's PATH_MAX: no longer path can be opened anyway.
+MAX_PATH_CHARS = 4096
+#: Run ids are 16-32 hex digits (see ``RunSpec``); the bound only stops absurd Redis keys.
+MAX_RUN_ID_CHARS = 256
+#: XD-Violence's labels are a few kB per video; 1 MiB leaves room for rich annotations while
+#: keeping one message from filling a worker's memory or an output folder.
+MAX_LABELS_BYTES = 1 << 20
+#: Deeper JSON than this is no annotation anyone writes, only a way to exhaust the recursion limit.
+MAX_LABELS_DEPTH = 32
+#: Clips per forward pass: 1024 centre crops of I3D already need far more than any GPU holds.
+MAX_BATCH_SIZE = 1024
+#: 100,000 clips of 64 frames at 25 fps is 71 hours of video: more than any single file we expect.
+MAX_CLIPS_PER_VIDEO = 100_000
+
+_TEXT_FIELDS = ("video_path", "output_dir", "relative_id", "run_id", "model", "crop_type",
+                "clip_sampling", "precision")
+_NUMBER_FIELDS = ("num_clips_per_video", "batch_size")
+_SEE = "see docs/deployment.md#trusted-folders"
+
+
+def check_job(job: VideoJob, *, settings: Settings) -> None:
+    """Refuse a task whose arguments a worker must not act on; return quietly when it may run.
+
+    Raises:
+        UntrustedMessageError: a wrong type, an unknown choice, a number or the labels out of
+            bounds, an unsafe ``relative_id``, or a path outside the configured roots.
+    """
+    _check_types(job)
+    _check_choices(job)
+    _check_numbers(job)
+    check_relative_id(job.relative_id)
+    _check_labels(job.labels)
+    check_output(job.output_dir, job.relative_id, roots=settings.output_roots)
+    check_input(job.video_path, roots=settings.input_roots)
+
+
+def _refuse(problem: str) -> UntrustedMessageError:
+    return UntrustedMessageError(f"Refusing task: {problem}")
+
+
+def _check_types(job: VideoJob) -> None:
+    for name in _TEXT_FIELDS:
+        if not isinstance(getattr(job, name), str):
+            raise _refuse(f"{name} must be a string, not {type(getattr(job, name)).__name__}.")
+    for name in _NUMBER_FIELDS:
+        value = getattr(job, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _refuse(f"{name} must be a whole number, not {type(value).__name__}.")
+    if job.labels is not None and not isinstance(job.labels, dict):
+        raise _refuse(f"labels must be a JSON object or null, not {type(job.labels).__name__}.")
+    for name, limit in (("video_path", MAX_PATH_CHARS), ("output_dir", MAX_PATH_CHARS),
+                        ("run_id", MAX_RUN_ID_CHARS)):
+        _check_text(name, getattr(job, name), limit)
+
+
+def _check_text(name: str, value: str, limit: int) -> None:
+    if not value or len(value) > limit:
+        raise _refuse(f"{name} must hold 1 to {limit} characters, not {len(value)}.")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise _refuse(f"{name} {value[:200]!r} holds control characters.")
+
+
+def _check_choices(job: VideoJob) -> None:
+    try:
+        get_model_spec(job.model)
+    except UnknownModelError as e:
+        raise _refuse(str(e)) from e
+    for name, allowed in (("crop_type", CROP_TYPES), ("clip_sampling", CLIP_SAMPLINGS),
+                          ("precision", PRECISIONS)):
+        if getattr(job, name) not in allowed:
+            raise _refuse(f"{name} {getattr(job, name)[:100]!r} is not one of {', '.join(allowed)}.")
+
+
+def _check_numbers(job: VideoJob) -> None:
+    for name, limit in (("batch_size", MAX_BATCH_SIZE), ("num_clips_per_video", MAX_CLIPS_PER_VIDEO)):
+        value = getattr(job, name)
+        if value != -1 and not 1 <= value <= limit:
+            raise _refuse(f"{name} ({value}) must be -1 (all) or 1 to {limit}.")
+
+
+def check_relative_id(relative_id: str) -> str:
+    """``relative_id`` if it is a plain relative POSIX path (``<dirs>/<stem>``), else refuse it."""
+    _check_text("relative_id", relative_id, MAX_RELATIVE_ID_CHARS)
+    problems = []
+    if relative_id.startswith("/"):
+        problems.append("is absolute")
+    if "\\" in relative_id:
+        problems.append("holds a backslash")
+    if any(part in ("", ".", "..") for part in relative_id.split("/")):
+        problems.append("has an empty, '.' or '..' segment")
+    if problems:
+        raise _refuse(
+            f"relative_id {relative_id!r} {' and '.join(problems)}: it must name a file inside output_dir."
+        )
+    return relative_id
+
+
+def _check_labels(labels: dict[str, Any] | None) -> None:
+    if labels is None:
+        return
+    # Iterative, so that a deep object fails here and not on Python's recursion limit.
+    stack: list[tuple[Any, int]] = [(labels, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_LABELS_DEPTH:
+            raise _refuse(f"labels are nested deeper than {MAX_LABELS_DEPTH} levels.")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    size = len(json.dumps(labels, ensure_ascii=False).encode())
+    if size > MAX_LABELS_BYTES:
+        raise _refuse(f"labels take {size} bytes as JSON; at most {MAX_LABELS_BYTES} are accepted.")
+
+
+def check_output(output_dir: str, relative_id: str, *, roots: Sequence[Path]) -> Path:
+    """The resolved ``output_dir``, once it and the feature file in it are under ``roots``."""
+    resolved_dir = _resolved("output_dir", output_dir)
+    _check_under("output_dir", output_dir, resolved_dir, roots, variable="VFX_OUTPUT_ROOTS")
+    # Existing folders below output_dir may be symlinks leading out of it.
+    destination = _resolved("relative_id", output_path(output_dir, relative_id))
+    if not destination.is_relative_to(resolved_dir) or destination == resolved_dir:
+        raise _refuse(
+            f"relative_id {relative_id!r} leads to {destination}, outside output_dir {resolved_dir} "
+            "(a symlink in between?). Remove the link or send another relative_id."
+        )
+    return resolved_dir
+
+
+def check_input(video_path: str, *, roots: Sequence[Path]) -> None:
+    """Refuse a local ``video_path`` outside ``roots`` and a malformed ``hf://`` location."""
+    if is_hub_location(video_path):
+        try:
+            parse_location(video_path)
+        except UnsafePathError as e:
+            raise _refuse(f"video_path: {e}") from e
+        return
+    resolved = _resolved("video_path", video_path)
+    _check_under("video_path", video_path, resolved, roots, variable="VFX_INPUT_ROOTS")
+
+
+def _resolved(name: str, path: str | os.PathLike[str]) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop, an unreadable folder
+        raise _refuse(f"{name} {str(path)[:200]!r} cannot be resolved ({e}).") from e
+
+
+def _check_under(name: str, given: str, resolved: Path, roots: Sequence[Path], *, variable: str) -> None:
+    resolved_roots = [_resolved(variable, root) for root in roots]
+    if any(resolved.is_relative_to(root) for root in resolved_roots):
+        return
+    shown = given if str(resolved) == given else f"{given} ({resolved})"
+    if not roots:
+        raise _refuse(
+            f"{name} {shown} is not under {variable}, which is not set on this worker. Set {variable} "
+            f"to the folders this worker may use ({_SEE})."
+        )
+    allowed = os.pathsep.join(map(str, roots))
+    raise _refuse(
+        f"{name} {shown} is not under {variable} ({allowed}); add it there or send paths under it ({_SEE})."
+    )
