@@ -157,3 +157,9 @@ class ChecksumMismatchError(CheckpointError):
     """A downloaded checkpoint's sha256 does not start with the digits its file name promises."""
 
     code = "checksum_mismatch"
+
+
+class ManifestMismatchError(ConfigurationError):
+    """A run's settings differ from those recorded in its output folder's ``vfx-run.json``."""
+
+    code = "manifest_mismatch"
