@@ -34,8 +34,9 @@ Examples:
     help="per-crop: <id>__<k>.npy (clips, D) per crop, as RTFM reads; video: (clips, crops, D) per video.",
 )
 @option(
+    # Parameters named format and list, so that their variables are VFX_FORMAT and VFX_LIST.
     "--format",
-    "file_format",
+    "format",
     group="Layout",
     type=click.Choice(("npy", "hdf5")),
     default="npy",
@@ -57,7 +58,7 @@ Examples:
 )
 @option(
     "--list",
-    "list_file",
+    "list",
     group="Selection",
     type=click.Path(dir_okay=False),
     help="Write the exported paths (HDF5: dataset names) to this file, one per line, sorted.",
@@ -68,15 +69,15 @@ def main(
     source: str,
     dest: str,
     layout: Layout,
-    file_format: str,
+    format: str,
     compression: Compression,
     split: Split,
-    list_file: str | None,
+    list: str | None,
 ) -> None:
     """Export the features of the output folder SOURCE into DEST without recomputing them."""
-    # The parameter is file_format, not format: its variable is VFX_FILE_FORMAT.
+    list_file = list
     try:
-        if file_format == "hdf5":
+        if format == "hdf5":
             report = export_hdf5(source, dest, layout=layout, split=split, compression=compression)
         else:
             report = export_folder(source, dest, layout=layout, split=split)
