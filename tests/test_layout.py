@@ -18,8 +18,9 @@ ALLOWED = {
     "models": {"errors"},
     "extract": {"errors", "settings", "models"},
     "sources": {"errors", "extract"},
-    "queue": {"errors", "settings", "storage", "models", "extract", "sources"},
-    "cli": {"errors", "settings", "storage", "models", "extract", "sources", "queue", ""},
+    "queue": {"errors", "settings", "storage", "models", "extract", "sources", "outputs"},
+    "outputs": {"errors", "storage", "models", "extract", ""},
+    "cli": {"errors", "settings", "storage", "models", "extract", "sources", "queue", "outputs", ""},
     "celery": {"queue"},
 }
 

@@ -163,3 +163,9 @@ class UntrustedMessageError(PermanentError):
     """A task message names a path outside VFX_INPUT_ROOTS/VFX_OUTPUT_ROOTS or values out of bounds."""
 
     code = "untrusted_message"
+
+
+class ManifestMismatchError(ConfigurationError):
+    """A run's settings differ from those recorded in its output folder's ``vfx-run.json``."""
+
+    code = "manifest_mismatch"

@@ -68,6 +68,15 @@ def write_labels_atomic(path: str | os.PathLike[str], labels: Mapping[str, Any])
     _write_atomic(Path(path), save, what="labels", temp_suffix=LABELS_TEMP_SUFFIX)
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, what: str = "text") -> None:
+    """Save ``text`` as UTF-8 at ``path`` through a temporary file and ``os.replace``.
+
+    Raises:
+        OutputError: the folder cannot be created or the file cannot be written.
+    """
+    _write_atomic(Path(path), lambda f: f.write(text.encode("utf-8")), what=what, temp_suffix=".txt.part")
+
+
 def _write_atomic(path: Path, save: Callable[[BinaryIO], None], *, what: str, temp_suffix: str) -> None:
     """Write through ``save`` into a temporary file beside ``path``, sync it, rename it into place."""
     tmp_name: str | None = None

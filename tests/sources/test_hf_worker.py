@@ -79,9 +79,11 @@ def test_xd_violence_end_to_end_resumes_the_original_layout_and_fails_only_the_m
     assert "2 done, 1 failed of 3" in result.stderr
     assert f"FAILED {MISSING}: [download_failed]" in result.stderr and "(404)" in result.stderr
     assert f"Left out {len(XD_UNSAFE)} remote file(s) with unsafe names" in result.stderr
-    # at <output_dir>/<range>/<id>.npy with the labels beside them, and nothing else anywhere,
+    # at <output_dir>/<range>/<id>.npy with the labels beside them, the manifest and the index,
+    # and nothing else anywhere,
     assert files_under(out) == sorted(
         [f"{BAD_BOYS}.json", f"{BAD_BOYS}.npy", f"{AMELIE}.json", f"{AMELIE}.npy"]
+        + ["index.csv", "vfx-run.json"]
     )
     assert files_under(tmp_path / "features") == [f"i3d/{name}" for name in files_under(out)]
     bad_boys, amelie = np.load(out / f"{BAD_BOYS}.npy"), np.load(out / f"{AMELIE}.npy")

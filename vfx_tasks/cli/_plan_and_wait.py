@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import click
 
 from vfx_tasks.cli import EXIT_FAILED, EXIT_OK
+from vfx_tasks.cli._manifest import claim_output_dir_for_run
 from vfx_tasks.errors import WaitTimeoutError
 from vfx_tasks.queue.app import create_app
 from vfx_tasks.queue.ledger import Ledger, RunSpec
@@ -53,6 +54,7 @@ def enqueue_and_maybe_wait(
     while waiting and may raise to stop the wait.
     """
     ledger = Ledger.from_url(settings.broker_url)
+    claim_output_dir_for_run(request.run, settings, force=request.force, dry_run=request.dry_run)
     plan = _plan(ledger, request)
     if request.dry_run:
         for item in plan.to_queue:

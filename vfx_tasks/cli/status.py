@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from vfx_tasks.cli._help import GroupedCommand
+from vfx_tasks.cli._output_folder import echo_output_folder, output_folder_status
 from vfx_tasks.cli.errors import cli_error
 from vfx_tasks.cli.options import (
     CONTEXT_SETTINGS,
@@ -27,6 +28,7 @@ Examples:
   vfx-status --output_dir features/i3d
   vfx-status --output_dir features/i3d --model swin-t
   vfx-status --output_dir features/i3d --json | jq .totals
+  vfx-status --output_dir features/i3d --write-index
   vfx-status --broker-url redis://head:6379/0 --output_dir /data/features
 """
 
@@ -72,15 +74,24 @@ def _echo_json(status: dict[str, Any]) -> None:
 @broker_url_option()
 # The parameter is named json so that its variable is VFX_JSON, as for every other option.
 @option("--json", "json", is_flag=True, help="Print one JSON object (for scripts).")
+@option("--write-index", "--write_index", is_flag=True, help="Rebuild <output_dir>/index.csv from the files.")
 @version_option("vfx-status")
-def main(*, output_dir: str, model: str | None, broker_url: str | None, json: bool) -> None:
+def main(
+    *, output_dir: str, model: str | None, broker_url: str | None, json: bool, write_index: bool
+) -> None:
     """Show how far the runs writing to an output folder are."""
     try:
         settings = Settings.from_env(broker_url=broker_url)
-        status = collect_status(Ledger.from_url(settings.broker_url), output_dir, model)
+        ledger = Ledger.from_url(settings.broker_url)
+        status = collect_status(ledger, output_dir, model)
+        status["outputs"] = output_folder_status(
+            ledger, status["output_dir"], status["runs"], write_index=write_index
+        )
     except VfxError as e:
         raise cli_error(e) from e
     (_echo_json if json else _echo_text)(status)
+    if not json:
+        echo_output_folder(status["outputs"])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from vfx_tasks.errors import ConfigurationError
 CropType = Literal["center", "5-crop", "10-crop"]
 CROP_TYPES: tuple[str, ...] = get_args(CropType)
 _NUM_CROPS: dict[str, int] = {"center": 1, "5-crop": 5, "10-crop": 10}
+_FIVE_CROP_NAMES = ("top_left", "top_right", "bottom_left", "bottom_right", "center")
 
 
 def validate_crop_type(crop_type: str) -> CropType:
@@ -22,6 +23,19 @@ def validate_crop_type(crop_type: str) -> CropType:
 def num_crops(crop_type: CropType) -> int:
     """Number of views a crop type produces per frame (1, 5 or 10)."""
     return _NUM_CROPS[validate_crop_type(crop_type)]
+
+
+def crop_names(crop_type: CropType) -> tuple[str, ...]:
+    """Names of the crops in the order :func:`crop_boxes` (and every feature file) holds them.
+
+    torchvision's ``five_crop`` / ``ten_crop`` order; the mirrored five of ``10-crop`` are
+    ``flipped_<name>``. Recorded in each output folder's manifest, read back by ``vfx-export``.
+    """
+    if validate_crop_type(crop_type) == "center":
+        return ("center",)
+    if crop_type == "5-crop":
+        return _FIVE_CROP_NAMES
+    return _FIVE_CROP_NAMES + tuple(f"flipped_{name}" for name in _FIVE_CROP_NAMES)
 
 
 def crop_boxes(height: int, width: int, crop_size: int, crop_type: CropType) -> list[tuple[int, int]]:

@@ -22,6 +22,7 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_proc
 from vfx_tasks.errors import WorkerDiedError
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue._message import check_job
+from vfx_tasks.queue._outputs import check_job_settings, record_index_row
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.recovery import requeue_orphaned_tasks
 from vfx_tasks.settings import Settings
@@ -108,6 +109,7 @@ def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dic
         )
     if deaths:
         logger.warning("%s: redelivered after %d worker death(s)", job.relative_id, deaths)
+    check_job_settings(job, settings=settings)
     extractor = get_extractor(job.model, settings=settings, precision=job.precision)
     destination = output_path(job.output_dir, job.relative_id)
     with fetched_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
@@ -122,6 +124,7 @@ def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dic
         if job.labels is not None:
             write_labels_atomic(labels_path(job.output_dir, job.relative_id), job.labels)
         write_features_atomic(destination, result.features)
+    record_index_row(job, result)
     summary = {
         "relative_id": job.relative_id,
         "output": str(destination),

@@ -1,0 +1,74 @@
+"""``vfx-status``'s view of the output folder itself: its manifest, its files per folder, its index."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vfx_tasks.outputs.index import iter_feature_files, read_index, rebuild_index
+from vfx_tasks.outputs.manifest import MANIFEST_NAME, read_manifest
+from vfx_tasks.queue.ledger import Ledger
+
+#: Folders listed by the text output (all of them are in ``--json``).
+_FOLDERS_SHOWN = 20
+
+
+def output_folder_status(
+    ledger: Ledger, output_dir: str, runs: list[dict[str, Any]], *, write_index: bool
+) -> dict[str, Any]:
+    """The manifest's settings, feature files per folder, index rows; the index rebuilt if asked.
+
+    ``runs`` are the ledger's runs writing there, whose done summaries give frames and fps.
+    """
+    manifest = read_manifest(output_dir)
+    per_folder = Counter(
+        relative_id.rpartition("/")[0] or "." for relative_id, _ in iter_feature_files(output_dir)
+    )
+    described: dict[str, Any] = {
+        "manifest": None if manifest is None else manifest.to_json(),
+        "feature_files": sum(per_folder.values()),
+        "feature_files_per_folder": dict(sorted(per_folder.items())),
+    }
+    if write_index:
+        if manifest is None:
+            raise click.UsageError(f"--write-index needs {Path(output_dir) / MANIFEST_NAME}; it has none.")
+        summaries: dict[str, Any] = {}
+        for run in runs:
+            summaries.update(ledger.entries(run["run_id"], "done"))
+        settings = manifest.settings
+        rebuild_index(
+            output_dir,
+            summaries=summaries,
+            clip_len=settings.clip_len,
+            sampling_rate=settings.sampling_rate,
+            num_clips_per_video=settings.num_clips_per_video,
+            clip_sampling=settings.clip_sampling,
+            feature_shape=(len(settings.crop_order), settings.feature_dim),
+        )
+    described["index_rows"] = len(read_index(output_dir))
+    return described
+
+
+def echo_output_folder(described: dict[str, Any]) -> None:
+    """The text form of :func:`output_folder_status`."""
+    manifest = described["manifest"]
+    if manifest is None:
+        click.echo(f"No {MANIFEST_NAME}: how these features were made is not recorded.")
+    else:
+        s = manifest["settings"]
+        sha = (s["checkpoint_sha256"] or "not hashed")[:12]
+        crops = "/".join(s["crop_order"])
+        click.echo(
+            f"{MANIFEST_NAME}: {s['model']} (checkpoint {sha}), {s['crop_type']} {crops}, "
+            f"clips={s['num_clips_per_video']} {s['clip_sampling']}, {s['precision']}, {s['decoder']}, "
+            f"created {manifest['created']}"
+        )
+    per_folder = described["feature_files_per_folder"]
+    click.echo(f"{described['feature_files']} feature files, {described['index_rows']} index rows")
+    for folder, count in list(per_folder.items())[:_FOLDERS_SHOWN]:
+        click.echo(f"  {folder}: {count}")
+    if len(per_folder) > _FOLDERS_SHOWN:
+        click.echo(f"  ... and {len(per_folder) - _FOLDERS_SHOWN} more folders (see --json)")

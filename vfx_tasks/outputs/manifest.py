@@ -1,0 +1,273 @@
+"""``vfx-run.json``: how the features of an output folder are made, recorded before anything is queued.
+
+Every setting that changes the numbers is in :attr:`Manifest.settings`; a run whose settings
+differ may not write into the folder (the producer stops, a worker refuses the task), because its
+files would silently replace or pass for the folder's own. Versions and the creation time are
+recorded too, but a newer torch or a later start does not make a folder another run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from vfx_tasks import __version__
+from vfx_tasks.errors import ConfigurationError, ManifestMismatchError
+from vfx_tasks.extract.crops import crop_names
+from vfx_tasks.models import get_model_spec
+from vfx_tasks.storage import write_labels_atomic
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "vfx-run.json"
+SCHEMA_VERSION = 1
+#: The only decoder today; recorded because another one would change the frames.
+DECODER = "decord"
+_LIBRARIES = ("torch", "numpy", "decord", "mmaction2", "mmengine", "mmcv-lite")
+
+ManifestCheck = Literal["created", "adopted", "matched", "replaced"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What changes the numbers of a feature file (compared key by key between runs)."""
+
+    model: str
+    checkpoint_file: str
+    #: sha256 of the checkpoint file; ``None`` where the producer could not read it (then not compared).
+    checkpoint_sha256: str | None
+    crop_type: str
+    #: Crop names in the order of the second axis of every ``(clips, n_crops, D)`` file.
+    crop_order: tuple[str, ...]
+    clip_sampling: str
+    num_clips_per_video: int
+    precision: str
+    decoder: str
+    clip_len: int
+    sampling_rate: int
+    #: Source frames one clip covers (clip_len x sampling_rate): 64 for both backbones.
+    clip_span_frames: int
+    resize_short_side: int
+    crop_size: int
+    mean_rgb: tuple[float, ...]
+    std_rgb: tuple[float, ...]
+    feature_dim: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The content of ``vfx-run.json``: settings, versions, creation time, schema version."""
+
+    settings: Settings
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    schema: int = SCHEMA_VERSION
+
+    def differences(self, other: Manifest) -> dict[str, tuple[Any, Any]]:
+        """``key -> (this value, other value)`` for every setting that differs.
+
+        A checkpoint hash missing on either side is unknown, not different.
+        """
+        found = {}
+        for f in fields(Settings):
+            mine, theirs = getattr(self.settings, f.name), getattr(other.settings, f.name)
+            if f.name == "checkpoint_sha256" and None in (mine, theirs):
+                continue
+            if mine != theirs:
+                found[f.name] = (mine, theirs)
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": self.schema, "created": self.created, "settings": asdict(self.settings),
+                "versions": dict(self.versions)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, where: str = "manifest") -> Manifest:
+        """Parse :meth:`to_json`'s output.
+
+        Raises:
+            ConfigurationError: a newer schema, or a file that is not a manifest.
+        """
+        try:
+            schema = int(data["schema"])
+            if schema > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"{where} has schema {schema}, newer than this vfx_tasks understands ({SCHEMA_VERSION}). "
+                    "Upgrade vfx_tasks to read it."
+                )
+            raw = dict(data["settings"])
+            for key in ("crop_order", "mean_rgb", "std_rgb"):
+                raw[key] = tuple(raw[key])
+            return cls(Settings(**raw), dict(data.get("versions", {})), str(data.get("created", "")), schema)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigurationError(
+                f"{where} is not a vfx_tasks manifest ({type(e).__name__}: {e}). Move it away and run again."
+            ) from e
+
+
+def build_manifest(
+    *,
+    model: str,
+    crop_type: str,
+    num_clips_per_video: int,
+    clip_sampling: str,
+    precision: str,
+    pretrained_dir: str | os.PathLike[str] | None,
+) -> Manifest:
+    """The manifest of a run with these settings; the checkpoint is hashed if ``pretrained_dir`` has it."""
+    spec = get_model_spec(model)
+    checkpoint = None if pretrained_dir is None else Path(pretrained_dir, spec.checkpoint_filename)
+    settings = Settings(
+        model=spec.name,
+        checkpoint_file=spec.checkpoint_filename,
+        checkpoint_sha256=checkpoint_sha256(checkpoint) if checkpoint and checkpoint.is_file() else None,
+        crop_type=crop_type,
+        crop_order=crop_names(crop_type),  # type: ignore[arg-type]
+        clip_sampling=clip_sampling,
+        num_clips_per_video=num_clips_per_video,
+        precision=precision,
+        decoder=DECODER,
+        clip_len=spec.clip_len,
+        sampling_rate=spec.sampling_rate,
+        clip_span_frames=spec.clip_span_frames,
+        resize_short_side=spec.resize_short_side,
+        crop_size=spec.crop_size,
+        mean_rgb=tuple(spec.mean_rgb),
+        std_rgb=tuple(spec.std_rgb),
+        feature_dim=spec.feature_dim,
+    )
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return Manifest(settings, versions(), created)
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """sha256 of a checkpoint, hashed once per process for each (path, size, mtime)."""
+    stat = path.stat()
+    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@cache
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    # Not models.checkpoint.file_sha256: that module loads torch, which the producer does without.
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@cache
+def versions() -> dict[str, str]:
+    """The package, Python and library versions that went into the numbers."""
+    found = {"vfx_tasks": __version__, "python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def manifest_path(output_dir: str | os.PathLike[str]) -> Path:
+    return Path(output_dir) / MANIFEST_NAME
+
+
+def read_manifest(output_dir: str | os.PathLike[str]) -> Manifest | None:
+    """The folder's manifest, or ``None`` when it has none (a folder written before manifests)."""
+    path = manifest_path(output_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigurationError(f"{path} is not valid JSON ({e}). Move it away and run again.") from e
+    return Manifest.from_json(data, where=str(path))
+
+
+def write_manifest(output_dir: str | os.PathLike[str], manifest: Manifest) -> None:
+    """Write ``vfx-run.json`` atomically (temporary file, then rename)."""
+    write_labels_atomic(manifest_path(output_dir), manifest.to_json())
+
+
+def describe_differences(differences: dict[str, tuple[Any, Any]], *, ours: str, theirs: str) -> str:
+    """``precision fp16 (ours) vs fp32 (theirs); ...`` for a message."""
+    return "; ".join(f"{key} {a} ({ours}) vs {b} ({theirs})" for key, (a, b) in differences.items())
+
+
+def claim_output_dir(
+    output_dir: str | os.PathLike[str], manifest: Manifest, *, force: bool = False, dry_run: bool = False
+) -> ManifestCheck:
+    """Check a run's manifest against its output folder's, and record it there (before queueing).
+
+    Returns what happened: ``created`` (new folder), ``adopted`` (feature files but no manifest:
+    written before manifests, resumed as this run's, with a warning), ``matched``, ``replaced``
+    (``force`` over different settings).
+
+    Raises:
+        ManifestMismatchError: the folder's manifest has other settings and ``force`` is off.
+    """
+    existing = read_manifest(output_dir)
+    if existing is not None:
+        differences = manifest.differences(existing)
+        if not differences:
+            return "matched"
+        if not force:
+            raise ManifestMismatchError(
+                f"{manifest_path(output_dir)} records other settings: "
+                f"{describe_differences(differences, ours='this run', theirs='the folder')}. "
+                "Write this run to another --output_dir, or pass --force to replace the manifest and "
+                "recompute every video there."
+            )
+        outcome: ManifestCheck = "replaced"
+    elif _has_feature_files(output_dir):
+        # The caller warns: these files are resumed as this run's, which nothing can verify.
+        outcome = "adopted"
+    else:
+        outcome = "created"
+    if not dry_run:
+        write_manifest(output_dir, manifest)
+    return outcome
+
+
+_warned_without_manifest: set[str] = set()
+
+
+def check_task_settings(output_dir: str | os.PathLike[str], manifest: Manifest) -> None:
+    """A worker's check before it computes anything: the task's settings are its folder's.
+
+    A folder without a manifest (written before them) is accepted, with one warning per folder.
+
+    Raises:
+        ManifestMismatchError: the settings differ (a permanent failure: the task belongs to
+            another run, or the folder was claimed by a later ``--force`` run).
+    """
+    existing = read_manifest(output_dir)
+    if existing is None:
+        if str(output_dir) not in _warned_without_manifest:
+            _warned_without_manifest.add(str(output_dir))
+            logger.warning("%s has no %s (written before manifests); not checking settings", output_dir,
+                           MANIFEST_NAME)
+        return
+    differences = manifest.differences(existing)
+    if differences:
+        raise ManifestMismatchError(
+            f"This task's settings differ from {manifest_path(output_dir)}: "
+            f"{describe_differences(differences, ours='task', theirs='folder')}. The folder belongs to "
+            "another run: queue the videos with another --output_dir, or with --force to replace it."
+        )
+
+
+def _has_feature_files(output_dir: str | os.PathLike[str]) -> bool:
+    folder = Path(output_dir)
+    return folder.is_dir() and next(folder.rglob("*.npy"), None) is not None

@@ -1,0 +1,48 @@
+"""What a worker reads and writes beside the features: the folder's manifest, its index row."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vfx_tasks.models import get_model_spec
+from vfx_tasks.outputs.index import append_row, make_row
+from vfx_tasks.outputs.manifest import build_manifest, check_task_settings
+from vfx_tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from vfx_tasks.extract.pipeline import VideoFeatures
+    from vfx_tasks.queue.worker import VideoJob
+
+
+def check_job_settings(job: VideoJob, *, settings: Settings) -> None:
+    """Refuse a task whose settings (or checkpoint) differ from its output folder's manifest.
+
+    Raises:
+        ManifestMismatchError: they differ (permanent).
+    """
+    manifest = build_manifest(
+        model=job.model,
+        crop_type=job.crop_type,
+        num_clips_per_video=job.num_clips_per_video,
+        clip_sampling=job.clip_sampling,
+        precision=job.precision,
+        pretrained_dir=settings.pretrained_dir,
+    )
+    check_task_settings(job.output_dir, manifest)
+
+
+def record_index_row(job: VideoJob, result: VideoFeatures) -> None:
+    """Append the video's row to ``<output_dir>/index.csv`` (after its features are in place)."""
+    spec = get_model_spec(job.model)
+    row = make_row(
+        job.relative_id,
+        shape=result.shape,
+        frames=result.num_frames,
+        fps=result.fps,
+        clip_len=spec.clip_len,
+        sampling_rate=spec.sampling_rate,
+        num_clips_per_video=job.num_clips_per_video,
+        clip_sampling=job.clip_sampling,
+        labels=job.labels,
+    )
+    append_row(job.output_dir, row)
