@@ -157,3 +157,9 @@ class ChecksumMismatchError(CheckpointError):
     """A downloaded checkpoint's sha256 does not start with the digits its file name promises."""
 
     code = "checksum_mismatch"
+
+
+class TaskTimeoutError(PermanentError):
+    """A video's task ran past its time limit (a hung decoder or download, or a video too long for it)."""
+
+    code = "timeout"
