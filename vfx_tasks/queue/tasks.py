@@ -27,12 +27,19 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from vfx_tasks.errors import TaskTimeoutError, TransientError, VfxError
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, app, settings
 from vfx_tasks.queue.worker import VideoJob, process_video, record_failure, record_retry
-from vfx_tasks.redaction import redact
+from vfx_tasks.redaction import redact, url_passwords
 
 logger = logging.getLogger(__name__)
 
 #: First retry delay; each further retry doubles it (capped by ``retry_backoff_max_seconds``).
 RETRY_BASE_SECONDS = 5
+
+#: This worker's own Redis passwords: masked in every stored error, even outside a URL.
+_SECRETS = url_passwords(settings.broker_url, settings.result_backend)
+
+
+def _redact(text: str) -> str:
+    return redact(text, secrets=_SECRETS)
 
 
 def failure_reason(exc: BaseException) -> dict[str, str]:
@@ -48,7 +55,7 @@ def failure_reason(exc: BaseException) -> dict[str, str]:
         reason = exc.to_dict()
     else:
         reason = {"code": "unexpected_error", "message": f"{type(exc).__name__}: {exc}"}
-    return {**reason, "message": redact(reason["message"])}
+    return {**reason, "message": _redact(reason["message"])}
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -83,10 +90,10 @@ def _errors_as_stored(job: VideoJob) -> Iterator[None]:
                 "for this worker. Raise the limit (and VFX_TASK_TIME_LIMIT_SECONDS) for very long videos."
             ) from e
         message = str(e)
-        if redact(message) == message:
+        if _redact(message) == message:
             raise
         # The chain goes too: the errors it holds may quote the same secret.
-        raise _masked(e, redact(message)) from None
+        raise _masked(e, _redact(message)) from None
 
 
 def _job(task_id: str, kwargs: Any) -> VideoJob | None:
