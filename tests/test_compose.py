@@ -114,6 +114,8 @@ def test_redis_is_private_persistent_and_password_protected(services: dict[str, 
     assert option_value(command, "--appendonly") == "yes"
     assert option_value(command, "--appendfsync") == "everysec"
     assert option_value(command, "--maxmemory-policy") == "noeviction"
+    # Without a cap, Redis grows until the machine swaps or the OOM killer takes it, queue and all.
+    assert option_value(command, "--maxmemory").startswith("${REDIS_MAXMEMORY:-")
     assert option_value(command, "--requirepass").startswith("${REDIS_PASSWORD")
     assert redis["healthcheck"]["test"]
     assert any(volume.endswith(":/data") for volume in redis["volumes"]), "append-only file on a volume"

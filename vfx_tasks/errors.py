@@ -169,3 +169,9 @@ class ManifestMismatchError(ConfigurationError):
     """A run's settings differ from those recorded in its output folder's ``vfx-run.json``."""
 
     code = "manifest_mismatch"
+
+
+class TaskTimeoutError(PermanentError):
+    """A video's task ran past its time limit (a hung decoder or download, or a video too long for it)."""
+
+    code = "timeout"

@@ -20,6 +20,10 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: Twelve hours: well above the time one long video takes on a slow GPU. See ``visibility_timeout_seconds``.
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
+#: Ten hours: an hour-long video cut in ten crops on a slow CPU worker, with room to spare.
+DEFAULT_TASK_SOFT_TIME_LIMIT_SECONDS = 10 * 60 * 60
+#: Eleven hours: the soft limit plus an hour, and below the visibility timeout.
+DEFAULT_TASK_TIME_LIMIT_SECONDS = 11 * 60 * 60
 
 
 def default_pretrained_dir() -> Path:
@@ -65,6 +69,17 @@ class Settings:
     #: Keep videos fetched from the Hugging Face Hub in its cache after their features are written.
     #: Off by default, so that a worker's disk never holds more than the videos in flight.
     keep_downloads: bool = False
+    #: Soft time limit of one video's task, in seconds (0: none). Past it the task is interrupted
+    #: where Python code runs, cleans up, and is recorded as failed with reason ``timeout``: a hung
+    #: download or a video too long for this worker no longer holds a slot forever. The default
+    #: leaves room for an hour-long video in ten crops on a slow CPU worker. Enforced by the
+    #: ``prefork`` pool only (Celery's ``threads`` pool has no time limits).
+    task_soft_time_limit_seconds: int = DEFAULT_TASK_SOFT_TIME_LIMIT_SECONDS
+    #: Hard time limit of one video's task, in seconds (0: none): past it the worker process is
+    #: killed (stuck in native code such as a decoder, deaf to the soft limit) and the video is
+    #: recorded as failed with reason ``timeout``. Keep it above the soft limit and below
+    #: ``visibility_timeout_seconds``, or Redis hands a still-running video to a second worker.
+    task_time_limit_seconds: int = DEFAULT_TASK_TIME_LIMIT_SECONDS
     #: CPU threads torch may use in each worker process (0: torch's default, one per core).
     #: ``vfx-worker -c N`` with the prefork pool sets it to cores / N, so that its N processes do
     #: not fight over the same cores.
@@ -86,6 +101,12 @@ class Settings:
                 )
         for name in ROOT_FIELDS:
             object.__setattr__(self, name, _to_roots(name, getattr(self, name)))
+        soft, hard = self.task_soft_time_limit_seconds, self.task_time_limit_seconds
+        if soft and hard and soft >= hard:
+            raise ConfigurationError(
+                f"Invalid time limits: soft {soft} s >= hard {hard} s. The soft limit must be the "
+                "shorter (VFX_TASK_SOFT_TIME_LIMIT_SECONDS < VFX_TASK_TIME_LIMIT_SECONDS), or 0 for none."
+            )
         if not self.result_backend:
             object.__setattr__(self, "result_backend", self.broker_url)
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.conftest import (
     PROCESS_TIMEOUT_SECONDS,
@@ -18,9 +19,15 @@ from tests.conftest import (
     descendant_pids,
     processes_with_marker,
     run_cli,
+    run_spec,
+    wait_until,
 )
+from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
 from vfx_tasks.queue.cluster import LocalCluster
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.producer import task_kwargs
 from vfx_tasks.settings import Settings
+from vfx_tasks.sources.base import VideoItem
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
 ARGS = [
@@ -165,3 +172,43 @@ def test_missing_weights_stop_a_local_run_before_anything_starts(
     assert "Traceback" not in result.stderr
     assert processes_with_marker(process_marker) == []
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").rglob("*.npy")) == []
+
+
+def test_local_redis_keeps_its_password_out_of_sight(tmp_path: Path, pretrained_dir: Path) -> None:
+    out = tmp_path / "features"
+    cluster = LocalCluster(Settings.from_env({}, device="cpu", pretrained_dir=pretrained_dir), output_dir=out)
+    try:
+        # Given a local cluster (its Redis and one worker) up and running,
+        cluster.start()
+        password, url, log = cluster.redis.password, cluster.broker_url, cluster.log_dir / "worker-0.log"
+        wait_until(lambda: " ready." in log.read_text(errors="replace"), "the local worker to be ready")
+        # another local user who connects without the password, or with a guess, is refused;
+        for guess in (None, "guess"):
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis(host="127.0.0.1", port=cluster.redis.port, password=guess).ping()
+        # no process shows the password on its command line (which any user can read),
+        pids = {cluster.redis.process.pid} | {w.pid for w in cluster.workers}
+        pids |= {child for w in cluster.workers for child in descendant_pids(w.pid)}
+        assert len(pids) >= 3, pids
+        for pid in pids:
+            assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes(), pid
+        # and when an error quotes the URL (a path that holds it, its // collapsed on the way),
+        run = run_spec(out)
+        item = VideoItem(relative_id="leak", path=f"{tmp_path}/{url}.mp4")
+        app = create_app(Settings.from_env({}, broker_url=url))
+        kwargs = task_kwargs(run, item, batch_size=1)
+        app.send_task(EXTRACT_VIDEO_TASK, kwargs=kwargs, task_id=run.task_id("leak"))
+        ledger = Ledger.from_url(url)
+        wait_until(lambda: "leak" in ledger.entries(run.run_id, "failed"), "the failure to be recorded", 90)
+        # the failure is recorded with the password masked, in the ledger and in the result backend,
+        reason = ledger.entries(run.run_id, "failed")["leak"]
+        assert reason["code"] == "bad_video" and "**" in reason["message"]
+        assert password not in reason["message"]
+        stored = app.AsyncResult(run.task_id("leak"))
+        wait_until(lambda: stored.state == "FAILURE", "the result backend to hold the failure", timeout=30)
+        assert password not in str(stored.result) and password not in str(stored.traceback)
+        # and the worker's log never held it.
+        assert password not in log.read_text(errors="replace")
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.log_dir, ignore_errors=True)

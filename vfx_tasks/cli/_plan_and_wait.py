@@ -21,6 +21,7 @@ from vfx_tasks.queue.producer import (
     read_check_progress,
 )
 from vfx_tasks.queue.progress import WaitOutcome, format_duration, wait_for_videos
+from vfx_tasks.redaction import redact
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import VideoSource
 
@@ -153,5 +154,5 @@ def _report(outcome: WaitOutcome) -> int:
         err=True,
     )
     for relative_id, reason in sorted(outcome.failed.items()):
-        click.echo(f"FAILED {relative_id}: [{reason.get('code')}] {reason.get('message')}", err=True)
+        click.echo(redact(f"FAILED {relative_id}: [{reason.get('code')}] {reason.get('message')}"), err=True)
     return EXIT_FAILED if outcome.failed else EXIT_OK

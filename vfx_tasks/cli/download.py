@@ -21,6 +21,7 @@ from vfx_tasks.cli.options import CONTEXT_SETTINGS, option, pretrained_dir_optio
 from vfx_tasks.errors import CheckpointDownloadError, ConfigurationError, VfxError
 from vfx_tasks.models import MODEL_SPECS, ModelSpec, get_model_spec
 from vfx_tasks.models.download import DEFAULT_TIMEOUT_SECONDS, checkpoint_url, download_checkpoint
+from vfx_tasks.redaction import redact
 from vfx_tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -141,12 +142,13 @@ def main(
         if error is None:
             continue
         # Reported and not raised: the other models are still worth fetching.
-        click.echo(f"Error: {spec.name}: {error}", err=True)
+        click.echo(redact(f"Error: {spec.name}: {error}"), err=True)
         failed.append(spec)
         if isinstance(error, CheckpointDownloadError):
             unreachable.append(spec)
     if unreachable:
-        click.echo(_where_to_put_them(unreachable, target, base_url), err=True)
+        # A mirror URL may carry a password: the user has it, the terminal log need not.
+        click.echo(redact(_where_to_put_them(unreachable, target, base_url)), err=True)
     ctx.exit(EXIT_FAILED if failed else EXIT_OK)
 
 

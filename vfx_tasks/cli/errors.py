@@ -6,6 +6,7 @@ import click
 
 from vfx_tasks.cli import EXIT_TIMEOUT, EXIT_USAGE
 from vfx_tasks.errors import BrokerUnavailableError, ConfigurationError, VfxError, WaitTimeoutError
+from vfx_tasks.redaction import redact
 
 #: Exit code of each error kind, first match wins. A service that cannot be reached at the address
 #: given (Redis, the Hub, the local workers) counts as a usage error: the address is an argument.
@@ -26,6 +27,7 @@ class CliError(click.ClickException):
 
 
 def cli_error(error: VfxError) -> CliError:
-    """The :class:`CliError` for ``error``: its message, and the exit code its kind promises."""
+    """The :class:`CliError` for ``error``: its message (secrets masked) and the exit code of its kind."""
     exit_code = next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), _OTHER_EXIT_CODE)
-    return CliError(str(error), exit_code=exit_code)
+    # Any message may quote a URL given by the user (VFX_BROKER_URL): its password is never printed.
+    return CliError(redact(str(error)), exit_code=exit_code)

@@ -21,6 +21,7 @@ from vfx_tasks.cli.options import (
 )
 from vfx_tasks.errors import VfxError
 from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.redaction import redact
 from vfx_tasks.settings import Settings
 
 EPILOG = """\b
@@ -61,11 +62,12 @@ def _echo_text(status: dict[str, Any]) -> None:
             f"failed {counts['failed']}"
         )
         for relative_id, reason in sorted(run["failed"].items()):
-            click.echo(f"  FAILED {relative_id}: [{reason.get('code')}] {reason.get('message')}")
+            # Reasons come from Redis, written by any worker: secrets in them are masked here too.
+            click.echo(redact(f"  FAILED {relative_id}: [{reason.get('code')}] {reason.get('message')}"))
 
 
 def _echo_json(status: dict[str, Any]) -> None:
-    click.echo(json.dumps(status, indent=2, sort_keys=True))
+    click.echo(redact(json.dumps(status, indent=2, sort_keys=True)))
 
 
 @click.command("vfx-status", cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, epilog=EPILOG)

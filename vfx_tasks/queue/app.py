@@ -46,6 +46,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": settings.result_expires_seconds,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A hung video becomes a failure with reason "timeout" (tasks.py); None is Celery's "no limit".
+        "task_soft_time_limit": settings.task_soft_time_limit_seconds or None,
+        "task_time_limit": settings.task_time_limit_seconds or None,
         "worker_hijack_root_logger": False,
     }
 

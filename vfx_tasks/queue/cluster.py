@@ -90,7 +90,10 @@ class LocalCluster:
             raise
 
     def worker_command(self, index: int, gpu: int | None) -> list[str]:
-        """The ``vfx-worker`` command line of local worker ``index`` (pinned to ``gpu``, or on the CPU)."""
+        """The ``vfx-worker`` command line of local worker ``index`` (pinned to ``gpu``, or on the CPU).
+
+        Without Redis's URL: it holds the password, and any user can read a command line.
+        """
         pinning = ["--gpu", str(gpu)] if gpu is not None else ["--device", self.settings.device]
         if gpu is None and self.settings.device == "auto":
             pinning = ["--device", "cpu"]  # no GPU visible
@@ -99,10 +102,6 @@ class LocalCluster:
             "-m",
             "vfx_tasks.cli.worker",
             *pinning,
-            "--broker-url",
-            self.redis.url,
-            "--result-backend",
-            self.redis.url,
             "--pretrained-dir",
             str(self.settings.pretrained_dir),
             "--concurrency",
@@ -117,13 +116,22 @@ class LocalCluster:
             "--without-mingle",
         ]
 
+    def worker_environment(self) -> dict[str, str]:
+        """The local workers' environment: the settings, and this Redis as broker and result backend.
+
+        The URL, password included, travels here: only the same user (and root) can read it.
+        """
+        url = self.redis.url
+        settings = self.worker_settings().with_overrides(broker_url=url, result_backend=url)
+        return worker_environment(settings, gpu=None)
+
     def _start_worker(self, index: int, gpu: int | None) -> subprocess.Popen[bytes]:
         command = self.worker_command(index, gpu)
         log_path = self.log_dir / f"worker-{index}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 command,
-                env=worker_environment(self.worker_settings(), gpu=None),
+                env=self.worker_environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

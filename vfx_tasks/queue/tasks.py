@@ -4,30 +4,96 @@ Failure policy, through Celery's own task options: a :class:`~vfx_tasks.errors.T
 retried with exponential backoff (``autoretry_for``, ``retry_backoff``) up to ``max_retries``
 times; a :class:`~vfx_tasks.errors.PermanentError` (or any unexpected error) fails the task at
 once. Retries and final failures are recorded in the ledger from the task class's hooks.
+
+Time limits (``task_soft_time_limit_seconds``, ``task_time_limit_seconds``): past the soft one the
+task fails with a :class:`~vfx_tasks.errors.TaskTimeoutError`; past the hard one Celery kills the
+pool process, acknowledges the message (no redelivery) and calls ``on_failure`` in the worker's
+main process with ``TimeLimitExceeded``. Both end as a failure with reason ``timeout``.
+
+What a task raises is stored in the result backend and sent in its events (Flower shows both):
+secrets in error messages are masked before the error leaves the task.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-from vfx_tasks.errors import TransientError, VfxError
+from vfx_tasks.errors import TaskTimeoutError, TransientError, VfxError
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, app, settings
 from vfx_tasks.queue.worker import VideoJob, process_video, record_failure, record_retry
+from vfx_tasks.redaction import redact, url_passwords
 
 logger = logging.getLogger(__name__)
 
 #: First retry delay; each further retry doubles it (capped by ``retry_backoff_max_seconds``).
 RETRY_BASE_SECONDS = 5
 
+#: This worker's own Redis passwords: masked in every stored error, even outside a URL.
+_SECRETS = url_passwords(settings.broker_url, settings.result_backend)
+
+
+def _redact(text: str) -> str:
+    return redact(text, secrets=_SECRETS)
+
 
 def failure_reason(exc: BaseException) -> dict[str, str]:
-    """JSON ``{"code", "message"}`` for any exception, readable by people and scripts."""
+    """JSON ``{"code", "message"}`` for any exception, readable by people and scripts, secrets masked."""
+    if isinstance(exc, TimeLimitExceeded):
+        limit = exc.args[0] if exc.args else settings.task_time_limit_seconds
+        exc = TaskTimeoutError(
+            f"The worker process was killed at the hard time limit of {limit} s "
+            "(VFX_TASK_TIME_LIMIT_SECONDS), not stopped by a soft limit first: stuck in native code "
+            "(a hung decoder?). Check the video; for very long videos raise both limits."
+        )
     if isinstance(exc, VfxError):
-        return exc.to_dict()
-    return {"code": "unexpected_error", "message": f"{type(exc).__name__}: {exc}"}
+        reason = exc.to_dict()
+    else:
+        reason = {"code": "unexpected_error", "message": f"{type(exc).__name__}: {exc}"}
+    return {**reason, "message": _redact(reason["message"])}
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is the soft time limit, or was raised while handling it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SoftTimeLimitExceeded):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _masked(exc: Exception, message: str) -> Exception:
+    """An error of ``exc``'s kind (so that retries still apply) with ``message`` instead of its own."""
+    try:
+        return type(exc)(message)  # every VfxError takes one message; most library errors too
+    except TypeError:
+        return RuntimeError(f"{type(exc).__name__}: {message}")
+
+
+@contextmanager
+def _errors_as_stored(job: VideoJob) -> Iterator[None]:
+    """Errors leave the task as they are to be kept: a soft timeout as ``timeout``, secrets masked."""
+    try:
+        yield
+    except Exception as e:
+        if _timed_out(e):
+            raise TaskTimeoutError(
+                f"{job.relative_id} ran past the soft time limit of "
+                f"{settings.task_soft_time_limit_seconds} s "
+                "(VFX_TASK_SOFT_TIME_LIMIT_SECONDS): a stalled download or decoder, or a video too long "
+                "for this worker. Raise the limit (and VFX_TASK_TIME_LIMIT_SECONDS) for very long videos."
+            ) from e
+        message = str(e)
+        if _redact(message) == message:
+            raise
+        # The chain goes too: the errors it holds may quote the same secret.
+        raise _masked(e, _redact(message)) from None
 
 
 def _job(task_id: str, kwargs: Any) -> VideoJob | None:
@@ -110,4 +176,5 @@ def extract_video(
         precision=precision,
         labels=labels,
     )
-    return process_video(job, settings=settings, worker_name=self.request.hostname or "unknown")
+    with _errors_as_stored(job):
+        return process_video(job, settings=settings, worker_name=self.request.hostname or "unknown")
