@@ -83,8 +83,14 @@ def test_crafted_messages_fail_permanently_with_the_setting_to_change_and_write_
     for index, (changes, reason) in enumerate(cases):
         kwargs = {**base, "relative_id": f"case{index}", **changes}
         sent.append((app.send_task(EXTRACT_VIDEO_TASK, kwargs=kwargs), kwargs, reason))
+    # and messages the ledger cannot even file (no string run or video id, an unknown argument),
+    unrecordable = [
+        app.send_task(EXTRACT_VIDEO_TASK, kwargs={**base, "relative_id": ["a", "list"]}),
+        app.send_task(EXTRACT_VIDEO_TASK, kwargs={**base, "relative_id": "r", "run_id": 7}),
+        app.send_task(EXTRACT_VIDEO_TASK, kwargs={**base, "relative_id": "u", "surprise": 1}),
+    ]
     good = app.send_task(EXTRACT_VIDEO_TASK, kwargs={**base, "relative_id": "ok/v", "labels": {"a": 1}})
-    results = [result for result, _, _ in sent] + [good]
+    results = [result for result, _, _ in sent] + unrecordable + [good]
     wait_until(lambda: all(r.state in READY_STATES for r in results), f"every task to end:\n{worker.log()}")
     # then each crafted one failed at once with a reason naming what to change, in the result
     # backend and the ledger,
@@ -95,6 +101,9 @@ def test_crafted_messages_fail_permanently_with_the_setting_to_change_and_write_
         recorded = failed[kwargs["relative_id"]]
         assert recorded["code"] == "untrusted_message" and reason in recorded["message"], (kwargs, recorded)
     assert "(see docs/deployment.md#trusted-folders)" in failed["case0"]["message"]
+    # the unrecordable ones failed too, logged rather than filed, and the worker carried on,
+    assert [result.state for result in unrecordable] == ["FAILURE"] * 3
+    assert worker.log().count("nothing to record") >= 3, worker.log()
     # nothing was written anywhere but the well-formed task's outputs, and nothing was retried,
     assert good.state == "SUCCESS", good.result
     assert files_under(tmp_path) - before - {"worker-0.log"} == {"out/ok/v.npy", "out/ok/v.json"}

@@ -97,11 +97,16 @@ def _errors_as_stored(job: VideoJob) -> Iterator[None]:
 
 
 def _job(task_id: str, kwargs: Any) -> VideoJob | None:
+    """The job a message describes, if it names a run and a video the ledger can record it under."""
     try:
-        return VideoJob(**kwargs)
+        job = VideoJob(**kwargs)
     except TypeError:
-        logger.error("Task %s has malformed arguments %r; nothing to record", task_id, kwargs)
+        job = None
+    # A crafted message may carry anything; the ledger's keys must at least be strings.
+    if job is None or not isinstance(job.run_id, str) or not isinstance(job.relative_id, str):
+        logger.error("Task %s has malformed arguments %.300r; nothing to record", task_id, kwargs)
         return None
+    return job
 
 
 class ExtractVideoTask(Task):
