@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import click
 
-from vfx_tasks.cli import EXIT_FAILED, EXIT_OK
+from vfx_tasks.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from vfx_tasks.cli._manifest import claim_output_dir_for_run
 from vfx_tasks.errors import WaitTimeoutError
 from vfx_tasks.queue.app import create_app
 from vfx_tasks.queue.ledger import Ledger, RunSpec
 from vfx_tasks.queue.producer import (
+    EnqueueResult,
     Plan,
     append_check_progress,
     enqueue_videos,
@@ -67,7 +68,10 @@ def enqueue_and_maybe_wait(
         return EXIT_OK
     if before_enqueue is not None and plan.to_queue:
         before_enqueue()
-    watched = _queue(settings, ledger, request, plan)
+    result = _queue(settings, ledger, request, plan)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    watched = result.queued + result.already_queued
     if not wait:
         return EXIT_OK
     if not watched:
@@ -105,20 +109,29 @@ def _skipped(plan: Plan) -> str:
     )
 
 
-def _queue(settings: Settings, ledger: Ledger, request: EnqueueRequest, plan: Plan) -> list[str]:
-    """Send the planned tasks; the videos now queued, by this producer or an earlier one."""
+def _queue(settings: Settings, ledger: Ledger, request: EnqueueRequest, plan: Plan) -> EnqueueResult:
+    """Send the planned tasks, and say what was sent (or, when interrupted, what is left)."""
     app = create_app(settings, producer_only=True)
     run = request.run
     result = enqueue_videos(
         app, ledger, run, plan.to_queue, batch_size=request.batch_size, force=request.force
     )
+    if result.interrupted:
+        already = f" ({len(result.already_queued):,} were already queued)" if result.already_queued else ""
+        click.echo(
+            f"Interrupted after queueing {len(result.queued):,} of {len(plan.to_queue):,} videos{already}; "
+            "run the same command again to queue the rest.",
+            err=True,
+        )
+        return result
+    resent = f" ({len(result.resent)} sent again: their earlier messages were lost)" if result.resent else ""
     click.echo(
-        f"Queued {len(result.queued)} of {plan.total_found} videos; "
+        f"Queued {len(result.queued)} of {plan.total_found} videos{resent}; "
         f"{len(result.already_queued)} were already queued; skipped {_skipped(plan)}. "
         f"Run {run.run_id}, output {run.output_dir}.",
         err=True,
     )
-    return result.queued + result.already_queued
+    return result
 
 
 def _wait(

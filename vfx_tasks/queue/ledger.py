@@ -6,7 +6,9 @@ computes the same keys. Per run, all hashes are keyed by the video's relative id
 
 * ``vfx:run:<run_id>:meta``        the run's description (output_dir, model, ...)
 * ``vfx:run:<run_id>:pending``     relative_id -> task id; claimed with HSETNX, so two producers
-                                   never queue one video twice; removed when the task ends
+                                   never queue one video twice; removed when the task ends. A
+                                   claim is a promise, not proof: its message may have been lost
+                                   (see :func:`vfx_tasks.queue.producer.enqueue_videos`)
 * ``vfx:run:<run_id>:running``     relative_id -> worker hostname, while a worker is on it
 * ``vfx:run:<run_id>:deliveries``  relative_id -> attempts started that have not ended
                                    (a count above 1 means earlier workers died mid-video)
@@ -153,6 +155,31 @@ class Ledger:
             return [bool(reply) for reply in replies]
 
         return self._call(claim_all)
+
+    def claims_not_started(self, run_id: str, relative_ids: list[str]) -> set[str]:
+        """Of these videos, those claimed (pending) that no worker runs and none has finished.
+
+        Their message should be waiting in the queue; if it is not there, it was lost (a producer
+        killed between claiming and sending, or Redis restarted without its last writes).
+        """
+
+        def select() -> set[str]:
+            pipe = self.client.pipeline(transaction=False)
+            for state in ("pending", "running", "done"):
+                pipe.hmget(self._key(run_id, state), relative_ids)
+            pending, running, done = pipe.execute()
+            rows = zip(relative_ids, pending, running, done, strict=True)
+            return {
+                relative_id
+                for relative_id, claim, worker, summary in rows
+                if claim is not None and worker is None and summary is None
+            }
+
+        return self._call(select) if relative_ids else set()
+
+    def is_done(self, run_id: str, relative_id: str) -> bool:
+        """Whether the ledger records this video as done (its output may still have gone since)."""
+        return bool(self._call(lambda: self.client.hexists(self._key(run_id, "done"), relative_id)))
 
     def release(self, run_id: str, relative_ids: Iterable[str]) -> None:
         """Undo :meth:`claim` for videos that could not be sent."""

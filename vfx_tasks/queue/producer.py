@@ -16,11 +16,13 @@ from itertools import islice
 from pathlib import Path
 
 from celery import Celery
+from kombu import Producer, Queue
 
 from vfx_tasks.errors import BrokerUnavailableError
 from vfx_tasks.extract.crops import num_crops
 from vfx_tasks.models import get_model_spec
-from vfx_tasks.queue._kombu import publish_batch
+from vfx_tasks.queue._interrupts import deferred_interrupts
+from vfx_tasks.queue._kombu import publish_batch, queued_task_ids
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK
 from vfx_tasks.queue.ledger import Ledger, RunSpec
 from vfx_tasks.sources.base import VideoItem, normalize_relative_id
@@ -51,8 +53,14 @@ class Plan:
 class EnqueueResult:
     """Videos this producer queued, and those another producer (or an earlier run) already had queued."""
 
+    #: Sent by this producer, ``resent`` included.
     queued: list[str] = field(default_factory=list)
+    #: Claimed by an earlier run whose message had been lost, and sent again now.
+    resent: list[str] = field(default_factory=list)
+    #: Claimed earlier and waiting in the queue, or running.
     already_queued: list[str] = field(default_factory=list)
+    #: Ctrl-C / SIGTERM stopped the sending before every video was queued.
+    interrupted: bool = False
 
 
 def read_check_progress(path: str | os.PathLike[str] | None) -> set[str]:
@@ -132,49 +140,86 @@ def enqueue_videos(
 ) -> EnqueueResult:
     """Claim each video in the ledger and send a task for those this producer claimed.
 
-    Uses one broker connection and never subscribes to results, so 100,000 videos take seconds.
+    A claim does not prove that its message exists: a producer killed between the two, or a Redis
+    that restarted without its last writes, leaves claims without messages. So a video claimed
+    earlier that is neither running nor done, and whose task id is neither in the queue nor held
+    by a worker, is sent again (``resent``). Task ids are deterministic, and a worker acknowledges
+    a message for a video already done without work, so a second message is harmless.
+
+    Ctrl-C or SIGTERM stops after the chunk being sent, whose messages are flushed: every claim
+    then has its message, and ``interrupted`` is set. Uses one broker connection and never
+    subscribes to results, so 100,000 videos take seconds.
 
     Raises:
         BrokerUnavailableError: Redis went away; the claims of videos not sent are released.
     """
     ledger.register_run(run)
     result = EnqueueResult()
-    amqp = app.amqp
-    queue = amqp.queues[app.conf.task_default_queue]
-    with app.producer_or_acquire() as producer:
+    queue = app.amqp.queues[app.conf.task_default_queue]
+    queued_ids: set[str] | None = None  # read once, and only if some claim needs checking
+    with app.producer_or_acquire() as producer, deferred_interrupts() as interrupted:
         # Declare the queue once, not once per message.
         producer.maybe_declare(queue)
         for chunk in _chunks(items, CLAIM_CHUNK):
+            if interrupted():
+                break
             claimed = ledger.claim(run, [item.relative_id for item in chunk], force=force)
             to_send = [item for item, got in zip(chunk, claimed, strict=True) if got]
-            result.already_queued += [
-                item.relative_id for item, got in zip(chunk, claimed, strict=True) if not got
-            ]
-            try:
-                with publish_batch(producer, max_size=CLAIM_CHUNK):
-                    for item in to_send:
-                        # Celery's message API under ``send_task``, minus its per-call routing work;
-                        # the reprs are given because Celery's safe repr costs more than the send.
-                        message = amqp.create_task_message(
-                            run.task_id(item.relative_id),
-                            EXTRACT_VIDEO_TASK,
-                            (),
-                            task_kwargs(run, item, batch_size=batch_size),
-                            argsrepr="()",
-                            kwargsrepr=repr({"relative_id": item.relative_id}),
-                        )
-                        # retry=False: a batch is written at its end, and failures surface there.
-                        amqp.send_task_message(
-                            producer, EXTRACT_VIDEO_TASK, message, queue=queue, declare=[], retry=False
-                        )
-            except Exception as e:  # kombu raises many kinds; none may leave claims dangling
-                _release_quietly(ledger, run.run_id, [item.relative_id for item in to_send])
-                raise BrokerUnavailableError(
-                    f"Lost the broker at {app.conf.broker_url} after queueing "
-                    f"{len(result.queued)} videos ({e}). Run vfx-enqueue again to queue the rest."
-                ) from e
+            others = [item.relative_id for item, got in zip(chunk, claimed, strict=True) if not got]
+            maybe_lost = ledger.claims_not_started(run.run_id, others)
+            if maybe_lost and queued_ids is None:
+                queued_ids = queued_task_ids(app, queue.name)
+            lost = {r for r in maybe_lost if run.task_id(r) not in (queued_ids or set())}
+            to_send += [item for item in chunk if item.relative_id in lost]
+            _send(app, producer, queue, ledger, run, to_send, batch_size=batch_size, sent=len(result.queued))
             result.queued += [item.relative_id for item in to_send]
+            result.resent += [r for r in others if r in lost]
+            result.already_queued += [r for r in others if r not in lost]
+        result.interrupted = interrupted()
     return result
+
+
+def _send(
+    app: Celery,
+    producer: Producer,
+    queue: Queue,
+    ledger: Ledger,
+    run: RunSpec,
+    items: list[VideoItem],
+    *,
+    batch_size: int,
+    sent: int,
+) -> None:
+    """Send one task per video in one Redis round trip; on failure release the videos' claims."""
+    amqp = app.amqp
+    try:
+        with publish_batch(producer, max_size=CLAIM_CHUNK):
+            for item in items:
+                # Celery's message API under ``send_task``, minus its per-call routing work;
+                # the reprs are given because Celery's safe repr costs more than the send.
+                message = amqp.create_task_message(
+                    run.task_id(item.relative_id),
+                    EXTRACT_VIDEO_TASK,
+                    (),
+                    task_kwargs(run, item, batch_size=batch_size),
+                    argsrepr="()",
+                    kwargsrepr=repr({"relative_id": item.relative_id}),
+                )
+                # retry=False: a batch is written at its end, and failures surface there.
+                amqp.send_task_message(
+                    producer, EXTRACT_VIDEO_TASK, message, queue=queue, declare=[], retry=False
+                )
+    except Exception as e:  # kombu raises many kinds; none may leave claims dangling
+        _release_quietly(ledger, run.run_id, [item.relative_id for item in items])
+        raise BrokerUnavailableError(
+            f"Lost the broker at {app.conf.broker_url} after queueing {sent} videos ({e}). "
+            "Run vfx-enqueue again to queue the rest."
+        ) from e
+    except BaseException:
+        # A second Ctrl-C: the batch was dropped unsent. Releasing is tidier than leaving the
+        # claims to the next run's repair, and must not hide the interrupt.
+        _release_quietly(ledger, run.run_id, [item.relative_id for item in items])
+        raise
 
 
 def _release_quietly(ledger: Ledger, run_id: str, relative_ids: list[str]) -> None:
@@ -182,7 +227,8 @@ def _release_quietly(ledger: Ledger, run_id: str, relative_ids: list[str]) -> No
         ledger.release(run_id, relative_ids)
     except BrokerUnavailableError:
         logger.warning(
-            "Could not release %d claims; `vfx-enqueue --force` queues them again", len(relative_ids)
+            "Could not release %d claims; the next vfx-enqueue of this run sends them again",
+            len(relative_ids),
         )
 
 

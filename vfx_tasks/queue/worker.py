@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 
 from vfx_tasks.errors import WorkerDiedError
+from vfx_tasks.extract.crops import num_crops
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue._message import check_job
 from vfx_tasks.queue._outputs import check_job_settings, record_index_row
@@ -27,7 +28,13 @@ from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.recovery import requeue_orphaned_tasks
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.fetch import fetched_video
-from vfx_tasks.storage import labels_path, output_path, write_features_atomic, write_labels_atomic
+from vfx_tasks.storage import (
+    is_valid_output,
+    labels_path,
+    output_path,
+    write_features_atomic,
+    write_labels_atomic,
+)
 
 if TYPE_CHECKING:
     from vfx_tasks.extract.pipeline import FeatureExtractor
@@ -100,6 +107,8 @@ def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dic
     """
     check_job(job, settings=settings)  # before anything is read, written or recorded
     ledger = get_ledger(settings)
+    if (duplicate := skip_if_done(job, ledger)) is not None:
+        return duplicate
     attempts = ledger.mark_started(job.run_id, job.relative_id, worker_name)
     deaths = attempts - 1
     if deaths > settings.max_redeliveries:
@@ -136,6 +145,32 @@ def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dic
     }
     ledger.mark_done(job.run_id, job.relative_id, summary)
     return summary
+
+
+def skip_if_done(job: VideoJob, ledger: Ledger) -> dict[str, Any] | None:
+    """A summary if this message repeats one for a video done with a valid output, else ``None``.
+
+    A rerun of ``vfx-enqueue`` sends a video again when it cannot find its message (see
+    :func:`vfx_tasks.queue.producer.enqueue_videos`), so two messages may exist for one video.
+    The second is acknowledged here without work, without counting as an attempt and without
+    writing the output again. A done entry whose file is gone or invalid is computed again.
+    """
+    if not ledger.is_done(job.run_id, job.relative_id):
+        return None
+    destination = output_path(job.output_dir, job.relative_id)
+    valid = is_valid_output(
+        destination,
+        n_crops=num_crops(job.crop_type),  # type: ignore[arg-type]
+        feature_dim=get_model_spec(job.model).feature_dim,
+        num_clips_per_video=job.num_clips_per_video,
+    )
+    if not valid:
+        return None
+    # The message may come with a fresh claim (a producer that planned before the video ended):
+    # drop it, or the video would count as queued forever.
+    ledger.release(job.run_id, [job.relative_id])
+    logger.info("%s: already done with a valid output; acknowledged without work", job.relative_id)
+    return {"relative_id": job.relative_id, "output": str(destination), "skipped": "already done"}
 
 
 def record_failure(job: VideoJob, reason: dict[str, str], *, settings: Settings) -> None:
