@@ -202,7 +202,7 @@ def test_local_redis_keeps_its_password_out_of_sight(tmp_path: Path, pretrained_
         wait_until(lambda: "leak" in ledger.entries(run.run_id, "failed"), "the failure to be recorded", 90)
         # the failure is recorded with the password masked, in the ledger and in the result backend,
         reason = ledger.entries(run.run_id, "failed")["leak"]
-        assert reason["code"] == "bad_video" and "**" in reason["message"]
+        assert reason["code"] == "untrusted_message" and "**" in reason["message"]
         assert password not in reason["message"]
         stored = app.AsyncResult(run.task_id("leak"))
         wait_until(lambda: stored.state == "FAILURE", "the result backend to hold the failure", timeout=30)
