@@ -157,3 +157,9 @@ class ChecksumMismatchError(CheckpointError):
     """A downloaded checkpoint's sha256 does not start with the digits its file name promises."""
 
     code = "checksum_mismatch"
+
+
+class BrokerBusyError(BrokerUnavailableError):
+    """Redis answers but refuses the command for now: out of memory, loading its data, or read-only."""
+
+    code = "broker_busy"

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+from kombu.utils.url import sanitize_url
 
-from vfx_tasks.errors import BrokerUnavailableError
+from vfx_tasks.errors import BrokerBusyError, BrokerUnavailableError
 
 _T = TypeVar("_T")
 _TASK_ID_NAMESPACE = uuid.UUID("5b0e3c56-8f57-4c55-9d0e-8f1c9a6c2b41")
@@ -85,16 +86,52 @@ def connect(url: str, *, timeout_seconds: float = 5.0) -> redis.Redis:
     return client
 
 
+#: Replies of a Redis that is up but cannot take the command now; each passes (memory freed,
+#: disk space freed, replica promoted), so they are retried like a lost connection.
+_BUSY_HINTS: tuple[tuple[type[redis.RedisError], str], ...] = (
+    (redis.exceptions.OutOfMemoryError, "it is out of memory (maxmemory with noeviction): raise its "
+     "maxmemory or free memory there"),
+    (redis.exceptions.ReadOnlyError, "it is a read-only replica: point VFX_BROKER_URL at the primary"),
+    (redis.exceptions.TryAgainError, "it asks to try again in a moment"),
+)
+#: Redis's own code for "cannot persist to disk, so writes are refused" (no redis-py class of its own).
+_MISCONF = "MISCONF"
+
+
+def _busy_hint(error: redis.ResponseError) -> str | None:
+    if str(error).startswith(_MISCONF):
+        return "it cannot write its data to disk: free disk space on the Redis host"
+    return next((hint for kind, hint in _BUSY_HINTS if isinstance(error, kind)), None)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password masked, for messages and logs."""
+    return str(sanitize_url(url))
+
+
 @contextmanager
 def redis_errors(url: str) -> Iterator[None]:
-    """Turn Redis connection failures into :class:`BrokerUnavailableError` with a hint."""
+    """Turn Redis failures that may pass into :class:`BrokerUnavailableError` (a transient error) with a hint.
+
+    A lost connection and a Redis still loading its data become :class:`BrokerUnavailableError`;
+    a Redis that refuses writes for now (out of memory, read-only) :class:`BrokerBusyError`.
+    """
     try:
         yield
+    except redis.exceptions.BusyLoadingError as e:
+        raise BrokerBusyError(
+            f"Redis at {redacted_url(url)} is loading its data after a restart ({e}); retry in a few seconds."
+        ) from e
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise BrokerUnavailableError(
-            f"Cannot reach Redis at {url} ({e}). Start redis-server there, point VFX_BROKER_URL / "
-            "--broker-url at a running one, or use --local to start one for this run."
+            f"Cannot reach Redis at {redacted_url(url)} ({e}). Start redis-server there, point "
+            "VFX_BROKER_URL / --broker-url at a running one, or use --local to start one for this run."
         ) from e
+    except redis.ResponseError as e:
+        hint = _busy_hint(e)
+        if hint is None:
+            raise
+        raise BrokerBusyError(f"Redis at {redacted_url(url)} refused a command ({e}): {hint}.") from e
 
 
 class Ledger:
