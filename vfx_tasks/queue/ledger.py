@@ -36,6 +36,14 @@ from vfx_tasks.errors import BrokerBusyError, BrokerUnavailableError
 _T = TypeVar("_T")
 _TASK_ID_NAMESPACE = uuid.UUID("5b0e3c56-8f57-4c55-9d0e-8f1c9a6c2b41")
 _STATES = ("pending", "running", "deliveries", "done", "failed")
+#: KEYS: running, deliveries; ARGV: relative id, worker. Atomic, so that a worker that started
+#: the video in between keeps its entry.
+_RELEASE_ATTEMPT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -213,6 +221,15 @@ class Ledger:
             return int(pipe.execute()[0])
 
         return self._call(start)
+
+    def release_attempt(self, run_id: str, relative_id: str, worker: str) -> bool:
+        """Forget ``worker``'s attempt, ended through no fault of the video (its Redis connection
+        was lost): not running any more, and not counted as a worker death. Whether it was forgotten.
+
+        Nothing changes when another worker has started the video since.
+        """
+        keys = [self._key(run_id, "running"), self._key(run_id, "deliveries")]
+        return bool(self._call(lambda: self.client.eval(_RELEASE_ATTEMPT, 2, *keys, relative_id, worker)))
 
     def mark_done(self, run_id: str, relative_id: str, summary: dict[str, Any]) -> None:
         self._end(run_id, relative_id, "done", summary, drop="failed")
