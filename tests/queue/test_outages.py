@@ -43,7 +43,8 @@ def write_short_videos(folder: Path, count: int) -> Path:
     return folder
 
 
-def start_enqueue_wait(env: dict[str, str], videos: Path, out: Path) -> subprocess.Popen[str]:
+def start_enqueue_wait(env: dict[str, str], videos: Path, out: Path, *args: str) -> subprocess.Popen[str]:
+    """``vfx-enqueue ... --wait`` in the background (``args`` after the common ones override them)."""
     command = [
         sys.executable,
         "-m",
@@ -54,7 +55,7 @@ def start_enqueue_wait(env: dict[str, str], videos: Path, out: Path) -> subproce
         str(out),
     ]
     return subprocess.Popen(
-        [*command, *COMMON, "--wait", "--wait-timeout", str(2 * PROCESS_TIMEOUT_SECONDS)],
+        [*command, *COMMON, *args, "--wait", "--wait-timeout", str(2 * PROCESS_TIMEOUT_SECONDS)],
         env=env,
         cwd=REPO_DIR,
         stdout=subprocess.PIPE,
