@@ -124,6 +124,80 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
+class RestartableRedis:
+    """A redis-server on a fixed port and folder that a test can stop and start again.
+
+    Unlike :class:`vfx_tasks.queue.redis_server.RedisServer` it keeps its data as a deployment
+    does (an append-only file, fsynced every second), so a restart, graceful (SIGTERM) or a crash
+    (SIGKILL), comes back with what the queue and the ledger held. ``extra_args`` go last on its
+    command line (``--maxmemory 1mb`` ...).
+    """
+
+    def __init__(self, folder: Path, *, extra_args: tuple[str, ...] = ()) -> None:
+        from vfx_tasks.queue.redis_server import find_redis_server, free_port
+
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.executable = find_redis_server()
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_seconds: float = 30) -> RestartableRedis:
+        """Start the server and wait until it has loaded its data and answers."""
+        import redis
+
+        command = [
+            self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--loglevel", "notice",
+            "--logfile", str(self.folder / "redis.log"), *self.extra_args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, start_new_session=True)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        try:
+            # BusyLoadingError (the AOF replaying) is a ConnectionError too: wait it out.
+            wait_until(lambda: self._answers(client), f"redis-server on port {self.port}", timeout_seconds)
+        finally:
+            client.close()
+        return self
+
+    def _answers(self, client: object) -> bool:
+        import redis
+
+        assert self.process is not None and self.process.poll() is None, (
+            f"redis-server exited: {(self.folder / 'redis.log').read_text(errors='replace')[-2000:]}"
+        )
+        try:
+            return bool(client.ping())  # type: ignore[attr-defined]
+        except redis.ConnectionError:
+            return False
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_seconds: float = 30) -> None:
+        """Stop it with ``sig``: SIGTERM writes the AOF and exits, SIGKILL is a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout_seconds)
+
+    def restart(self, sig: signal.Signals, *, down_seconds: float) -> None:
+        """Stop with ``sig``, stay down ``down_seconds``, start again on the same port and folder."""
+        self.stop(sig)
+        time.sleep(down_seconds)
+        self.start()
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    """A started :class:`RestartableRedis` in this test's folder; killed at teardown."""
+    server = RestartableRedis(tmp_path / "redis-data")
+    server.start()
+    yield server
+    server.stop(signal.SIGKILL)
+
+
 @pytest.fixture
 def process_marker() -> str:
     """A value put in the environment of every process a test starts, to find leftovers later."""

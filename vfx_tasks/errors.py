@@ -175,3 +175,9 @@ class TaskTimeoutError(PermanentError):
     """A video's task ran past its time limit (a hung decoder or download, or a video too long for it)."""
 
     code = "timeout"
+
+
+class BrokerBusyError(BrokerUnavailableError):
+    """Redis answers but refuses the command for now: out of memory, loading its data, or read-only."""
+
+    code = "broker_busy"

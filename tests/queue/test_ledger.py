@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from vfx_tasks.errors import BrokerUnavailableError
+from tests.conftest import RestartableRedis
+from vfx_tasks.errors import BrokerBusyError, BrokerUnavailableError, TransientError
 from vfx_tasks.queue.ledger import Ledger, RunSpec
 from vfx_tasks.queue.redis_server import free_port
 
@@ -62,3 +66,42 @@ def test_unreachable_redis_is_a_clear_error() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(BrokerUnavailableError, match=f"Cannot reach Redis at {url}.*--local"):
         Ledger.from_url(url)
+
+
+@pytest.fixture
+def full_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    """A Redis at its memory limit that evicts nothing: it refuses every write that needs memory."""
+    server = RestartableRedis(
+        tmp_path / "full", extra_args=("--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+    )
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        for i in range(10_000):
+            client.set(f"filler:{i}", "x" * 10_000)
+    yield server
+    server.stop()
+
+
+def test_redis_out_of_memory_is_a_transient_error(full_redis: RestartableRedis) -> None:
+    # Given a Redis that is out of memory, a ledger write raises our transient error (retried by
+    # the task; exit code 2 at a command's start), not a raw redis-py exception,
+    ledger = Ledger.from_url(full_redis.url)
+    with pytest.raises(BrokerBusyError, match="out of memory .*raise its maxmemory") as raised:
+        ledger.mark_started("run", "v" * 5000, "worker")
+    assert isinstance(raised.value, TransientError)
+    # while reads still work.
+    assert ledger.counts("run").running == 0
+
+
+def test_read_only_redis_is_a_transient_error(restartable_redis: RestartableRedis, tmp_path: Path) -> None:
+    # Given a read-only replica (a failover in progress, or the wrong URL), a write is a transient error.
+    replica = RestartableRedis(
+        tmp_path / "replica", extra_args=("--replicaof", "127.0.0.1", str(restartable_redis.port))
+    )
+    replica.start()
+    try:
+        with pytest.raises(BrokerBusyError, match="read-only replica: point VFX_BROKER_URL at the primary"):
+            Ledger.from_url(replica.url).mark_started("run", "v", "worker")
+    finally:
+        replica.stop(signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""A starting worker takes back what its dead predecessor held, and only that (real Redis and worker)."""
+"""Workers take back what they hold but do not run: a dead predecessor's tasks, those a lost link cut."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ import redis
 from kombu import Connection
 
 from tests.conftest import WorkerProcess
+from vfx_tasks.queue._kombu import iter_unacked
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
 from vfx_tasks.queue.ledger import Ledger
-from vfx_tasks.queue.recovery import find_orphaned_tasks, requeue_orphaned_tasks
+from vfx_tasks.queue.recovery import (
+    Reconciler,
+    find_orphaned_tasks,
+    held_task,
+    requeue_orphaned_tasks,
+    task_kwargs,
+)
 from vfx_tasks.settings import Settings
 
 #: A queue no worker of these tests consumes: messages sent there stay where the test puts them.
@@ -64,4 +71,33 @@ def test_only_videos_of_a_dead_worker_of_the_same_name_go_back(
     assert client.hlen("unacked") == 2
     assert client.llen(HELD_QUEUE) == 1
     for connection in held:  # the "dead" consumers' connections: closing gives their tasks back
+        connection.release()
+
+
+def test_a_live_worker_requeues_what_it_no_longer_runs_but_could_not_acknowledge(redis_url: str) -> None:
+    app = create_app(Settings.from_env({}, broker_url=redis_url, queue_name=HELD_QUEUE))
+    ledger = Ledger.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    # Given three deliveries this worker received: one it still runs, one its lost connection cut
+    # off (no longer running, never acknowledged), one it finished and acknowledged,
+    connections = [
+        hold_unacknowledged(redis_url, "run1", relative_id) for relative_id in ("busy", "cut", "done")
+    ]
+    tags = {task_kwargs(message.body)["relative_id"]: message.delivery_tag for message in iter_unacked(app)}
+    ledger.mark_started("run1", "cut", "me@box")
+    in_flight = {tags["busy"]}
+    reconciler = Reconciler(app, "me@box", ledger_url=redis_url, in_flight=lambda: in_flight)
+    for relative_id, tag in tags.items():
+        reconciler.received(held_task(tag, {"run_id": "run1", "relative_id": relative_id}))
+    client.hdel("unacked", tags["done"])
+    # when it reconciles, the first pass only suspects the cut-off one (an acknowledgement may be on its way),
+    assert reconciler.reconcile() == []
+    assert client.llen(HELD_QUEUE) == 0
+    # and the second puts it back on the queue, forgetting its attempt (the video was not at fault);
+    assert [task.relative_id for task in reconciler.reconcile()] == ["cut"]
+    assert client.llen(HELD_QUEUE) == 1 and client.hexists("unacked", tags["busy"])
+    assert ledger.entries("run1", "running") == {} and ledger.entries("run1", "deliveries") == {}
+    # nothing else is touched on later passes.
+    assert reconciler.reconcile() == [] and client.llen(HELD_QUEUE) == 1
+    for connection in connections:
         connection.release()

@@ -24,6 +24,7 @@ from vfx_tasks.cli.options import (
     version_option,
 )
 from vfx_tasks.errors import VfxError
+from vfx_tasks.queue.connection import connect
 from vfx_tasks.queue.launch import (
     Launch,
     celery_worker_command,
@@ -32,7 +33,6 @@ from vfx_tasks.queue.launch import (
     worker_environment,
     worker_name,
 )
-from vfx_tasks.queue.ledger import connect
 from vfx_tasks.settings import Settings
 
 EPILOG = """\b

@@ -10,6 +10,8 @@ changes any of it fails there first:
   otherwise): delivery tag -> JSON ``[message, exchange, routing_key]``, where ``message`` is the
   payload kombu put on the queue, its body base64-encoded (``properties.body_encoding``).
   Reading it is the only way to see which tasks a dead worker held; kombu has no public API for it.
+* A message leaves that hash when it is acknowledged, rejected or restored: a delivery tag still
+  there belongs to a message nobody has settled yet.
 * ``QoS.restore_by_tag`` moves one such message back to the end of its queue that consumers pop
   next, and drops it from the hash and its index in the same transaction.
 * A queue is the Redis list named after it (``"<queue>\x06\x16<priority>"`` for priorities 3, 6,
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +103,17 @@ def queued_task_ids(app: Celery, queue: str, *, page_size: int = 1000) -> set[st
                 ids.update(filter(None, (_task_id(_loads(raw)) for raw in page)))
                 start += page_size
     return ids
+
+
+def still_unacked(app: Celery, delivery_tags: Collection[str]) -> set[str]:
+    """Which of ``delivery_tags`` are still delivered and unacknowledged (in the unacked hash)."""
+    tags = list(delivery_tags)
+    if not tags:
+        return set()
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        values = channel.client.hmget(channel.unacked_key, tags)
+    return {tag for tag, value in zip(tags, values, strict=True) if value is not None}
 
 
 def restore_unacked(app: Celery, delivery_tags: Iterable[str]) -> None:

@@ -25,7 +25,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
-        "broker_transport_options": dict(visibility),
+        # kombu looks for tasks past the visibility timeout every 10 s but, by default, scans only
+        # on every 10th look: a task a vanished worker held waited up to 100 s more. Scan each time.
+        "broker_transport_options": {**visibility, "unacked_restore_throttle": 1},
         "result_backend_transport_options": dict(visibility),
         "visibility_timeout": settings.visibility_timeout_seconds,
         "task_serializer": "json",
@@ -44,7 +46,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": True,
         "result_extended": True,
         "result_expires": settings.result_expires_seconds,
+        # Ride out Redis restarts: workers reconnect with backoff for as long as it takes (a worker
+        # has nothing else to do), and a result stored while Redis is away waits for it instead of
+        # failing a task whose features are written. Tasks cut off by the lost connection are
+        # requeued by vfx_tasks.queue.recovery.Reconciler.
         "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "result_backend_always_retry": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # A hung video becomes a failure with reason "timeout" (tasks.py); None is Celery's "no limit".
         "task_soft_time_limit": settings.task_soft_time_limit_seconds or None,

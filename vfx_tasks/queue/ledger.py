@@ -23,8 +23,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -32,12 +31,19 @@ from typing import Any, TypeVar
 
 import redis
 
-from vfx_tasks.errors import BrokerUnavailableError
-from vfx_tasks.redaction import redact
+from vfx_tasks.queue.connection import connect, redis_errors
 
 _T = TypeVar("_T")
 _TASK_ID_NAMESPACE = uuid.UUID("5b0e3c56-8f57-4c55-9d0e-8f1c9a6c2b41")
 _STATES = ("pending", "running", "deliveries", "done", "failed")
+#: KEYS: running, deliveries; ARGV: relative id, worker. Atomic, so that a worker that started
+#: the video in between keeps its entry.
+_RELEASE_ATTEMPT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -74,31 +80,6 @@ class RunCounts:
     running: int
     done: int
     failed: int
-
-
-def connect(url: str, *, timeout_seconds: float = 5.0) -> redis.Redis:
-    """A Redis client for ``url`` whose connection has been checked.
-
-    Raises:
-        BrokerUnavailableError: nothing answers at ``url``.
-    """
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_seconds, decode_responses=True)
-    with redis_errors(url):
-        client.ping()
-    return client
-
-
-@contextmanager
-def redis_errors(url: str) -> Iterator[None]:
-    """Turn Redis connection failures into :class:`BrokerUnavailableError` with a hint."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as e:
-        raise BrokerUnavailableError(
-            # Masked: the URL's password must not reach a terminal, a log or the ledger.
-            f"Cannot reach Redis at {redact(url)} ({redact(str(e))}). Start redis-server there, point "
-            "VFX_BROKER_URL / --broker-url at a running one, or use --local to start one for this run."
-        ) from e
 
 
 class Ledger:
@@ -205,6 +186,15 @@ class Ledger:
             return int(pipe.execute()[0])
 
         return self._call(start)
+
+    def release_attempt(self, run_id: str, relative_id: str, worker: str) -> bool:
+        """Forget ``worker``'s attempt, ended through no fault of the video (its Redis connection
+        was lost): not running any more, and not counted as a worker death. Whether it was forgotten.
+
+        Nothing changes when another worker has started the video since.
+        """
+        keys = [self._key(run_id, "running"), self._key(run_id, "deliveries")]
+        return bool(self._call(lambda: self.client.eval(_RELEASE_ATTEMPT, 2, *keys, relative_id, worker)))
 
     def mark_done(self, run_id: str, relative_id: str, summary: dict[str, Any]) -> None:
         self._end(run_id, relative_id, "done", summary, drop="failed")

@@ -1,4 +1,8 @@
-"""Waiting for a set of videos to finish, with a tqdm progress bar, by polling the ledger."""
+"""Waiting for a set of videos to finish, with a tqdm progress bar, by polling the ledger.
+
+Redis may go away while we wait (a restart, a failover): the wait says so on one line, polls again
+with backoff, says when it is back, and goes on counting. The workers ride out the same outage.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,17 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from vfx_tasks.errors import BrokerUnavailableError
 from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.redaction import redact
 
 #: How many videos' states are fetched per Redis round trip while polling.
 _POLL_CHUNK = 5000
 #: Off a terminal (a log file, CI), a progress line at most this often, and once at the end.
 _LOG_EVERY_SECONDS = 10
+#: While Redis is away: the first wait before polling again, doubled after each failure up to the cap.
+_RECONNECT_FIRST_SECONDS = 0.5
+_RECONNECT_MAX_SECONDS = 10.0
 #: tqdm counts finished videos (done or failed); the fields after the bar are ours (see _VideoBar).
 _BAR_FORMAT = (
     "[{bar:30}] {done}/{total_fmt} done, {failed} failed | {clips_per_second:.2f} clips/s | ETA {remaining}"
@@ -102,8 +111,43 @@ class _Progress:
             self.stream.flush()
             self.last_line, self.last_print = line, time.monotonic()
 
+    def say(self, line: str) -> None:
+        """One line of its own, above the bar on a terminal."""
+        if self.bar.disable:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        else:
+            self.bar.write(line, file=self.stream)
+
     def close(self) -> None:
         self.bar.close()
+
+
+class _Outage:
+    """Says once that Redis is lost and once that it is back; paces the polls in between."""
+
+    def __init__(self, url: str, progress: _Progress) -> None:
+        self.url = redact(url)
+        self.progress = progress
+        self.lost_at: float | None = None
+        self.delay_seconds = _RECONNECT_FIRST_SECONDS
+
+    def lost(self, error: BrokerUnavailableError) -> float:
+        """Seconds to wait before the next poll."""
+        if self.lost_at is None:
+            self.lost_at = time.monotonic()
+            self.progress.say(f"Lost Redis at {self.url} ({error.__cause__ or error}); reconnecting...")
+            return self.delay_seconds
+        self.delay_seconds = min(self.delay_seconds * 2, _RECONNECT_MAX_SECONDS)
+        return self.delay_seconds
+
+    def polled(self) -> None:
+        """A poll went through: say so if Redis was away."""
+        if self.lost_at is not None:
+            self.progress.say(
+                f"Reconnected to Redis at {self.url} after {time.monotonic() - self.lost_at:.0f} s."
+            )
+            self.lost_at, self.delay_seconds = None, _RECONNECT_FIRST_SECONDS
 
 
 def _collect(
@@ -145,17 +189,24 @@ def wait_for_videos(
     remaining = list(dict.fromkeys(relative_ids))
     outcome = WaitOutcome(total=len(remaining))
     progress = _Progress(outcome.total, stream if stream is not None else sys.stderr)
+    outage = _Outage(ledger.url, progress)
     try:
         while True:
-            newly_done, remaining = _collect(ledger, run_id, remaining, outcome)
-            if newly_done and on_done is not None:
-                on_done(newly_done)
-            progress.show(outcome, final=not remaining)
-            if not remaining:
-                break
+            try:
+                newly_done, remaining = _collect(ledger, run_id, remaining, outcome)
+            except BrokerUnavailableError as e:  # what was collected before stays in outcome
+                pause = outage.lost(e)
+            else:
+                outage.polled()
+                if newly_done and on_done is not None:
+                    on_done(newly_done)
+                progress.show(outcome, final=not remaining)
+                if not remaining:
+                    break
+                pause = poll_seconds
             if check is not None:
                 check()
-            time.sleep(poll_seconds)
+            time.sleep(pause)
     finally:
         progress.close()
     outcome.seconds = time.monotonic() - progress.started

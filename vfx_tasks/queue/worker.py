@@ -17,7 +17,14 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    task_received,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from vfx_tasks.errors import WorkerDiedError
 from vfx_tasks.extract.crops import num_crops
@@ -25,7 +32,7 @@ from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue._message import check_job
 from vfx_tasks.queue._outputs import check_job_settings, record_index_row
 from vfx_tasks.queue.ledger import Ledger
-from vfx_tasks.queue.recovery import requeue_orphaned_tasks
+from vfx_tasks.queue.recovery import Reconciler, held_task, requeue_orphaned_tasks
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.fetch import fetched_video
 from vfx_tasks.storage import (
@@ -222,3 +229,50 @@ def _take_back_orphaned_tasks(sender: str, **_: Any) -> None:
         # Never keep a worker from starting over this: it is best effort, and the visibility
         # timeout still brings the videos back.
         logger.warning("Could not look for videos an earlier run of %s left unfinished: %s", sender, e)
+
+
+#: The worker main process's reconciler (see vfx_tasks.queue.recovery), once the worker is set up.
+_reconciler: Reconciler | None = None
+
+
+def _in_flight_delivery_tags() -> set[str]:
+    """Delivery tags of the requests this worker holds reserved or is running (consumer state)."""
+    from celery.worker import state
+
+    for _ in range(10):
+        try:  # the consumer's thread changes these sets; a copy may catch one mid-change
+            requests = [*state.reserved_requests, *state.active_requests]
+            break
+        except RuntimeError:
+            continue
+    else:
+        raise RuntimeError("the worker's request sets kept changing")
+    return {str(request.message.delivery_tag) for request in requests}
+
+
+@celeryd_after_setup.connect
+def _watch_deliveries(sender: str, **_: Any) -> None:
+    # Before the worker consumes, so that it sees every delivery it gets.
+    from vfx_tasks.queue.app import app, settings
+
+    global _reconciler
+    _reconciler = Reconciler(app, sender, ledger_url=settings.broker_url, in_flight=_in_flight_delivery_tags)
+
+
+@task_received.connect
+def _remember_delivery(request: Any, **_: Any) -> None:
+    if _reconciler is not None:
+        _reconciler.received(held_task(request.message.delivery_tag, request.kwargs))
+
+
+@worker_ready.connect
+def _start_reconciling(**_: Any) -> None:
+    # After the pool started: no thread of ours is running when prefork children are forked.
+    if _reconciler is not None:
+        _reconciler.start()
+
+
+@worker_shutdown.connect
+def _stop_reconciling(**_: Any) -> None:
+    if _reconciler is not None:
+        _reconciler.stop()
