@@ -57,6 +57,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A hung video becomes a failure with reason "timeout" (tasks.py); None is Celery's "no limit".
         "task_soft_time_limit": settings.task_soft_time_limit_seconds or None,
         "task_time_limit": settings.task_time_limit_seconds or None,
+        # Each pool process imports torch and mmaction2 when it starts (queue/worker.py), so that
+        # no task's time limit spans those imports: that takes seconds, more than the 4 s Celery
+        # waits by default for a new process to say it is up.
+        "worker_proc_alive_timeout": 120.0,
         "worker_hijack_root_logger": False,
     }
 

@@ -197,6 +197,17 @@ def _forget_inherited_state(**_: Any) -> None:
     _ledgers.clear()
 
 
+@worker_process_init.connect
+def _import_the_pipeline(**_: Any) -> None:
+    # Import torch, decord and mmaction2 now, not in the first task: a task's time limits start
+    # with it, and a soft limit that lands in a library's own import-time ``except Exception``
+    # is swallowed there, which would let a hung task run on to the hard limit.
+    from vfx_tasks.extract import pipeline  # noqa: F401
+    from vfx_tasks.models._mmaction_compat import import_mmaction_backbones
+
+    import_mmaction_backbones()
+
+
 @worker_process_shutdown.connect
 def _release_models(**_: Any) -> None:
     _extractors.clear()
