@@ -41,6 +41,8 @@ class UnackedMessage:
     delivery_tag: str
     #: The body as the producer serialised it (for a Celery task: JSON ``[args, kwargs, embed]``).
     body: bytes
+    #: The Celery task id (``headers["id"]``), or ``None`` for a message that is not a task.
+    task_id: str | None = None
 
 
 def _decode(tag: bytes | str, raw: bytes | str) -> UnackedMessage | None:
@@ -52,7 +54,7 @@ def _decode(tag: bytes | str, raw: bytes | str) -> UnackedMessage | None:
     except (KeyError, TypeError, ValueError, IndexError):
         return None  # not a kombu message: nothing of ours
     tag = tag.decode() if isinstance(tag, bytes) else str(tag)
-    return UnackedMessage(tag, body.encode() if isinstance(body, str) else bytes(body))
+    return UnackedMessage(tag, body.encode() if isinstance(body, str) else bytes(body), _task_id(message))
 
 
 def iter_unacked(app: Celery) -> Iterator[UnackedMessage]:
@@ -103,6 +105,15 @@ def queued_task_ids(app: Celery, queue: str, *, page_size: int = 1000) -> set[st
                 ids.update(filter(None, (_task_id(_loads(raw)) for raw in page)))
                 start += page_size
     return ids
+
+
+def unacked_by_task_id(app: Celery, task_ids: Collection[str]) -> dict[str, list[UnackedMessage]]:
+    """The unacknowledged messages of these task ids, by id (a rerun may have sent one task twice)."""
+    wanted, found = set(task_ids), {}
+    for message in iter_unacked(app) if wanted else ():
+        if message.task_id in wanted:
+            found.setdefault(message.task_id, []).append(message)
+    return found
 
 
 def still_unacked(app: Celery, delivery_tags: Collection[str]) -> set[str]:

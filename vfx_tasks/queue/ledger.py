@@ -36,11 +36,12 @@ from vfx_tasks.queue.connection import connect, redis_errors
 _T = TypeVar("_T")
 _TASK_ID_NAMESPACE = uuid.UUID("5b0e3c56-8f57-4c55-9d0e-8f1c9a6c2b41")
 _STATES = ("pending", "running", "deliveries", "done", "failed")
-#: KEYS: running, deliveries; ARGV: relative id, worker. Atomic, so that a worker that started
-#: the video in between keeps its entry.
+#: KEYS: running, deliveries; ARGV: relative id, worker, "1" to uncount the attempt. Atomic, so
+#: that a worker that started the video in between keeps its entry.
 _RELEASE_ATTEMPT = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[3] ~= '1' then return 1 end
 if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
 return 1
 """
@@ -187,14 +188,19 @@ class Ledger:
 
         return self._call(start)
 
-    def release_attempt(self, run_id: str, relative_id: str, worker: str) -> bool:
+    def release_attempt(self, run_id: str, relative_id: str, worker: str, *, died: bool = False) -> bool:
         """Forget ``worker``'s attempt, ended through no fault of the video (its Redis connection
         was lost): not running any more, and not counted as a worker death. Whether it was forgotten.
 
-        Nothing changes when another worker has started the video since.
+        With ``died`` the worker died mid-video: not running any more either, but the attempt stays
+        counted, as a death (see ``max_redeliveries``). Nothing changes when another worker has
+        started the video since.
         """
         keys = [self._key(run_id, "running"), self._key(run_id, "deliveries")]
-        return bool(self._call(lambda: self.client.eval(_RELEASE_ATTEMPT, 2, *keys, relative_id, worker)))
+        uncount = "0" if died else "1"
+        return bool(
+            self._call(lambda: self.client.eval(_RELEASE_ATTEMPT, 2, *keys, relative_id, worker, uncount))
+        )
 
     def mark_done(self, run_id: str, relative_id: str, summary: dict[str, Any]) -> None:
         self._end(run_id, relative_id, "done", summary, drop="failed")
@@ -242,6 +248,19 @@ class Ledger:
         if state in ("done", "failed"):
             return {k: json.loads(v) for k, v in raw.items()}
         return raw
+
+    def running_everywhere(self) -> dict[str, dict[str, str]]:
+        """``run_id -> {relative_id: worker}`` of every run that has a video running."""
+
+        def read() -> dict[str, dict[str, str]]:
+            run_ids = sorted(self.client.smembers("vfx:runs"))
+            pipe = self.client.pipeline(transaction=False)
+            for run_id in run_ids:
+                pipe.hgetall(self._key(run_id, "running"))
+            replies = zip(run_ids, pipe.execute(), strict=True)
+            return {run_id: running for run_id, running in replies if running}
+
+        return self._call(read)
 
     def done_ids(self, run_id: str) -> set[str]:
         """Relative ids of the run's done videos (without decoding their summaries)."""

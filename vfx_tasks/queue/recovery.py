@@ -21,7 +21,8 @@ before the visibility timeout. So every worker runs a :class:`Reconciler`: it re
 delivery it receives, and every :data:`RECONCILE_INTERVAL_SECONDS` it looks for deliveries that
 are no longer running in this worker yet still unacknowledged in Redis. One seen like that on two
 passes in a row (an acknowledgement in flight is not mistaken for it) goes back to the queue, and
-its attempt is not counted as a worker death.
+its attempt is not counted as a worker death. Less often, the same thread looks for videos held
+by workers that died and never came back under their name: see :mod:`vfx_tasks.queue._liveness`.
 
 The unacknowledged tasks are read from, and put back through, kombu's Redis transport
 bookkeeping: see :mod:`vfx_tasks.queue._kombu`.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +41,7 @@ from typing import Any
 from celery import Celery
 
 from vfx_tasks.queue._kombu import iter_unacked, restore_unacked, still_unacked
+from vfx_tasks.queue._liveness import SWEEP_INTERVAL_SECONDS, DeadWorkerSweeper
 from vfx_tasks.queue.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -137,7 +140,8 @@ class Reconciler:
 
     :meth:`received` is called (from the consumer) for every delivery; ``in_flight`` returns the
     delivery tags the worker is running or holds reserved right now; :meth:`reconcile` runs one
-    pass, :meth:`start` a daemon thread that runs one every ``interval_seconds``.
+    pass, :meth:`start` a daemon thread that runs one every ``interval_seconds``, and a sweep of
+    its :class:`~vfx_tasks.queue._liveness.DeadWorkerSweeper` every ``sweep_interval_seconds``.
     """
 
     def __init__(
@@ -148,9 +152,12 @@ class Reconciler:
         ledger_url: str,
         in_flight: Callable[[], Collection[str]],
         interval_seconds: float = RECONCILE_INTERVAL_SECONDS,
+        sweep_interval_seconds: float = SWEEP_INTERVAL_SECONDS,
     ) -> None:
         self.app, self.worker_name, self.ledger_url = app, worker_name, ledger_url
         self.in_flight, self.interval_seconds = in_flight, interval_seconds
+        self.sweeper = DeadWorkerSweeper(app, worker_name)
+        self.sweep_interval_seconds = sweep_interval_seconds
         self._held: dict[str, HeldTask] = {}
         self._held_lock = threading.Lock()  # received() runs on the consumer's thread
         self._suspects: set[str] = set()
@@ -189,11 +196,15 @@ class Reconciler:
     def _forget_attempts(self, tasks: list[HeldTask]) -> None:
         if not tasks:
             return
-        if self._ledger is None:
-            self._ledger = Ledger.from_url(self.ledger_url)
+        ledger = self._get_ledger()
         for task in tasks:
             if task.run_id and task.relative_id:
-                self._ledger.release_attempt(task.run_id, task.relative_id, self.worker_name)
+                ledger.release_attempt(task.run_id, task.relative_id, self.worker_name)
+
+    def _get_ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = Ledger.from_url(self.ledger_url)
+        return self._ledger
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="vfx-reconciler", daemon=True)
@@ -204,15 +215,20 @@ class Reconciler:
         self._stop.set()
 
     def _run(self) -> None:
+        next_sweep = time.monotonic() + self.sweep_interval_seconds
         while not self._stop.wait(self.interval_seconds):
-            try:
-                self.reconcile()
-            except Exception as e:
-                # Redis away (the consumer reconnects on its own) or anything else: the next pass retries.
-                self._ledger = None
-                logger.warning(
-                    "%s could not reconcile its tasks with Redis (%s); retrying in %.0f s",
-                    self.worker_name,
-                    e,
-                    self.interval_seconds,
-                )
+            self._guarded("reconcile its tasks with Redis", self.reconcile)
+            if time.monotonic() >= next_sweep:
+                # One thread for both: a sweep blocks reconciling for a ping's timeout at most.
+                self._guarded("look for dead workers' videos", lambda: self.sweeper.sweep(self._get_ledger()))
+                next_sweep = time.monotonic() + self.sweep_interval_seconds
+
+    def _guarded(self, what: str, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except Exception as e:
+            # Redis away (the consumer reconnects on its own) or anything else: the next pass retries.
+            self._ledger = None
+            logger.warning(
+                "%s could not %s (%s); retrying in %.0f s", self.worker_name, what, e, self.interval_seconds
+            )
