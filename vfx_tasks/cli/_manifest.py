@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vfx_tasks.outputs.manifest import MANIFEST_NAME, build_manifest, claim_output_dir
+from vfx_tasks.outputs.manifest import MANIFEST_NAME, claim_output_dir, manifest_for
 from vfx_tasks.queue.ledger import RunSpec
 from vfx_tasks.settings import Settings
 
@@ -15,14 +15,7 @@ def claim_output_dir_for_run(run: RunSpec, settings: Settings, *, force: bool, d
     Raises:
         ManifestMismatchError: the folder records other settings and ``force`` is off (exit 2).
     """
-    manifest = build_manifest(
-        model=run.model,
-        crop_type=run.crop_type,
-        num_clips_per_video=run.num_clips_per_video,
-        clip_sampling=run.clip_sampling,
-        precision=run.precision,
-        pretrained_dir=settings.pretrained_dir,
-    )
+    manifest = manifest_for(run, pretrained_dir=settings.pretrained_dir)
     outcome = claim_output_dir(run.output_dir, manifest, force=force, dry_run=dry_run)
     if outcome == "replaced":
         click.echo(

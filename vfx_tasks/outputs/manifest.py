@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from vfx_tasks import __version__
 from vfx_tasks.errors import ConfigurationError, ManifestMismatchError
@@ -112,6 +112,28 @@ class Manifest:
             raise ConfigurationError(
                 f"{where} is not a vfx_tasks manifest ({type(e).__name__}: {e}). Move it away and run again."
             ) from e
+
+
+class RunSettings(Protocol):
+    """What a run or one of its tasks says about the numbers (a ``RunSpec``, a ``VideoJob``)."""
+
+    model: str
+    crop_type: str
+    num_clips_per_video: int
+    clip_sampling: str
+    precision: str
+
+
+def manifest_for(run: RunSettings, *, pretrained_dir: str | os.PathLike[str] | None) -> Manifest:
+    """:func:`build_manifest` for the settings of a run, or of a task of one."""
+    return build_manifest(
+        model=run.model,
+        crop_type=run.crop_type,
+        num_clips_per_video=run.num_clips_per_video,
+        clip_sampling=run.clip_sampling,
+        precision=run.precision,
+        pretrained_dir=pretrained_dir,
+    )
 
 
 def build_manifest(

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.outputs.index import append_row, make_row
-from vfx_tasks.outputs.manifest import build_manifest, check_task_settings
+from vfx_tasks.outputs.manifest import check_task_settings, manifest_for
 from vfx_tasks.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,14 +20,7 @@ def check_job_settings(job: VideoJob, *, settings: Settings) -> None:
     Raises:
         ManifestMismatchError: they differ (permanent).
     """
-    manifest = build_manifest(
-        model=job.model,
-        crop_type=job.crop_type,
-        num_clips_per_video=job.num_clips_per_video,
-        clip_sampling=job.clip_sampling,
-        precision=job.precision,
-        pretrained_dir=settings.pretrained_dir,
-    )
+    manifest = manifest_for(job, pretrained_dir=settings.pretrained_dir)
     check_task_settings(job.output_dir, manifest)
 
 
