@@ -54,6 +54,8 @@ class PyAVReader:
         if not self._pts:
             raise VideoError(f"Video {self.path} has no frames; re-encode or remove it.")
         self._index_of_pts = {pts: index for index, pts in enumerate(self._pts)}
+        self._frames: Iterator[Any] | None = None  # the decoder's output, where the last read stopped
+        self._position = -1  # the last frame taken from it
         self.info = VideoInfo(str(self.path), len(self._pts), fps, int(height), int(width))
 
     def _index_packets(self) -> tuple[list[int], list[int]]:
@@ -74,6 +76,7 @@ class PyAVReader:
         try:
             self._decode_into(wanted, out)
         except (self._av.FFmpegError, KeyError, ValueError) as e:
+            self._frames = None
             raise VideoError(
                 f"Decoding failed in video {self.path} (frames {wanted[0]}-{wanted[-1]} of "
                 f"{self.info.num_frames}): {_first_line(e)}. The file is probably truncated or "
@@ -82,28 +85,23 @@ class PyAVReader:
         return out
 
     def _decode_into(self, wanted: list[int], out: np.ndarray) -> None:
-        slot, frames, position = 0, None, None
-        while slot < len(wanted):
-            target = wanted[slot]
+        for slot, target in enumerate(wanted):
             keyframe = self._keyframes[bisect.bisect_right(self._keyframes, target) - 1]
-            # Seek again only when a keyframe lies between where decoding stands and the target:
-            # decoding forward from there costs at least as much as the seek saves.
-            if frames is None or position is None or position >= target or keyframe > position + 1:
-                frames = self._frames_from(keyframe)
-            for frame in frames:
-                position = self._index_of_pts[frame.pts]
-                if position == target:
+            # Decoding goes on from where the last call stopped (the next batch usually starts just
+            # after it) unless the target is behind, or a keyframe lies between: then a seek.
+            if self._frames is None or self._position >= target or keyframe > self._position + 1:
+                self._container.seek(self._pts[keyframe], stream=self._stream, backward=True)
+                self._frames, self._position = self._container.decode(self._stream), -1
+            for frame in self._frames:
+                self._position = self._index_of_pts[frame.pts]
+                if self._position == target:
                     out[slot] = frame.to_ndarray(format="rgb24")
                     break
-                if position > target:
-                    raise ValueError(f"frame {target} was not decoded (the decoder skipped to {position})")
+                if self._position > target:
+                    raise ValueError(f"frame {target} never came (the decoder went on to {self._position})")
             else:
+                self._frames = None
                 raise ValueError(f"the stream ended before frame {target}")
-            slot += 1
-
-    def _frames_from(self, keyframe: int) -> Iterator[Any]:
-        self._container.seek(self._pts[keyframe], stream=self._stream, backward=True)
-        return self._container.decode(self._stream)
 
     def close(self) -> None:
         container, self._container = getattr(self, "_container", None), None
