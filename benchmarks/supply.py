@@ -14,6 +14,10 @@ H.264 video (360p, 480p, 720p; libx264 preset fast, written with PyAV) and crop 
   time the ceiling would need for the same frames over the time taken) and the **batch fill**,
   clip-crops per forward over the batch's capacity (``batch_size x n_crops``).
 
+Each number is the best of ``--repeats`` passes. The pipeline converts to RGB only the frames
+clips use (every second one for a 32x2 clip) and the ceiling every frame, so a cheap cell
+(center crops of a small video) can exceed 100%.
+
 It ends with the per-core figure a GPU box can be sized from. Run from the repository root
 (``pip install av`` for the encoder; the videos are cached in ``--workdir``)::
 
@@ -96,12 +100,13 @@ def _decode_all(path: str) -> tuple[int, float]:
     return num_frames, time.perf_counter() - started
 
 
-def decode_ceiling(path: Path, *, processes: int) -> float:
-    """Frames/s of the whole machine decoding ``path``: one process per core, each the whole video."""
+def decode_ceiling(path: Path, *, processes: int, repeats: int) -> float:
+    """Frames/s of the whole machine decoding ``path``: one process per core, each the whole
+    video; the best of ``repeats`` passes after a warm-up (imports, page cache)."""
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        pool.map(_decode_all, [str(path)] * processes)  # warm up: imports, page cache
-        results = pool.map(_decode_all, [str(path)] * processes)
-    return sum(frames / seconds for frames, seconds in results)
+        pool.map(_decode_all, [str(path)] * processes)
+        passes = [pool.map(_decode_all, [str(path)] * processes) for _ in range(repeats)]
+    return max(sum(frames / seconds for frames, seconds in results) for results in passes)
 
 
 def null_extractor(pretrained_dir: Path):
@@ -136,6 +141,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--decoder", choices=("decord", "pyav"), default="decord",
                         help="the pipeline's decoder (the ceiling is always decord's)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="timed passes of each measurement; the best is kept (the machine may be shared)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="for the ceiling")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vfx-bench-supply")
     parser.add_argument("--pretrained-dir", type=Path)
@@ -154,8 +161,9 @@ def resolution_table(args: argparse.Namespace, extractor, ceilings: dict[str, fl
     for name, (width, height) in RESOLUTIONS.items():
         video = args.workdir / f"{name}-{args.seconds}s.mp4"
         for crop_type in CROP_TYPES:
-            run = supply_run(extractor, [video], crop_type=crop_type, batch_size=args.batch_size,
-                             decoder=args.decoder)
+            runs = [supply_run(extractor, [video], crop_type=crop_type, batch_size=args.batch_size,
+                               decoder=args.decoder) for _ in range(args.repeats)]
+            run = max(runs, key=lambda run: run["frames_per_s"])
             share = run["frames_per_s"] / ceilings[name]
             rows.append({"video": name, "size": f"{width}x{height}", "crop_type": crop_type,
                          "ceiling_frames_per_s": ceilings[name], "supply": share, **run})
@@ -173,7 +181,9 @@ def mixed_run(args: argparse.Namespace, extractor, ceilings: dict[str, float]) -
                            num_frames=seconds * FPS)
         videos.append(path)
         ceiling_seconds += seconds * FPS / ceilings[name]
-    run = supply_run(extractor, videos, crop_type="center", batch_size=args.batch_size, decoder=args.decoder)
+    runs = [supply_run(extractor, videos, crop_type="center", batch_size=args.batch_size,
+                       decoder=args.decoder) for _ in range(args.repeats)]
+    run = max(runs, key=lambda run: run["frames_per_s"])
     run["supply"] = ceiling_seconds / run["seconds"]
     print(f"mixed: {len(videos)} videos ({', '.join(f'{n} {s} s' for n, s in MIXED)}), {run['clips']} clips "
           f"in {run['forwards']} forwards of {args.batch_size}, {run['frames_per_s']:.0f} frames/s")
@@ -193,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (width, height) in RESOLUTIONS.items():
         video = write_video(args.workdir / f"{name}-{args.seconds}s.mp4", width=width, height=height,
                             num_frames=args.seconds * FPS)
-        ceilings[name] = decode_ceiling(video, processes=args.processes)
+        ceilings[name] = decode_ceiling(video, processes=args.processes, repeats=args.repeats)
     rows = resolution_table(args, extractor, ceilings)
     mixed = mixed_run(args, extractor, ceilings)
     clip_span = extractor.spec.clip_len * extractor.spec.sampling_rate
