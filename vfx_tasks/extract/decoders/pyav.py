@@ -47,11 +47,13 @@ class PyAVReader:
             height, width = self._stream.codec_context.height, self._stream.codec_context.width
             fps = float(self._stream.average_rate or self._stream.guessed_rate or 0)
         except (av.FFmpegError, IndexError) as e:
+            self.close()
             raise VideoError(
                 f"Cannot decode video {self.path}: {_first_line(e)}. The file is corrupt, truncated "
                 "or not a video; re-encode it (e.g. `ffmpeg -i in -c:v libx264 out.mp4`) or remove it."
             ) from e
         if not self._pts:
+            self.close()
             raise VideoError(f"Video {self.path} has no frames; re-encode or remove it.")
         self._index_of_pts = {pts: index for index, pts in enumerate(self._pts)}
         self._frames: Iterator[Any] | None = None  # the decoder's output, where the last read stopped
