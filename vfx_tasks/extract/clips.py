@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from vfx_tasks.extract.crops import CropType
+from vfx_tasks.extract.decoders import Decoder
 from vfx_tasks.extract.transforms import frames_to_model_input, resize_short_side
-from vfx_tasks.extract.video import VideoReader
 from vfx_tasks.models import ModelSpec
 
 #: At most this many bytes of full-size frames are decoded at once. Each chunk is resized to the
@@ -39,7 +39,7 @@ class DecodedClips:
 
 
 def decode_clips(
-    video: VideoReader,
+    video: Decoder,
     clips_bt: np.ndarray,
     *,
     short_side: int,
@@ -53,6 +53,7 @@ def decode_clips(
     the features are the same as when a whole batch is resized at once.
 
     Args:
+        video: an open video, from any backend of :func:`~vfx_tasks.extract.decoders.open_video`.
         clips_bt: ``(B, T)`` frame numbers of each clip, as :func:`sample_clip_indices` gives.
         short_side: the model's resize target (``spec.resize_short_side``).
         device: where the frames are resized and kept (pinned host memory on the way to a GPU).
@@ -96,7 +97,7 @@ def transform_clips(
 
 
 def preprocess_clips(
-    video: VideoReader,
+    video: Decoder,
     clips_bt: np.ndarray,
     *,
     spec: ModelSpec,

@@ -21,6 +21,7 @@ from torch import nn
 from vfx_tasks.errors import DeviceOutOfMemoryError
 from vfx_tasks.extract.clips import DecodedClips, decode_clips, transform_clips
 from vfx_tasks.extract.crops import CropType, num_crops, validate_crop_type
+from vfx_tasks.extract.decoders import DecoderName, open_video, validate_decoder
 from vfx_tasks.extract.device import Precision, autocast, resolve_device, validate_precision
 from vfx_tasks.extract.sampling import (
     ClipSampling,
@@ -29,7 +30,6 @@ from vfx_tasks.extract.sampling import (
     validate_clip_sampling,
     validate_num_clips,
 )
-from vfx_tasks.extract.video import VideoReader
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.models.backbone import load_backbone
 from vfx_tasks.settings import Settings
@@ -105,8 +105,12 @@ class FeatureExtractor:
         num_clips_per_video: int = -1,
         batch_size: int = 16,
         clip_sampling: ClipSampling = "sequential",
+        decoder: DecoderName = "decord",
     ) -> VideoFeatures:
         """Compute the features of one video.
+
+        ``decoder`` picks the video backend (:func:`~vfx_tasks.extract.decoders.open_video`);
+        ``decord``, the default, made the reference features.
 
         Raises:
             VideoError: the video cannot be opened or decoded.
@@ -116,10 +120,11 @@ class FeatureExtractor:
         validate_crop_type(crop_type)
         validate_num_clips(num_clips_per_video)
         validate_clip_sampling(clip_sampling)
+        validate_decoder(decoder)
         batch_slices(1, batch_size)  # validates batch_size before any decoding
         started = time.perf_counter()
         spec = self.spec
-        with VideoReader(video_path) as video:
+        with open_video(video_path, decoder=decoder) as video:
             clips = sample_clip_indices(
                 video.info.num_frames,
                 clip_len=spec.clip_len,
@@ -130,7 +135,7 @@ class FeatureExtractor:
             features = np.empty((len(clips), num_crops(crop_type), spec.feature_dim), dtype=np.float32)
             batches = batch_slices(len(clips), batch_size)
             # One decode thread keeps the next batch ready while this one runs through the
-            # model: decord and torch both release the GIL, so decoding overlaps the backbone.
+            # model: decord, PyAV and torch release the GIL, so decoding overlaps the backbone.
             decode = functools.partial(
                 decode_clips, video, short_side=spec.resize_short_side, device=self.device
             )
@@ -195,6 +200,7 @@ def extract_features(
     pretrained_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     precision: Precision = "fp32",
+    decoder: DecoderName = "decord",
 ) -> np.ndarray:
     """Compute one video's features: ``(num_clips, n_crops, D)`` float32.
 
@@ -207,4 +213,5 @@ def extract_features(
         num_clips_per_video=num_clips_per_video,
         batch_size=batch_size,
         clip_sampling=clip_sampling,
+        decoder=decoder,
     ).features
