@@ -28,31 +28,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from videos import write_h264  # noqa: E402
 
 #: Name -> (width, height).
 RESOLUTIONS = {"360p": (640, 360), "4K": (3840, 2160)}
 MODES = ("chunked", "whole")
-
-
-def write_video(path: Path, *, width: int, height: int, num_frames: int, fps: int = 25) -> Path:
-    """A real H.264 video of moving gradients (the content does not matter, the frame size does)."""
-    import av
-
-    if path.is_file():
-        return path
-    ys, xs = np.mgrid[0:height, 0:width]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
-        for index in range(num_frames):
-            channels = [(xs + 7 * index) % 256, (ys + 3 * index) % 256, np.full_like(xs, index % 256)]
-            rgb = np.stack(channels, axis=-1)
-            frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
 
 
 def peak_rss_mib() -> float:
@@ -108,15 +89,14 @@ def main(argv: list[str] | None = None) -> int:
                               batch_size=args.batch_size)
         print(json.dumps(stats))
         return 0
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from throughput import ensure_weights
 
     pretrained_dir = ensure_weights(args.pretrained_dir, ["i3d"])
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, (width, height) in RESOLUTIONS.items():
-        video = write_video(args.workdir / f"{name}-{args.num_frames}.mp4", width=width, height=height,
-                            num_frames=args.num_frames)
+        video = write_h264(args.workdir / f"{name}-{args.num_frames}.mp4", width=width, height=height,
+                            num_frames=args.num_frames, preset="ultrafast")
         for mode in MODES:
             stats = run_child(video, mode=mode, pretrained_dir=pretrained_dir, batch_size=args.batch_size)
             rows.append({"video": name, "size": f"{width}x{height}", "mode": mode, **stats})

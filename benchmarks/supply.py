@@ -38,9 +38,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from videos import write_h264  # noqa: E402
 
 #: Name -> (width, height).
 RESOLUTIONS = {"360p": (640, 360), "480p": (854, 480), "720p": (1280, 720)}
@@ -65,27 +68,6 @@ class NullBackbone(nn.Module):
         pooled = clips_ncthw.mean(dim=(2, 3, 4), keepdim=True)  # (N, C, 1, 1, 1)
         repeats = -(-self.feature_dim // pooled.shape[1])
         return pooled.repeat(1, repeats, 1, 1, 1)[:, : self.feature_dim]
-
-
-def write_video(path: Path, *, width: int, height: int, num_frames: int) -> Path:
-    """A real H.264 video of moving gradients (libx264 preset fast); kept if already there."""
-    import av
-
-    if path.is_file():
-        return path
-    partial = path.with_suffix(".partial.mp4")
-    ys, xs = np.mgrid[0:height, 0:width]
-    with av.open(str(partial), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "fast"}
-        for index in range(num_frames):
-            channels = [(xs + 7 * index) % 256, (ys + 3 * index) % 256, np.full_like(xs, index % 256)]
-            rgb = np.stack(channels, axis=-1)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")))
-        container.mux(stream.encode())
-    partial.rename(path)
-    return path
 
 
 def _decode_all(path: str) -> tuple[int, float]:
@@ -177,8 +159,8 @@ def mixed_run(args: argparse.Namespace, extractor, ceilings: dict[str, float]) -
     videos, ceiling_seconds = [], 0.0
     for index, (name, seconds) in enumerate(MIXED):
         width, height = RESOLUTIONS[name]
-        path = write_video(args.workdir / f"mixed-{index}-{name}-{seconds}s.mp4", width=width, height=height,
-                           num_frames=seconds * FPS)
+        path = write_h264(args.workdir / f"mixed-{index}-{name}-{seconds}s.mp4", width=width, height=height,
+                           num_frames=seconds * FPS, fps=FPS)
         videos.append(path)
         ceiling_seconds += seconds * FPS / ceilings[name]
     runs = [supply_run(extractor, videos, crop_type="center", batch_size=args.batch_size,
@@ -192,7 +174,6 @@ def mixed_run(args: argparse.Namespace, extractor, ceilings: dict[str, float]) -
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from throughput import ensure_weights
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -201,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {args.batch_size}, {args.seconds} s videos at {FPS} fps", flush=True)
     ceilings = {}
     for name, (width, height) in RESOLUTIONS.items():
-        video = write_video(args.workdir / f"{name}-{args.seconds}s.mp4", width=width, height=height,
-                            num_frames=args.seconds * FPS)
+        video = write_h264(args.workdir / f"{name}-{args.seconds}s.mp4", width=width, height=height,
+                            num_frames=args.seconds * FPS, fps=FPS)
         ceilings[name] = decode_ceiling(video, processes=args.processes, repeats=args.repeats)
     rows = resolution_table(args, extractor, ceilings)
     mixed = mixed_run(args, extractor, ceilings)
