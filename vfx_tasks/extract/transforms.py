@@ -66,15 +66,29 @@ def crop_views(frames_nchw: torch.Tensor, crop_size: int, crop_type: CropType) -
     return torch.stack(views, dim=1)
 
 
+def _normalization(
+    mean_rgb: tuple[float, ...],
+    std_rgb: tuple[float, ...],
+    *,
+    dims: int,
+    channel_dim: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = [1] * dims
+    shape[channel_dim] = 3
+    mean = torch.tensor(mean_rgb, dtype=torch.float32, device=device).view(shape)
+    std = torch.tensor(std_rgb, dtype=torch.float32, device=device).view(shape)
+    return mean, std
+
+
 def normalize_(
     clips_uint8: torch.Tensor, mean_rgb: tuple[float, ...], std_rgb: tuple[float, ...], *, channel_dim: int
 ) -> torch.Tensor:
     """Scale uint8 pixels to 0-1 and normalise per channel, converting to float32 once and then
     working in place. ``channel_dim`` is the axis of the 3 colour channels."""
-    shape = [1] * clips_uint8.dim()
-    shape[channel_dim] = 3
-    mean = torch.tensor(mean_rgb, dtype=torch.float32, device=clips_uint8.device).view(shape)
-    std = torch.tensor(std_rgb, dtype=torch.float32, device=clips_uint8.device).view(shape)
+    mean, std = _normalization(
+        mean_rgb, std_rgb, dims=clips_uint8.dim(), channel_dim=channel_dim, device=clips_uint8.device
+    )
     return clips_uint8.float().div_(255.0).sub_(mean).div_(std)
 
 
@@ -99,8 +113,24 @@ def frames_to_model_input(
     """
     frames_nchw = frames_nhwc.permute(0, 3, 1, 2)  # a channels-last view: the fast uint8 path
     resized = resize_short_side(frames_nchw, short_side)
-    crops = crop_views(resized, crop_size, crop_type)  # (N, V, C, h, w) uint8
-    positions = torch.as_tensor(clip_frame_positions, dtype=torch.long, device=crops.device)
-    # Gather and lay out while still uint8 (a quarter of the bytes), then go to float once.
-    clips = crops[positions].permute(0, 2, 3, 1, 4, 5).contiguous()  # (B, V, C, T, h, w)
-    return normalize_(clips, mean_rgb, std_rgb, channel_dim=2)
+    height, width = resized.shape[-2:]
+    sources = [resized]
+    if crop_type == "10-crop":
+        sources.append(torch.flip(resized, dims=(-1,)))
+    boxes = crop_boxes(height, width, crop_size, crop_type)
+    positions = torch.as_tensor(clip_frame_positions, dtype=torch.long, device=resized.device)
+    num_clips, clip_len = positions.shape
+    views = len(sources) * len(boxes)
+    clips = torch.empty(
+        (num_clips, views, 3, clip_len, crop_size, crop_size), dtype=torch.float32, device=resized.device
+    )
+    # Each crop is gathered straight from the resized frames and converted to float32 as it is
+    # laid out: one copy per crop instead of a crop copy, a gather, a layout and a conversion.
+    view = 0
+    for source in sources:
+        for top, left in boxes:
+            crop = source[:, :, top : top + crop_size, left : left + crop_size]  # (N, C, h, w) uint8
+            clips[:, view].copy_(crop[positions].transpose(1, 2))  # (B, C, T, h, w)
+            view += 1
+    mean, std = _normalization(mean_rgb, std_rgb, dims=clips.dim(), channel_dim=2, device=clips.device)
+    return clips.div_(255.0).sub_(mean).div_(std)
