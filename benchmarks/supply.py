@@ -1,8 +1,13 @@
 """The supply side of extraction: how fast decoding and preprocessing feed a backbone.
 
-:meth:`vfx_tasks.FeatureExtractor.extract` runs as it does in a worker (one video at a time,
-its decode thread keeping the next batch ready) but with a **null backbone**, a pooling stub
-with the backbone's output shape, so the numbers are the CPU's on any machine. Per generated
+The pipeline runs as it does in a worker, but with a **null backbone**, a pooling stub with the
+backbone's output shape, so the numbers are the CPU's on any machine. Two architectures:
+
+* **batched** (the worker's): a :class:`~vfx_tasks.extract.batching.BatchingLoop` fed by
+  ``--decoders`` threads (default: one per core, one FFmpeg thread each) with ``--in-flight``
+  videos at once, batches of clip-crops cut across videos;
+* **per-video** (before it): :meth:`vfx_tasks.FeatureExtractor.extract`, one video at a time,
+  its decode thread keeping the next batch ready, batches never spanning videos. Per generated
 H.264 video (360p, 480p, 720p; libx264 preset fast, written with PyAV) and crop type
 (``center``, ``5-crop``) it reports:
 
@@ -10,9 +15,11 @@ H.264 video (360p, 480p, 720p; libx264 preset fast, written with PyAV) and crop 
   clip-crops/s (what the GPU would receive);
 * the **decode ceiling**: decord ``get_batch`` over every frame of the same video, one process
   per core, frames/s summed; supply is the pipeline's frames/s as a share of it;
-* over a **mixed run** of videos of several lengths and sizes: supply against the ceiling (the
-  time the ceiling would need for the same frames over the time taken) and the **batch fill**,
-  clip-crops per forward over the batch's capacity (``batch_size x n_crops``).
+* over a **mixed run** of 21 videos of several lengths and sizes (center crops), both
+  architectures: supply against the ceiling (the time the ceiling would need for the same
+  frames over the time taken) and the **batch fill**, clip-crops per forward over the batch's
+  capacity (``batch_size x n_crops``), the run's last, short batches included (with 10 s videos,
+  ``--quick``, the run is only a few batches long and they weigh more).
 
 Each number is the best of ``--repeats`` passes. The pipeline converts to RGB only the frames
 clips use (every second one for a 32x2 clip) and the ceiling every frame, so a cheap cell
@@ -36,11 +43,14 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from torch import nn
+
+from vfx_tasks.extract.batching import BatchingLoop
+from vfx_tasks.extract.crops import num_crops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from videos import write_h264  # noqa: E402
@@ -49,8 +59,9 @@ from videos import write_h264  # noqa: E402
 RESOLUTIONS = {"360p": (640, 360), "480p": (854, 480), "720p": (1280, 720)}
 CROP_TYPES = ("center", "5-crop")
 FPS = 25
-#: The mixed run: (resolution, seconds), short and long videos as a real folder holds them.
+#: The mixed run: (resolution, seconds at ``--seconds 10``; scaled with it), three times over.
 MIXED = [("480p", 3), ("360p", 7), ("720p", 5), ("480p", 14), ("360p", 2), ("720p", 9), ("480p", 4)]
+MIXED_REPEATS = 3
 
 
 class NullBackbone(nn.Module):
@@ -100,27 +111,40 @@ def null_extractor(pretrained_dir: Path):
     return extractor
 
 
-def supply_run(extractor, videos: list[Path], *, crop_type: str, batch_size: int, decoder: str) -> dict:
-    """Extract ``videos`` one after another; frames, clip-crops, forwards and seconds."""
+def supply_run(extractor, videos: list[Path], *, crop_type: str, args: argparse.Namespace,
+               batched: bool = True) -> dict:
+    """Extract ``videos`` with either architecture; frames, clip-crops, forwards and seconds."""
     backbone = extractor.backbone
     backbone.calls = backbone.inputs = 0
-    frames = clips = 0
+    crops = num_crops(crop_type)
     started = time.perf_counter()
-    for video in videos:
-        result = extractor.extract(video, crop_type=crop_type, batch_size=batch_size, decoder=decoder)
-        frames += result.num_frames
-        clips += result.shape[0]
+    if batched:
+        loop = BatchingLoop(extractor, batch_clip_crops=args.batch_size * crops, decoders=args.decoders)
+        with ThreadPoolExecutor(args.in_flight) as videos_in_flight:
+            results = list(videos_in_flight.map(
+                lambda video: loop.extract(video, crop_type=crop_type, decoder=args.decoder,
+                                           decoder_threads=args.decoder_threads), videos))
+        loop.close()
+    else:
+        results = [extractor.extract(video, crop_type=crop_type, batch_size=args.batch_size,
+                                     decoder=args.decoder) for video in videos]
     seconds = time.perf_counter() - started
-    crops = result.shape[1]
-    return {"frames": frames, "clips": clips, "clip_crops": clips * crops, "forwards": backbone.calls,
-            "seconds": seconds, "frames_per_s": frames / seconds, "clip_crops_per_s": clips * crops / seconds,
-            "batch_fill": backbone.inputs / (backbone.calls * batch_size * crops)}
+    frames = sum(result.num_frames for result in results)
+    clips = sum(result.shape[0] for result in results)
+    return {"architecture": "batched" if batched else "per-video", "frames": frames, "clips": clips,
+            "clip_crops": clips * crops, "forwards": backbone.calls, "seconds": seconds,
+            "frames_per_s": frames / seconds, "clip_crops_per_s": clips * crops / seconds,
+            "batch_fill": backbone.inputs / (backbone.calls * args.batch_size * crops)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=60, help="length of each resolution's video")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per forward (x crops: clip-crops)")
+    cores = len(os.sched_getaffinity(0))
+    parser.add_argument("--decoders", type=int, default=cores, help="decoding threads (batched)")
+    parser.add_argument("--decoder-threads", type=int, default=1, help="FFmpeg threads per decoder (batched)")
+    parser.add_argument("--in-flight", type=int, default=4 * cores, help="videos in flight (batched)")
     parser.add_argument("--decoder", choices=("decord", "pyav"), default="decord",
                         help="the pipeline's decoder (the ceiling is always decord's)")
     parser.add_argument("--repeats", type=int, default=2,
@@ -143,8 +167,10 @@ def resolution_table(args: argparse.Namespace, extractor, ceilings: dict[str, fl
     for name, (width, height) in RESOLUTIONS.items():
         video = args.workdir / f"{name}-{args.seconds}s.mp4"
         for crop_type in CROP_TYPES:
-            runs = [supply_run(extractor, [video], crop_type=crop_type, batch_size=args.batch_size,
-                               decoder=args.decoder) for _ in range(args.repeats)]
+            # One copy per decoder: the ceiling keeps every core busy too.
+            copies = [video] * args.decoders
+            runs = [supply_run(extractor, copies, crop_type=crop_type, args=args)
+                    for _ in range(args.repeats)]
             run = max(runs, key=lambda run: run["frames_per_s"])
             share = run["frames_per_s"] / ceilings[name]
             rows.append({"video": name, "size": f"{width}x{height}", "crop_type": crop_type,
@@ -154,22 +180,32 @@ def resolution_table(args: argparse.Namespace, extractor, ceilings: dict[str, fl
     return rows
 
 
-def mixed_run(args: argparse.Namespace, extractor, ceilings: dict[str, float]) -> dict:
-    """The mixed folder, center crops: supply against the ceiling and the batch fill."""
+def mixed_run(args: argparse.Namespace, extractor, ceilings: dict[str, float]) -> dict[str, dict]:
+    """The mixed folder, center crops, both architectures: supply against the ceiling, batch fill."""
     videos, ceiling_seconds = [], 0.0
+    scale = max(1, args.seconds // 10)
     for index, (name, seconds) in enumerate(MIXED):
         width, height = RESOLUTIONS[name]
+        seconds *= scale
         path = write_h264(args.workdir / f"mixed-{index}-{name}-{seconds}s.mp4", width=width, height=height,
-                           num_frames=seconds * FPS, fps=FPS)
+                          num_frames=seconds * FPS, fps=FPS)
         videos.append(path)
         ceiling_seconds += seconds * FPS / ceilings[name]
-    runs = [supply_run(extractor, videos, crop_type="center", batch_size=args.batch_size,
-                       decoder=args.decoder) for _ in range(args.repeats)]
-    run = max(runs, key=lambda run: run["frames_per_s"])
-    run["supply"] = ceiling_seconds / run["seconds"]
-    print(f"mixed: {len(videos)} videos ({', '.join(f'{n} {s} s' for n, s in MIXED)}), {run['clips']} clips "
-          f"in {run['forwards']} forwards of {args.batch_size}, {run['frames_per_s']:.0f} frames/s")
-    return run
+    videos *= MIXED_REPEATS
+    ceiling_seconds *= MIXED_REPEATS
+    print(f"mixed: {len(videos)} videos ({', '.join(f'{n} {s * scale} s' for n, s in MIXED)}, "
+          f"{MIXED_REPEATS} times), center crop, batches of {args.batch_size}")
+    found = {}
+    for batched in (False, True):
+        runs = [supply_run(extractor, videos, crop_type="center", args=args, batched=batched)
+                for _ in range(args.repeats)]
+        run = max(runs, key=lambda run: run["frames_per_s"])
+        run["supply"] = ceiling_seconds / run["seconds"]
+        found[run["architecture"]] = run
+        print(f"  {run['architecture']:>9}: {run['clips']} clips in {run['forwards']} forwards, "
+              f"{run['frames_per_s']:.0f} frames/s, supply {run['supply']:.0%}, "
+              f"batch fill {run['batch_fill']:.0%}", flush=True)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     extractor = null_extractor(ensure_weights(args.pretrained_dir, ["i3d"]))
     print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; pipeline decoder {args.decoder}, "
-          f"batch {args.batch_size}, {args.seconds} s videos at {FPS} fps", flush=True)
+          f"batch {args.batch_size} clips, {args.decoders} decoders x {args.decoder_threads} "
+          f"FFmpeg thread(s), {args.in_flight} videos in flight, {args.seconds} s videos at {FPS} fps",
+          flush=True)
     ceilings = {}
     for name, (width, height) in RESOLUTIONS.items():
         video = write_h264(args.workdir / f"{name}-{args.seconds}s.mp4", width=width, height=height,
@@ -196,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"cores": os.cpu_count(), "decoder": args.decoder, "rows": rows,
                                          "mixed": mixed, "per_core_frames_per_s": per_core}, indent=2))
-    print(f"supply: {mixed['supply']:.0%} of the decode ceiling, batch fill {mixed['batch_fill']:.0%}")
+    batched = mixed["batched"]
+    print(f"supply: {batched['supply']:.0%} of the decode ceiling, batch fill {batched['batch_fill']:.0%}")
     return 0
 
 

@@ -84,6 +84,13 @@ class Settings:
     #: ``vfx-worker -c N`` with the prefork pool sets it to cores / N, so that its N processes do
     #: not fight over the same cores.
     torch_threads: int = 0
+    #: Videos a worker process decodes at once (0: one per core it may use, at most its videos in
+    #: flight). Its videos in flight wait for a decoder, and one inference loop batches the clips
+    #: of all of them (see docs/throughput.md); ``vfx-worker`` prints the value it chose.
+    decoders: int = 0
+    #: FFmpeg threads of each decoder (0: the cores a worker process may use over its decoders,
+    #: at least one), so that the decoders together do not oversubscribe the cores.
+    decoder_threads: int = 0
     # -- what a task message may name (see docs/deployment.md#trusted-folders) --
     #: Folders a task's local ``video_path`` must lie in (symlinks followed), separated by ``:`` or
     #: ``,``. Empty: no local video is accepted (``hf://`` locations still are). A task message is

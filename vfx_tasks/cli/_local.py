@@ -19,7 +19,9 @@ from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import LocalFolderSource
 
 
-def run_locally(settings: Settings, request: EnqueueRequest, *, concurrency: int, pool: str) -> int:
+def run_locally(
+    settings: Settings, request: EnqueueRequest, *, concurrency: int | None, pool: str | None
+) -> int:
     """Run ``request`` on this machine; the exit code. Nothing is left running afterwards."""
     if request.dry_run:
         # Nothing will run, so no workers; a fresh local Redis has no ledger, only files count.
@@ -48,7 +50,9 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_on_local_cluster(settings: Settings, request: EnqueueRequest, *, concurrency: int, pool: str) -> int:
+def _run_on_local_cluster(
+    settings: Settings, request: EnqueueRequest, *, concurrency: int | None, pool: str | None
+) -> int:
     """Redis first, to plan the run; workers (seconds, and a model load each) only if it has work."""
     source = request.source
     input_dir = source.root if isinstance(source, LocalFolderSource) else None  # Hub videos need none

@@ -33,6 +33,7 @@ from vfx_tasks.cli.options import (
 )
 from vfx_tasks.errors import VfxError
 from vfx_tasks.extract.crops import CROP_TYPES
+from vfx_tasks.extract.decoders import DECODERS, DEFAULT_DECODER
 from vfx_tasks.extract.device import PRECISIONS
 from vfx_tasks.extract.sampling import CLIP_SAMPLINGS
 from vfx_tasks.models import DEFAULT_MODEL, MODEL_SPECS, get_model_spec
@@ -130,6 +131,13 @@ def _minus_one_or_positive_option(*param_decls: str, group: str, default: int, h
     default="sequential",
 )
 @option("--precision", group="Model", type=click.Choice(PRECISIONS), default="fp32")
+@option(
+    "--decoder",
+    group="Model",
+    type=click.Choice(DECODERS),
+    default=DEFAULT_DECODER,
+    help="decord made the reference features; pyav: the [pyav] extra.",
+)
 @_minus_one_or_positive_option(
     "--batch_size",
     "--batch-size",
@@ -184,11 +192,8 @@ def _minus_one_or_positive_option(*param_decls: str, group: str, default: int, h
 )
 @device_option(group="Local", default="auto", help="cpu: CPU workers even with GPUs.")
 @pretrained_dir_option(group="Local", help="Folder with the model checkpoints.")
-@concurrency_option(group="Local", help="Videos each worker processes at once (see --pool).")
-@pool_option(
-    group="Local",
-    help="prefork: a process and model per video in flight; threads: one model.",
-)
+@concurrency_option(group="Local", help="Videos in flight per worker (default: as vfx-worker).")
+@pool_option(group="Local", help="Default: threads on a GPU, prefork on the CPU (see vfx-worker).")
 @keep_downloads_option(group="Local", help="Workers keep the Hub videos they fetch.")
 @version_option("vfx-enqueue")
 @click.pass_context
@@ -208,6 +213,7 @@ def main(
     num_clips_per_video: int,
     clip_sampling: str,
     precision: str,
+    decoder: str,
     batch_size: int,
     output_dir: str,
     force_stop_after_n_videos: int,
@@ -221,8 +227,8 @@ def main(
     local: bool,
     device: str,
     pretrained_dir: str | None,
-    concurrency: int,
-    pool: str,
+    concurrency: int | None,
+    pool: str | None,
     keep_downloads: bool | None,
 ) -> None:
     """Queue feature extraction for every video not done yet."""
@@ -244,6 +250,7 @@ def main(
             num_clips_per_video=num_clips_per_video,
             clip_sampling=clip_sampling,
             precision=precision,
+            decoder=decoder,
         )
         request = EnqueueRequest(
             run=run,

@@ -90,13 +90,13 @@ def device_option(*, default: str | None, help: str, group: str | None = None) -
 
 
 def concurrency_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
-    """``--concurrency`` / ``-c``: videos a worker processes at once."""
-    return option("--concurrency", "-c", group=group, type=click.IntRange(min=1), default=1, help=help)
+    """``--concurrency`` / ``-c``: videos a worker processes at once (default: chosen by the worker)."""
+    return option("--concurrency", "-c", group=group, type=click.IntRange(min=1), default=None, help=help)
 
 
 def pool_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
-    """``--pool``: one of :data:`POOLS`."""
-    return option("--pool", group=group, type=click.Choice(POOLS), default="prefork", help=help)
+    """``--pool``: one of :data:`POOLS` (default: chosen by the worker)."""
+    return option("--pool", group=group, type=click.Choice(POOLS), default=None, help=help)
 
 
 def keep_downloads_option(*, help: str, group: str | None = None) -> Callable[[F], F]:

@@ -28,8 +28,8 @@ from vfx_tasks.queue.connection import connect
 from vfx_tasks.queue.launch import (
     Launch,
     celery_worker_command,
+    plan_worker,
     supervise,
-    torch_threads_per_process,
     worker_environment,
     worker_name,
 )
@@ -107,10 +107,13 @@ def _check_pinning(gpu: int | None, gpus: list[int], device: str | None) -> list
 @broker_url_option()
 @option("--result-backend", "--result_backend", help="Result backend URL (default: the broker's Redis).")
 @pretrained_dir_option(help="Folder with the model checkpoints.")
-@concurrency_option(help="Videos processed at once by this worker (see --pool).")
+@concurrency_option(
+    help="Videos in flight in this worker. Default: 4 per decoder with threads (one decoder per "
+    "core, VFX_DECODERS), 1 with prefork."
+)
 @pool_option(
-    help="prefork: one process per video in flight, each with its own model. "
-    "threads: one process whose videos share one model (less GPU memory)."
+    help="threads (default on a GPU): one process, one model, one inference loop batching the "
+    "clips of all its videos. prefork (default on the CPU): one process and model per video."
 )
 @option("--name", "-n", help="Worker name; default gpu<N>@<host> or cpu@<host>.")
 @option("--loglevel", "-l", default="info")
@@ -127,8 +130,8 @@ def main(
     broker_url: str | None,
     result_backend: str | None,
     pretrained_dir: str | None,
-    concurrency: int,
-    pool: str,
+    concurrency: int | None,
+    pool: str | None,
     name: str | None,
     loglevel: str,
     keep_downloads: bool | None,
@@ -150,16 +153,25 @@ def main(
         connect(settings.broker_url).close()  # say now, not at the first task, that Redis is unreachable
     except VfxError as e:
         raise cli_error(e) from e
+    plan = plan_worker(
+        settings,
+        pool=pool,
+        concurrency=concurrency,
+        uses_gpu=bool(pinned) or settings.device.startswith("cuda"),
+        workers=max(1, len(gpus)),
+    )
     settings = settings.with_overrides(
-        torch_threads=torch_threads_per_process(settings, pool=pool, concurrency=concurrency)
+        torch_threads=plan.torch_threads, decoders=plan.decoders, decoder_threads=plan.decoder_threads
     )
 
     def launch(gpu_index: int | None) -> Launch:
+        hostname = worker_name(name, gpu=gpu_index, supervised=bool(gpus))
+        click.echo(f"{hostname}: {plan.describe()}", err=True)
         command = celery_worker_command(
-            name=worker_name(name, gpu=gpu_index, supervised=bool(gpus)),
-            concurrency=concurrency,
+            name=hostname,
+            concurrency=plan.concurrency,
             loglevel=loglevel,
-            pool=pool,
+            pool=plan.pool,
             celery_args=celery_args,
         )
         return command, worker_environment(settings, gpu=gpu_index)

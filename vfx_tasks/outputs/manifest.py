@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 from vfx_tasks import __version__
 from vfx_tasks.errors import ConfigurationError, ManifestMismatchError
 from vfx_tasks.extract.crops import crop_names
+from vfx_tasks.extract.decoders import DEFAULT_DECODER
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.storage import write_labels_atomic
 
@@ -30,8 +31,6 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "vfx-run.json"
 SCHEMA_VERSION = 1
-#: The only decoder today; recorded because another one would change the frames.
-DECODER = "decord"
 _LIBRARIES = ("torch", "numpy", "decord", "mmaction2", "mmengine", "mmcv-lite")
 
 ManifestCheck = Literal["created", "adopted", "matched", "replaced"]
@@ -122,6 +121,7 @@ class RunSettings(Protocol):
     num_clips_per_video: int
     clip_sampling: str
     precision: str
+    decoder: str
 
 
 def manifest_for(run: RunSettings, *, pretrained_dir: str | os.PathLike[str] | None) -> Manifest:
@@ -132,6 +132,7 @@ def manifest_for(run: RunSettings, *, pretrained_dir: str | os.PathLike[str] | N
         num_clips_per_video=run.num_clips_per_video,
         clip_sampling=run.clip_sampling,
         precision=run.precision,
+        decoder=run.decoder,
         pretrained_dir=pretrained_dir,
     )
 
@@ -143,6 +144,7 @@ def build_manifest(
     num_clips_per_video: int,
     clip_sampling: str,
     precision: str,
+    decoder: str = DEFAULT_DECODER,
     pretrained_dir: str | os.PathLike[str] | None,
 ) -> Manifest:
     """The manifest of a run with these settings; the checkpoint is hashed if ``pretrained_dir`` has it."""
@@ -157,7 +159,7 @@ def build_manifest(
         clip_sampling=clip_sampling,
         num_clips_per_video=num_clips_per_video,
         precision=precision,
-        decoder=DECODER,
+        decoder=decoder,
         clip_len=spec.clip_len,
         sampling_rate=spec.sampling_rate,
         clip_span_frames=spec.clip_span_frames,

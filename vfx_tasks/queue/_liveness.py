@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from vfx_tasks.extract.decoders import DEFAULT_DECODER
 from vfx_tasks.queue._kombu import restore_unacked, unacked_by_task_id
 from vfx_tasks.queue.ledger import Ledger, RunSpec
 
@@ -61,6 +62,7 @@ def run_spec_of(meta: dict[str, str]) -> RunSpec | None:
             num_clips_per_video=int(meta["num_clips_per_video"]),
             clip_sampling=meta["clip_sampling"],
             precision=meta["precision"],
+            decoder=meta.get("decoder", DEFAULT_DECODER),
         )
     except (KeyError, ValueError):
         return None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from vfx_tasks.errors import UnknownModelError, UnsafePathError, UntrustedMessageError
 from vfx_tasks.extract.crops import CROP_TYPES
+from vfx_tasks.extract.decoders import DECODERS
 from vfx_tasks.extract.device import PRECISIONS
 from vfx_tasks.extract.sampling import CLIP_SAMPLINGS
 from vfx_tasks.models import get_model_spec
@@ -47,7 +48,7 @@ MAX_BATCH_SIZE = 1024
 MAX_CLIPS_PER_VIDEO = 100_000
 
 _TEXT_FIELDS = ("video_path", "output_dir", "relative_id", "run_id", "model", "crop_type",
-                "clip_sampling", "precision")
+                "clip_sampling", "precision", "decoder")
 _NUMBER_FIELDS = ("num_clips_per_video", "batch_size")
 _SEE = "see docs/deployment.md#trusted-folders"
 
@@ -100,7 +101,7 @@ def _check_choices(job: VideoJob) -> None:
     except UnknownModelError as e:
         raise _refuse(str(e)) from e
     for name, allowed in (("crop_type", CROP_TYPES), ("clip_sampling", CLIP_SAMPLINGS),
-                          ("precision", PRECISIONS)):
+                          ("precision", PRECISIONS), ("decoder", DECODERS)):
         if getattr(job, name) not in allowed:
             raise _refuse(f"{name} {getattr(job, name)[:100]!r} is not one of {', '.join(allowed)}.")
 

@@ -35,7 +35,8 @@ def visible_gpus() -> list[int]:
 class LocalCluster:
     """Embedded ``redis-server`` plus one ``vfx-worker`` per visible GPU (or one on the CPU).
 
-    ``concurrency`` and ``pool`` are each worker's ``--concurrency`` and ``--pool``. The workers
+    ``concurrency`` and ``pool`` are each worker's ``--concurrency`` and ``--pool`` (``None``:
+    the worker's defaults, see :func:`vfx_tasks.queue.launch.plan_worker`). The workers
     read only under ``input_dir`` (none: only Hub videos) and write only under ``output_dir``.
     """
 
@@ -46,8 +47,8 @@ class LocalCluster:
         output_dir: str | os.PathLike[str],
         input_dir: str | os.PathLike[str] | None = None,
         gpus: list[int] | None = None,
-        concurrency: int = 1,
-        pool: str = "prefork",
+        concurrency: int | None = None,
+        pool: str | None = None,
         stop_grace_seconds: float = 10.0,
     ) -> None:
         self.settings = settings
@@ -104,10 +105,8 @@ class LocalCluster:
             *pinning,
             "--pretrained-dir",
             str(self.settings.pretrained_dir),
-            "--concurrency",
-            str(self.concurrency),
-            "--pool",
-            self.pool,
+            *(["--concurrency", str(self.concurrency)] if self.concurrency else []),
+            *(["--pool", self.pool] if self.pool else []),
             "--name",
             f"local{index}@%h",
             "--loglevel",

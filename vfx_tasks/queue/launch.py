@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from types import FrameType
 from typing import Literal, get_args
 
@@ -63,6 +64,55 @@ def celery_worker_command(
         loglevel,
         *celery_args,
     ]
+
+
+#: Videos in flight per decoder with the threads pool: while one waits for its last batch, the
+#: others keep the decoder busy and the inference loop's batches full.
+VIDEOS_PER_DECODER = 4
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How one worker process shares its cores: pool, videos in flight, decoders, their threads."""
+
+    pool: Pool
+    concurrency: int
+    decoders: int
+    decoder_threads: int
+    torch_threads: int
+
+    def describe(self) -> str:
+        per_process = "per process" if self.pool == "prefork" else "sharing one inference loop"
+        return (
+            f"{self.pool} pool, {self.concurrency} video(s) in flight {per_process}, "
+            f"{self.decoders} decoding at a time with {self.decoder_threads} FFmpeg thread(s) each, "
+            f"torch threads {self.torch_threads or 'default'}"
+        )
+
+
+def plan_worker(
+    settings: Settings, *, pool: str | None, concurrency: int | None, uses_gpu: bool, workers: int = 1
+) -> WorkerPlan:
+    """Defaults for what was not given, from the cores this worker gets (its share of ``workers``).
+
+    A GPU worker runs the ``threads`` pool: one process, one model, one inference loop fed by one
+    decoder per core and :data:`VIDEOS_PER_DECODER` videos in flight per decoder. A CPU worker
+    runs ``prefork`` with one video: there the backbone needs the cores, not the decoders.
+    ``VFX_DECODERS`` and ``VFX_DECODER_THREADS`` win over the computed values.
+    """
+    cores = max(1, len(os.sched_getaffinity(0)) // max(1, workers))
+    chosen: Pool = (pool or ("threads" if uses_gpu else "prefork"))  # type: ignore[assignment]
+    if chosen == "threads":
+        decoders = settings.decoders or (min(cores, concurrency) if concurrency else cores)
+        concurrency = concurrency or VIDEOS_PER_DECODER * decoders
+        decoders = min(decoders, concurrency)
+        processes = 1
+    else:
+        concurrency = concurrency or 1
+        decoders, processes = 1, concurrency
+    decoder_threads = settings.decoder_threads or max(1, cores // (decoders * processes))
+    torch_threads = torch_threads_per_process(settings, pool=chosen, concurrency=concurrency)
+    return WorkerPlan(chosen, concurrency, decoders, decoder_threads, torch_threads)
 
 
 def torch_threads_per_process(settings: Settings, *, pool: str, concurrency: int) -> int:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from vfx_tasks.extract.decoders import DEFAULT_DECODER
 from vfx_tasks.queue.connection import connect, redis_errors
 
 _T = TypeVar("_T")
@@ -57,6 +58,8 @@ class RunSpec:
     num_clips_per_video: int
     clip_sampling: str
     precision: str
+    #: The video decoder (:data:`vfx_tasks.extract.decoders.DECODERS`): another one moves the pixels.
+    decoder: str = DEFAULT_DECODER
 
     @classmethod
     def create(cls, output_dir: str | os.PathLike[str], **kwargs: Any) -> RunSpec:
@@ -65,7 +68,10 @@ class RunSpec:
 
     @cached_property
     def run_id(self) -> str:
-        payload = json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if self.decoder == DEFAULT_DECODER:
+            del fields["decoder"]  # runs from before the choice keep their ids, ledgers and messages
+        payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
     def task_id(self, relative_id: str) -> str:

@@ -245,6 +245,7 @@ def task_kwargs(run: RunSpec, item: VideoItem, *, batch_size: int) -> dict[str, 
         "num_clips_per_video": run.num_clips_per_video,
         "batch_size": batch_size,
         "precision": run.precision,
+        "decoder": run.decoder,
     }
     if item.labels is not None:
         kwargs["labels"] = dict(item.labels)

@@ -25,6 +25,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from vfx_tasks.errors import TaskTimeoutError, TransientError, VfxError
+from vfx_tasks.extract.decoders import DEFAULT_DECODER
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, app, settings
 from vfx_tasks.queue.worker import VideoJob, process_video, record_failure, record_retry
 from vfx_tasks.redaction import redact, url_passwords
@@ -166,6 +167,7 @@ def extract_video(
     batch_size: int,
     precision: str,
     labels: dict[str, Any] | None = None,
+    decoder: str = DEFAULT_DECODER,
 ) -> dict[str, Any]:
     """Extract one video's features to ``<output_dir>/<relative_id>.npy``; return a JSON summary."""
     job = VideoJob(
@@ -180,6 +182,7 @@ def extract_video(
         batch_size=batch_size,
         precision=precision,
         labels=labels,
+        decoder=decoder,
     )
     with _errors_as_stored(job):
         return process_video(job, settings=settings, worker_name=self.request.hostname or "unknown")

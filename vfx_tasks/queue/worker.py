@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,9 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from vfx_tasks.errors import WorkerDiedError
+from vfx_tasks.errors import TaskTimeoutError, WorkerDiedError
 from vfx_tasks.extract.crops import num_crops
+from vfx_tasks.extract.decoders import DEFAULT_DECODER
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue._message import check_job
 from vfx_tasks.queue._outputs import check_job_settings, record_index_row
@@ -44,14 +46,17 @@ from vfx_tasks.storage import (
 )
 
 if TYPE_CHECKING:
-    from vfx_tasks.extract.pipeline import FeatureExtractor
+    from vfx_tasks.extract.batching import BatchingLoop
+    from vfx_tasks.extract.pipeline import FeatureExtractor, VideoFeatures
 
 logger = logging.getLogger(__name__)
 
 _ExtractorKey = tuple[str, str, str, str]
 _extractors: dict[_ExtractorKey, FeatureExtractor] = {}
+#: One inference loop per loaded model and batch capacity (clip-crops), shared by the videos in flight.
+_loops: dict[tuple[_ExtractorKey, int], BatchingLoop] = {}
 _ledgers: dict[str, Ledger] = {}
-#: Guard the two caches above: with the threads pool, tasks start side by side.
+#: Guard the caches above: with the threads pool, tasks start side by side.
 _extractors_lock = threading.Lock()
 _ledgers_lock = threading.Lock()
 
@@ -72,13 +77,19 @@ class VideoJob:
     precision: str
     #: Labels that came with the video (Hugging Face sources), written beside the features as JSON.
     labels: dict[str, Any] | None = None
+    #: Messages from before the choice carry none: they were decoded with decord.
+    decoder: str = DEFAULT_DECODER
+
+
+def _extractor_key(model: str, *, settings: Settings, precision: str) -> _ExtractorKey:
+    return (get_model_spec(model).name, settings.device, precision, str(settings.pretrained_dir))
 
 
 def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureExtractor:
     """The process's loaded model for these settings, loading it on first use."""
     from vfx_tasks.extract.pipeline import FeatureExtractor  # torch + mmaction2 only where a task runs
 
-    key = (get_model_spec(model).name, settings.device, precision, str(settings.pretrained_dir))
+    key = _extractor_key(model, settings=settings, precision=precision)
     with _extractors_lock:  # one load per process, however many tasks ask at once
         if key not in _extractors:
             import torch
@@ -93,6 +104,56 @@ def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureE
                 key[0], pretrained_dir=settings.pretrained_dir, device=settings.device, precision=precision
             )
         return _extractors[key]
+
+
+def get_batching_loop(job: VideoJob, *, settings: Settings) -> BatchingLoop:
+    """The process's inference loop for the job's model and batch (``batch_size`` x crops clip-crops).
+
+    Every video in flight in this process with the same model and batch feeds the same loop, so
+    that its forwards are full whatever the videos' lengths; ``settings.decoders`` of them decode
+    at a time.
+    """
+    from vfx_tasks.extract.batching import BatchingLoop
+
+    extractor = get_extractor(job.model, settings=settings, precision=job.precision)
+    key = (_extractor_key(job.model, settings=settings, precision=job.precision),
+           job.batch_size * num_crops(job.crop_type))  # type: ignore[arg-type]
+    with _extractors_lock:
+        if key not in _loops:
+            _loops[key] = BatchingLoop(extractor, batch_clip_crops=key[1], decoders=settings.decoders)
+        return _loops[key]
+
+
+def extract_job(job: VideoJob, video_path: str, *, settings: Settings) -> VideoFeatures:
+    """The features of a job's video: through the process's inference loop, or on their own
+    when the job asks for all clips of a video in one forward (``batch_size`` -1)."""
+    if job.batch_size == -1:
+        return get_extractor(job.model, settings=settings, precision=job.precision).extract(
+            video_path,
+            crop_type=job.crop_type,  # type: ignore[arg-type]
+            num_clips_per_video=job.num_clips_per_video,
+            batch_size=-1,
+            clip_sampling=job.clip_sampling,  # type: ignore[arg-type]
+            decoder=job.decoder,  # type: ignore[arg-type]
+        )
+    limit = settings.task_soft_time_limit_seconds
+    try:
+        return get_batching_loop(job, settings=settings).extract(
+            video_path,
+            crop_type=job.crop_type,  # type: ignore[arg-type]
+            num_clips_per_video=job.num_clips_per_video,
+            clip_sampling=job.clip_sampling,  # type: ignore[arg-type]
+            decoder=job.decoder,  # type: ignore[arg-type]
+            decoder_threads=settings.decoder_threads,
+            # The threads pool has no time limits of its own: the loop keeps the soft one.
+            deadline=time.monotonic() + limit if limit else None,
+        )
+    except TaskTimeoutError as e:
+        raise TaskTimeoutError(
+            f"{job.relative_id} ran past the soft time limit of {limit} s "
+            "(VFX_TASK_SOFT_TIME_LIMIT_SECONDS): a stalled decoder, or a video too long for this "
+            "worker. Raise the limit (and VFX_TASK_TIME_LIMIT_SECONDS) for very long videos."
+        ) from e
 
 
 def get_ledger(settings: Settings) -> Ledger:
@@ -126,16 +187,9 @@ def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dic
     if deaths:
         logger.warning("%s: redelivered after %d worker death(s)", job.relative_id, deaths)
     check_job_settings(job, settings=settings)
-    extractor = get_extractor(job.model, settings=settings, precision=job.precision)
     destination = output_path(job.output_dir, job.relative_id)
     with fetched_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
-        result = extractor.extract(
-            video_path,
-            crop_type=job.crop_type,  # type: ignore[arg-type]
-            num_clips_per_video=job.num_clips_per_video,
-            batch_size=job.batch_size,
-            clip_sampling=job.clip_sampling,  # type: ignore[arg-type]
-        )
+        result = extract_job(job, video_path, settings=settings)
         # Labels first: a video counts as done once its .npy exists, and then its labels must too.
         if job.labels is not None:
             write_labels_atomic(labels_path(job.output_dir, job.relative_id), job.labels)
@@ -194,6 +248,7 @@ def record_retry(job: VideoJob, *, settings: Settings) -> None:
 def _forget_inherited_state(**_: Any) -> None:
     # A forked child must build its own model and Redis connections; never reuse the parent's.
     _extractors.clear()
+    _loops.clear()
     _ledgers.clear()
 
 
@@ -210,6 +265,9 @@ def _import_the_pipeline(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _release_models(**_: Any) -> None:
+    for loop in _loops.values():
+        loop.close()
+    _loops.clear()
     _extractors.clear()
 
 

@@ -17,6 +17,8 @@ from vfx_tasks.extract.video import VideoInfo
 
 DecoderName = Literal["decord", "pyav"]
 DECODERS: tuple[str, ...] = get_args(DecoderName)
+#: The reference features were made with decord.
+DEFAULT_DECODER: DecoderName = "decord"
 
 
 class Decoder(Protocol):
@@ -74,4 +76,6 @@ def open_video(
     return VideoReader(path, num_threads=num_threads)
 
 
-__all__ = ["DECODERS", "Decoder", "DecoderName", "VideoInfo", "open_video", "validate_decoder"]
+__all__ = [
+    "DECODERS", "DEFAULT_DECODER", "Decoder", "DecoderName", "VideoInfo", "open_video", "validate_decoder"
+]
