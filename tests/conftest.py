@@ -275,7 +275,7 @@ def alive_pids(pids: set[int]) -> set[int]:
 class WorkerProcess:
     """A real ``vfx-worker --device cpu`` subprocess (Celery main process + one pool child)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, name: str) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, name: str, args: tuple[str, ...] = ()) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # closed in stop()
         command = [
@@ -290,6 +290,7 @@ class WorkerProcess:
             "--without-mingle",
             "--loglevel",
             "info",
+            *args,
         ]
         self.process = subprocess.Popen(
             command, env=env, cwd=REPO_DIR, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
@@ -321,13 +322,14 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(queue_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Factory starting real CPU workers (extra env allowed); all are stopped at teardown."""
+    """Factory starting real CPU workers (``vfx-worker`` options and extra env allowed; a name to
+    start one again under its name); all are stopped at teardown."""
     workers: list[WorkerProcess] = []
 
-    def start(**extra_env: str) -> WorkerProcess:
+    def start(*args: str, name: str | None = None, **extra_env: str) -> WorkerProcess:
         index = len(workers)
         worker = WorkerProcess(
-            {**queue_env, **extra_env}, tmp_path / f"worker-{index}.log", f"test{index}@%h"
+            {**queue_env, **extra_env}, tmp_path / f"worker-{index}.log", name or f"test{index}@%h", args
         )
         workers.append(worker)
         return worker

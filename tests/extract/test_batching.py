@@ -114,7 +114,9 @@ def test_a_video_given_up_midway_leaves_the_loop_serving_the_others(
     assert not loop._pending and not loop._videos
 
 
-def test_a_lone_short_batch_leaves_after_the_stall_time(pooling: FeatureExtractor, videos: list[Path]) -> None:
+def test_a_lone_short_batch_leaves_after_the_stall_time(
+    pooling: FeatureExtractor, videos: list[Path]
+) -> None:
     # One video decoding, another stuck before its first piece: the first one's short batch
     # leaves after stall_seconds, not when the stuck one ends.
     loop = BatchingLoop(pooling, batch_clip_crops=50, stall_seconds=0.5)
@@ -155,7 +157,9 @@ def test_decoders_wait_while_the_queue_is_full(pooling: FeatureExtractor, videos
         loop.close()
 
 
-def test_real_backbone_features_match_the_per_video_pipeline(pretrained_dir: Path, videos: list[Path]) -> None:
+def test_real_backbone_features_match_the_per_video_pipeline(
+    pretrained_dir: Path, videos: list[Path]
+) -> None:
     # I3D with stand-in weights, center crops: three videos of 1, 2 and 3 clips share forwards of 4.
     i3d = FeatureExtractor("i3d", pretrained_dir=pretrained_dir, device="cpu")
     loop = BatchingLoop(i3d, batch_clip_crops=4, decoders=3, stall_seconds=60)

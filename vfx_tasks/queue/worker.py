@@ -137,8 +137,9 @@ def extract_job(job: VideoJob, video_path: str, *, settings: Settings) -> VideoF
             decoder=job.decoder,  # type: ignore[arg-type]
         )
     limit = settings.task_soft_time_limit_seconds
+    loop = get_batching_loop(job, settings=settings)
     try:
-        return get_batching_loop(job, settings=settings).extract(
+        result = loop.extract(
             video_path,
             crop_type=job.crop_type,  # type: ignore[arg-type]
             num_clips_per_video=job.num_clips_per_video,
@@ -154,6 +155,14 @@ def extract_job(job: VideoJob, video_path: str, *, settings: Settings) -> VideoF
             "(VFX_TASK_SOFT_TIME_LIMIT_SECONDS): a stalled decoder, or a video too long for this "
             "worker. Raise the limit (and VFX_TASK_TIME_LIMIT_SECONDS) for very long videos."
         ) from e
+    stats = loop.stats
+    logger.info(
+        "%s: %d clips in %.1f s; inference loop so far: %d forwards, %d shared between videos, "
+        "batch fill %.0f%%",
+        job.relative_id, result.shape[0], result.seconds, stats.forwards, stats.shared_forwards,
+        100 * stats.batch_fill,
+    )
+    return result
 
 
 def get_ledger(settings: Settings) -> Ledger:
