@@ -60,3 +60,20 @@ def test_model_input_layout_and_normalisation() -> None:
     expected_red = [(v / 255 - IMAGENET_MEAN_RGB[0]) / IMAGENET_STD_RGB[0] for v in (0, 128)]
     torch.testing.assert_close(out[0, 3, 0, :, 100, 100], torch.tensor(expected_red))
     assert torch.all(out[1, :, 2] == (1 - IMAGENET_MEAN_RGB[2]) / IMAGENET_STD_RGB[2])
+
+
+@pytest.mark.parametrize("crop_type", ["center", "5-crop", "10-crop"])
+def test_channels_last_input_holds_the_same_numbers_in_the_backbones_memory_order(crop_type: str) -> None:
+    # Distinct values per pixel, channel and frame: any mix-up of axes shows.
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (6, 240, 320, 3), dtype=torch.uint8, generator=generator)
+    positions = np.array([[0, 2, 4], [1, 3, 5]])
+    options = {"short_side": 256, "crop_size": 224, "crop_type": crop_type,
+               "mean_rgb": IMAGENET_MEAN_RGB, "std_rgb": IMAGENET_STD_RGB}
+    plain = frames_to_model_input(frames, positions, **options)  # type: ignore[arg-type]
+    last = frames_to_model_input(frames, positions, channels_last=True, **options)  # type: ignore[arg-type]
+    assert torch.equal(plain, last)
+    # What the backbone receives needs no copy to be channels-last 3-D.
+    flat = last.flatten(0, 1)
+    assert flat.is_contiguous(memory_format=torch.channels_last_3d)
+    assert flat.contiguous(memory_format=torch.channels_last_3d).data_ptr() == flat.data_ptr()

@@ -93,6 +93,7 @@ def transform_clips(
         crop_type=crop_type,
         mean_rgb=spec.mean_rgb,
         std_rgb=spec.std_rgb,
+        channels_last=spec.channels_last_3d,
     )
 
 

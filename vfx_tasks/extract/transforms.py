@@ -101,15 +101,20 @@ def frames_to_model_input(
     crop_type: CropType,
     mean_rgb: tuple[float, ...],
     std_rgb: tuple[float, ...],
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Turn the decoded frames of a batch of clips into the backbone's input.
 
     Args:
         frames_nhwc: ``(N, H, W, 3)`` uint8 RGB, each distinct frame the batch needs, once.
         clip_frame_positions: ``(B, T)`` positions into ``frames_nhwc`` of each clip's frames.
+        channels_last: lay each clip out channels-last in memory (``T, h, w, C``), as a backbone
+            that runs on ``torch.channels_last_3d`` takes it: the frames are channels-last
+            already, so no copy transposes them on the way in or out.
 
     Returns:
-        ``(B, n_crops, 3, T, crop_size, crop_size)`` float32 on ``frames_nhwc``'s device.
+        ``(B, n_crops, 3, T, crop_size, crop_size)`` float32 on ``frames_nhwc``'s device (with
+        ``channels_last``, a view whose ``flatten(0, 1)`` is ``channels_last_3d``).
     """
     frames_nchw = frames_nhwc.permute(0, 3, 1, 2)  # a channels-last view: the fast uint8 path
     resized = resize_short_side(frames_nchw, short_side)
@@ -121,16 +126,29 @@ def frames_to_model_input(
     positions = torch.as_tensor(clip_frame_positions, dtype=torch.long, device=resized.device)
     num_clips, clip_len = positions.shape
     views = len(sources) * len(boxes)
-    clips = torch.empty(
-        (num_clips, views, 3, clip_len, crop_size, crop_size), dtype=torch.float32, device=resized.device
-    )
+    # Memory order (B, V, T, h, w, C) or (B, V, C, T, h, w); seen as (B, V, C, T, h, w) either way.
+    order = (0, 1, 3, 4, 5, 2) if channels_last else (0, 1, 2, 3, 4, 5)
+    stored = [(num_clips, views, 3, clip_len, crop_size, crop_size)[axis] for axis in order]
+    memory = torch.empty(stored, dtype=torch.float32, device=resized.device)
+    clips = memory.permute([order.index(axis) for axis in range(6)])
     # Each crop is gathered straight from the resized frames and converted to float32 as it is
     # laid out: one copy per crop instead of a crop copy, a gather, a layout and a conversion.
     view = 0
     for source in sources:
         for top, left in boxes:
-            crop = source[:, :, top : top + crop_size, left : left + crop_size]  # (N, C, h, w) uint8
-            clips[:, view].copy_(crop[positions].transpose(1, 2))  # (B, C, T, h, w)
+            crop = source[:, :, top : top + crop_size, left : left + crop_size].permute(0, 2, 3, 1)
+            gathered = crop[positions]  # (B, T, h, w, C) uint8, in the frames' own channels-last order
+            clips[:, view].copy_(gathered.permute(0, 4, 1, 2, 3))  # (B, C, T, h, w)
             view += 1
+    if channels_last:
+        # Broadcasting 3 values along the innermost axis defeats vectorisation (4x slower on a
+        # CPU): normalise whole rows of pixels against the channel values repeated along a row.
+        rows = memory.view(-1, crop_size * 3)
+        mean, std = (
+            torch.tensor(values, dtype=torch.float32, device=memory.device).repeat(crop_size)
+            for values in (mean_rgb, std_rgb)
+        )
+        rows.div_(255.0).sub_(mean).div_(std)
+        return clips
     mean, std = _normalization(mean_rgb, std_rgb, dims=clips.dim(), channel_dim=2, device=clips.device)
     return clips.div_(255.0).sub_(mean).div_(std)
