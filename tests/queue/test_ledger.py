@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,16 @@ def test_ids_are_deterministic_and_depend_on_every_setting(tmp_path: Path) -> No
     assert make_run(tmp_path, crop_type="5-crop").run_id != run.run_id
     assert make_run(tmp_path, precision="fp16").run_id != run.run_id
     assert make_run(tmp_path / "other").run_id != run.run_id
+    assert make_run(tmp_path, decoder="pyav").run_id != run.run_id
+
+
+def test_runs_from_before_the_decoder_choice_keep_their_ids(tmp_path: Path) -> None:
+    # decord, the default, is left out of the id: ledgers and messages of earlier runs still match.
+    assert make_run(tmp_path, decoder="decord").run_id == make_run(tmp_path).run_id
+    fields = {"output_dir": str(tmp_path.resolve()), "model": "m", "crop_type": "center",
+              "num_clips_per_video": 1, "clip_sampling": "sequential", "precision": "fp32"}  # fmt: skip
+    payload = json.dumps(fields, sort_keys=True)
+    assert make_run(tmp_path).run_id == hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 def test_two_producers_claim_each_video_once(redis_url: str, tmp_path: Path) -> None:
@@ -39,6 +51,20 @@ def test_two_producers_claim_each_video_once(redis_url: str, tmp_path: Path) -> 
     assert second.claim(run, ["b", "c"]) == [False, True]
     assert second.claim(run, ["b"], force=True) == [True]
     assert first.counts(run.run_id).queued == 3
+
+
+def test_a_failed_video_counts_as_requested_again_only_once_claimed_again(
+    redis_url: str, tmp_path: Path
+) -> None:
+    run = make_run(tmp_path)
+    ledger = Ledger.from_url(redis_url)
+    ledger.claim(run, ["v"])
+    ledger.mark_started(run.run_id, "v", "w1")
+    assert not ledger.failed_since_queued(run.run_id, "v")  # running: its message is the request
+    ledger.mark_failed(run.run_id, "v", {"code": "timeout", "message": "m"})
+    assert ledger.failed_since_queued(run.run_id, "v")  # a message now is a stale redelivery
+    assert ledger.claim(run, ["v"]) == [True]  # a rerun of vfx-enqueue queues it again
+    assert not ledger.failed_since_queued(run.run_id, "v")
 
 
 def test_lifecycle_counts_attempts_until_the_video_ends(redis_url: str, tmp_path: Path) -> None:

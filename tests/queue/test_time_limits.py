@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import I3D, WorkerProcess, run_cli
+from tests.conftest import I3D, WorkerProcess, run_cli, wait_until
 from vfx_tasks.errors import ConfigurationError
 from vfx_tasks.queue.app import celery_config
 from vfx_tasks.queue.ledger import Ledger, RunSpec
@@ -83,6 +83,53 @@ def test_a_task_past_its_hard_limit_is_killed_and_recorded_once(
     assert (counts.queued, counts.running, counts.failed) == (0, 0, 1), counts
     assert ledger.entries(run_id, "failed")["slow"]["code"] == "timeout"
     assert "Hard time limit (2" in worker.log() and worker.process.poll() is None
+
+
+THREADS = ("--pool", "threads", "--concurrency", "2")
+
+
+def test_the_threads_pool_keeps_the_soft_limit(
+    tmp_path: Path,
+    sample_videos_dir: Path,
+    start_worker: Callable[..., WorkerProcess],
+    queue_env: dict[str, str],
+    redis_url: str,
+) -> None:
+    # Celery's threads pool has no time limits; the inference loop keeps the soft one.
+    start_worker(*THREADS, VFX_TASK_SOFT_TIME_LIMIT_SECONDS="1", VFX_TASK_TIME_LIMIT_SECONDS="60")
+    out, stderr = enqueue_and_wait(tmp_path, sample_videos_dir, queue_env)
+    assert "VFX_TASK_SOFT_TIME_LIMIT_SECONDS" in stderr
+    assert Ledger.from_url(redis_url).entries(slow_run(out).run_id, "failed")["slow"]["code"] == "timeout"
+    assert list(out.rglob("*.npy")) == []
+
+
+def test_the_threads_pool_keeps_the_hard_limit_and_never_runs_the_video_again(
+    tmp_path: Path,
+    sample_videos_dir: Path,
+    start_worker: Callable[..., WorkerProcess],
+    queue_env: dict[str, str],
+    redis_url: str,
+) -> None:
+    # Given a threads worker with no soft limit (as if stuck in a decoder) and a hard one of 2 s,
+    # whose unacknowledged messages Redis hands out again after 12 s,
+    limits = {"VFX_TASK_SOFT_TIME_LIMIT_SECONDS": "0", "VFX_TASK_TIME_LIMIT_SECONDS": "2",
+              "VFX_VISIBILITY_TIMEOUT_SECONDS": "12"}  # fmt: skip
+    worker = start_worker(*THREADS, name="limited@%h", **limits)
+    # when a video is queued and waited for,
+    out, stderr = enqueue_and_wait(tmp_path, sample_videos_dir, {**queue_env, **limits})
+    # then the watchdog records it as failed with reason timeout and ends the worker process,
+    assert "hard time limit of 2" in stderr
+    assert worker.process.wait(30) == 3
+    assert "ran past the hard time limit" in worker.log()
+    # and once the worker is back and Redis hands the unacknowledged message out again,
+    again = start_worker(*THREADS, name="limited@%h", **limits)
+    wait_until(lambda: "acknowledged without work" in again.log(), "the stale message to come back", 90)
+    # it is acknowledged without running the video again.
+    ledger, run_id = Ledger.from_url(redis_url), slow_run(out).run_id
+    counts = ledger.counts(run_id)
+    assert (counts.queued, counts.running, counts.failed, counts.done) == (0, 0, 1, 0), counts
+    assert ledger.entries(run_id, "failed")["slow"]["code"] == "timeout"
+    assert list(out.rglob("*.npy")) == []
 
 
 def test_a_soft_limit_at_or_past_the_hard_one_is_refused() -> None:

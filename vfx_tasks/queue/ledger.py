@@ -169,6 +169,22 @@ class Ledger:
         """Whether the ledger records this video as done (its output may still have gone since)."""
         return bool(self._call(lambda: self.client.hexists(self._key(run_id, "done"), relative_id)))
 
+    def failed_since_queued(self, run_id: str, relative_id: str) -> bool:
+        """Whether the video's last attempt failed and nobody has queued it again since.
+
+        A message for such a video is a stale redelivery (of a task that ended without being
+        acknowledged), not a request: a rerun of ``vfx-enqueue`` claims the video again first.
+        """
+
+        def select() -> bool:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hexists(self._key(run_id, "failed"), relative_id)
+            pipe.hexists(self._key(run_id, "pending"), relative_id)
+            failed, claimed = pipe.execute()
+            return bool(failed) and not claimed
+
+        return self._call(select)
+
     def release(self, run_id: str, relative_ids: Iterable[str]) -> None:
         """Undo :meth:`claim` for videos that could not be sent."""
         ids = list(relative_ids)

@@ -26,6 +26,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from vfx_tasks.errors import TaskTimeoutError, TransientError, VfxError
 from vfx_tasks.extract.decoders import DEFAULT_DECODER
+from vfx_tasks.queue._watchdog import Watchdog, Watched
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, app, settings
 from vfx_tasks.queue.worker import VideoJob, process_video, record_failure, record_retry
 from vfx_tasks.redaction import redact, url_passwords
@@ -110,6 +111,22 @@ def _job(task_id: str, kwargs: Any) -> VideoJob | None:
     return job
 
 
+def _record_expired(expired: list[Watched]) -> None:
+    """Record tasks the watchdog found past the hard limit as failed (``timeout``), as Celery would."""
+    limit = settings.task_time_limit_seconds
+    for watched in expired:
+        reason = failure_reason(TimeLimitExceeded(limit))
+        record_failure(watched.job, reason, settings=settings)  # type: ignore[arg-type]
+        try:
+            app.backend.mark_as_failure(watched.task_id, TaskTimeoutError(reason["message"]))
+        except Exception:
+            logger.warning("Could not store the timeout of task %s in the result backend", watched.task_id)
+
+
+#: This process's hard time limit for pools that keep none (see vfx_tasks.queue._watchdog).
+_watchdog = Watchdog(settings.task_time_limit_seconds, on_expired=_record_expired)
+
+
 class ExtractVideoTask(Task):
     """Records retries and final failures in the ledger; Celery stores failures in the result backend."""
 
@@ -184,5 +201,5 @@ def extract_video(
         labels=labels,
         decoder=decoder,
     )
-    with _errors_as_stored(job):
+    with _watchdog.watch(self.request.id or "unknown", job), _errors_as_stored(job):
         return process_video(job, settings=settings, worker_name=self.request.hostname or "unknown")

@@ -186,6 +186,11 @@ def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dic
     ledger = get_ledger(settings)
     if (duplicate := skip_if_done(job, ledger)) is not None:
         return duplicate
+    if ledger.failed_since_queued(job.run_id, job.relative_id):
+        # Redelivered after its attempt was recorded as failed (a worker process ended by the
+        # hard time limit's watchdog, or one that died between recording and acknowledging).
+        logger.warning("%s: failed and not queued again since; acknowledged without work", job.relative_id)
+        return {"relative_id": job.relative_id, "skipped": "already failed"}
     attempts = ledger.mark_started(job.run_id, job.relative_id, worker_name)
     deaths = attempts - 1
     if deaths > settings.max_redeliveries:
