@@ -7,7 +7,10 @@ For each model and crop type, over the same videos:
   in float32 on the CPU, copy to the device, run the backbone, pool.
 * **ours**: :meth:`vfx_tasks.FeatureExtractor.extract`: a decode thread keeps the next batch
   ready while the backbone runs; uint8 frames go to the device and are resized, cropped and
-  normalised there; ``videos_in_flight`` videos share one loaded model.
+  normalised there; ``videos_in_flight`` videos share one loaded model, each with its own batches.
+* **batched** (what a worker runs): a :class:`~vfx_tasks.extract.batching.BatchingLoop`, one
+  inference loop batching the clip-crops of ``videos_in_flight`` videos, decoded by up to one
+  thread per core.
 
 Reported: clip-crops/s, sampled frames/s, the ratio ours / naive, peak host RSS, peak device
 memory and mean GPU utilisation (CUDA only, when ``pynvml`` is installed). Every run's features
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -43,6 +47,7 @@ from preprocess import SAMPLE_VIDEOS, resolve_video, run_naive  # noqa: E402
 
 from vfx_tasks import FeatureExtractor  # noqa: E402
 from vfx_tasks.errors import CheckpointNotFoundError  # noqa: E402
+from vfx_tasks.extract.batching import BatchingLoop  # noqa: E402
 from vfx_tasks.extract.crops import num_crops  # noqa: E402
 from vfx_tasks.models import get_model_spec  # noqa: E402
 from vfx_tasks.models.checkpoint import checkpoint_path  # noqa: E402
@@ -79,6 +84,25 @@ def run_ours_videos(extractor: FeatureExtractor, videos: list[Path], *, crop_typ
         return [one(video) for video in videos]
     with ThreadPoolExecutor(max_workers=videos_in_flight) as pool:
         return list(pool.map(one, videos))
+
+
+def run_batched_videos(extractor: FeatureExtractor, videos: list[Path], *, crop_type: str, batch_size: int,
+                       num_clips: int, videos_in_flight: int) -> list[np.ndarray]:
+    loop = BatchingLoop(extractor, batch_clip_crops=batch_size * num_crops(crop_type),  # type: ignore[arg-type]
+                        decoders=min(videos_in_flight, len(os.sched_getaffinity(0))))
+
+    def one(video: Path) -> np.ndarray:
+        return loop.extract(video, crop_type=crop_type,  # type: ignore[arg-type]
+                            num_clips_per_video=num_clips).features
+
+    try:
+        with ThreadPoolExecutor(max_workers=videos_in_flight) as pool:
+            return list(pool.map(one, videos))
+    finally:
+        loop.close()
+
+
+PATHS = {"ours": run_ours_videos, "batched": run_batched_videos}
 
 
 def measure(work: Callable[[], list[np.ndarray]], device: torch.device
@@ -131,6 +155,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="first N clips of each video (-1: all of them)")
     parser.add_argument("--videos-in-flight", type=int, nargs="+", default=[1],
                         help="videos sharing one model at once (threads); several values compare them")
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS),
+                        help="our architectures to time against naive")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--pretrained-dir", type=Path)
     parser.add_argument("--quick", action="store_true", help="I3D only, center crop, carphone + bikes")
@@ -181,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
                                   naive_stats, clip_crops, sampled_frames, naive_stats))
             for precision, extractor in extractors.items():
                 for in_flight in args.videos_in_flight:
-                    ours, stats = measure(partial(run_ours_videos, extractor, videos, crop_type=crop_type,
-                                                  videos_in_flight=in_flight, **options), device)
-                    rel = max(relative_error(o, n, SIGMA[model]) for o, n in zip(ours, naive, strict=True))
-                    ok &= rel <= TOLERANCE[precision]
-                    labels = {"path": "ours", "precision": precision, "in_flight": in_flight, "rel": rel}
-                    rows.append(summarise(cell | labels, stats, clip_crops, sampled_frames, naive_stats))
+                    for path in args.paths:
+                        ours, stats = measure(partial(PATHS[path], extractor, videos, crop_type=crop_type,
+                                                      videos_in_flight=in_flight, **options), device)
+                        pairs = zip(ours, naive, strict=True)
+                        rel = max(relative_error(o, n, SIGMA[model]) for o, n in pairs)
+                        ok &= rel <= TOLERANCE[precision]
+                        labels = {"path": path, "precision": precision, "in_flight": in_flight, "rel": rel}
+                        rows.append(summarise(cell | labels, stats, clip_crops, sampled_frames, naive_stats))
     print(format_table(rows))
     ours_rows = [r for r in rows if r["path"] == "ours" and r["precision"] == "fp32" and r["in_flight"] == 1]
     if ours_rows:

@@ -71,6 +71,7 @@ def test_crafted_messages_fail_permanently_with_the_setting_to_change_and_write_
         ({"num_clips_per_video": 10**9}, "num_clips_per_video"),
         ({"batch_size": True}, "batch_size must be a whole number"),
         ({"crop_type": "bogus"}, "crop_type"),
+        ({"decoder": "ffmpeg; rm -rf /"}, "decoder"),
         ({"model": "resnet"}, "Unknown model"),
         ({"output_dir": ["not", "a", "path"]}, "output_dir must be a string"),
         *(({"relative_id": relative_id}, "relative_id") for relative_id in RELATIVE_ID_CASES),
