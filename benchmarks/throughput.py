@@ -26,6 +26,7 @@ checkpoints)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -75,10 +76,10 @@ def run_naive_videos(extractor: FeatureExtractor, videos: list[Path], *, crop_ty
 
 
 def run_ours_videos(extractor: FeatureExtractor, videos: list[Path], *, crop_type: str, batch_size: int,
-                    num_clips: int, videos_in_flight: int) -> list[np.ndarray]:
+                    num_clips: int, videos_in_flight: int, decoder: str = "decord") -> list[np.ndarray]:
     def one(video: Path) -> np.ndarray:
         return extractor.extract(video, crop_type=crop_type, batch_size=batch_size,  # type: ignore[arg-type]
-                                 num_clips_per_video=num_clips).features
+                                 num_clips_per_video=num_clips, decoder=decoder).features  # type: ignore[arg-type]
 
     if videos_in_flight == 1:
         return [one(video) for video in videos]
@@ -87,13 +88,14 @@ def run_ours_videos(extractor: FeatureExtractor, videos: list[Path], *, crop_typ
 
 
 def run_batched_videos(extractor: FeatureExtractor, videos: list[Path], *, crop_type: str, batch_size: int,
-                       num_clips: int, videos_in_flight: int) -> list[np.ndarray]:
+                       num_clips: int, videos_in_flight: int, decoder: str = "decord") -> list[np.ndarray]:
     loop = BatchingLoop(extractor, batch_clip_crops=batch_size * num_crops(crop_type),  # type: ignore[arg-type]
-                        decoders=min(videos_in_flight, len(os.sched_getaffinity(0))))
+                        decoders=min(videos_in_flight, len(os.sched_getaffinity(0))),
+                        inference_threads=1 if extractor.device.type == "cuda" else min(2, videos_in_flight))
 
     def one(video: Path) -> np.ndarray:
-        return loop.extract(video, crop_type=crop_type,  # type: ignore[arg-type]
-                            num_clips_per_video=num_clips).features
+        return loop.extract(video, crop_type=crop_type, num_clips_per_video=num_clips,  # type: ignore[arg-type]
+                            decoder=decoder, decoder_threads=1).features  # type: ignore[arg-type]
 
     try:
         with ThreadPoolExecutor(max_workers=videos_in_flight) as pool:
@@ -157,6 +159,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="videos sharing one model at once (threads); several values compare them")
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS),
                         help="our architectures to time against naive")
+    parser.add_argument("--decoders", nargs="+", default=["decord"], choices=["decord", "pyav"],
+                        help="video decoders of our paths (naive always reads with decord)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--pretrained-dir", type=Path)
     parser.add_argument("--quick", action="store_true", help="I3D only, center crop, carphone + bikes")
@@ -203,18 +207,21 @@ def main(argv: list[str] | None = None) -> int:
             clip_crops = num_clips * num_crops(crop_type)
             sampled_frames = num_clips * naive_extractor.spec.clip_len
             cell = {"model": model, "crop": crop_type}
-            rows.append(summarise(cell | {"path": "naive", "precision": "fp32", "in_flight": 1, "rel": 0.0},
-                                  naive_stats, clip_crops, sampled_frames, naive_stats))
+            naive_labels = {"path": "naive", "decoder": "decord", "precision": "fp32", "in_flight": 1,
+                            "rel": 0.0}
+            rows.append(summarise(cell | naive_labels, naive_stats, clip_crops, sampled_frames, naive_stats))
             for precision, extractor in extractors.items():
-                for in_flight in args.videos_in_flight:
-                    for path in args.paths:
-                        ours, stats = measure(partial(PATHS[path], extractor, videos, crop_type=crop_type,
-                                                      videos_in_flight=in_flight, **options), device)
-                        pairs = zip(ours, naive, strict=True)
-                        rel = max(relative_error(o, n, SIGMA[model]) for o, n in pairs)
-                        ok &= rel <= TOLERANCE[precision]
-                        labels = {"path": path, "precision": precision, "in_flight": in_flight, "rel": rel}
-                        rows.append(summarise(cell | labels, stats, clip_crops, sampled_frames, naive_stats))
+                for in_flight, path, decoder in itertools.product(args.videos_in_flight, args.paths,
+                                                                  args.decoders):
+                    work = partial(PATHS[path], extractor, videos, crop_type=crop_type,
+                                   videos_in_flight=in_flight, decoder=decoder, **options)
+                    ours, stats = measure(work, device)
+                    pairs = zip(ours, naive, strict=True)
+                    rel = max(relative_error(o, n, SIGMA[model]) for o, n in pairs)
+                    ok &= rel <= TOLERANCE[precision]
+                    labels = {"path": path, "decoder": decoder, "precision": precision,
+                              "in_flight": in_flight, "rel": rel}
+                    rows.append(summarise(cell | labels, stats, clip_crops, sampled_frames, naive_stats))
     print(format_table(rows))
     ours_rows = [r for r in rows if r["path"] == "ours" and r["precision"] == "fp32" and r["in_flight"] == 1]
     if ours_rows:
@@ -239,8 +246,8 @@ def summarise(labels: dict[str, object], stats: dict[str, float | None], clip_cr
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
-    header = ("model", "crop", "path", "precision", "in_flight", "clip_crops_per_s", "frames_per_s", "ratio",
-              "rel", "peak_rss_mib", "peak_device_mib", "gpu_busy_percent")
+    header = ("model", "crop", "path", "decoder", "precision", "in_flight", "clip_crops_per_s",
+              "frames_per_s", "ratio", "rel", "peak_rss_mib", "peak_device_mib", "gpu_busy_percent")
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
     for row in rows:
         cells = []

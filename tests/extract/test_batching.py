@@ -172,3 +172,34 @@ def test_real_backbone_features_match_the_per_video_pipeline(
         assert result.shape == expected.shape
         rel = np.linalg.norm(result.features - expected) / np.linalg.norm(expected)
         assert rel <= 1e-5, (path.name, rel)
+
+
+def test_two_inference_threads_run_forwards_side_by_side(
+    pooling: FeatureExtractor, videos: list[Path]
+) -> None:
+    backbone = pooling.backbone
+    original = backbone.forward
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow(clips: torch.Tensor) -> torch.Tensor:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.3)
+        with lock:
+            running -= 1
+        return original(clips)
+
+    backbone.forward = slow  # type: ignore[method-assign]
+    try:
+        loop = BatchingLoop(pooling, batch_clip_crops=5, decoders=2, inference_threads=2, stall_seconds=60)
+        results = _extract_all(loop, videos)
+        loop.close()
+    finally:
+        del backbone.forward
+    assert most == 2
+    for path, result in zip(videos, results, strict=True):
+        expected = pooling.extract(path, crop_type="5-crop", batch_size=1).features
+        np.testing.assert_array_equal(result.features, expected)  # type: ignore[union-attr]

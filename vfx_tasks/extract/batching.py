@@ -111,6 +111,8 @@ class BatchingLoop:
         decoders: at most this many calling threads decode at once (the others wait their turn,
             registered, so that the loop knows more is coming); 0: no limit. Run more videos in
             flight than decoders, or a decoder waiting for its own results leaves a core idle.
+        inference_threads: threads running forwards, each on its own batch. One keeps a GPU
+            busy; on a CPU two forwards side by side use its cores better than one.
         stall_seconds: a short batch leaves after this long without new work.
     """
 
@@ -121,6 +123,7 @@ class BatchingLoop:
         batch_clip_crops: int,
         max_pending_clip_crops: int | None = None,
         decoders: int = 0,
+        inference_threads: int = 1,
         stall_seconds: float = STALL_SECONDS,
     ) -> None:
         batch_slices(1, batch_clip_crops)  # validates it
@@ -129,6 +132,7 @@ class BatchingLoop:
         self.max_pending_clip_crops = max(batch_clip_crops, max_pending_clip_crops or 2 * batch_clip_crops)
         self.stall_seconds = stall_seconds
         self.decoders = decoders
+        self.inference_threads = max(1, inference_threads)
         self._decoder_slots: threading.Semaphore | contextlib.nullcontext[None] = (
             threading.Semaphore(decoders) if decoders else contextlib.nullcontext()
         )
@@ -139,7 +143,7 @@ class BatchingLoop:
         self._last_arrival = time.monotonic()
         self._changed = threading.Condition()
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def __repr__(self) -> str:
         return (
@@ -230,8 +234,8 @@ class BatchingLoop:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
     # -- the decoders' side ------------------------------------------------------------------
 
@@ -260,9 +264,13 @@ class BatchingLoop:
             if self._closed:
                 raise RuntimeError("This BatchingLoop is closed.")
             self._videos.add(state)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="vfx-inference", daemon=True)
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._run, name=f"vfx-inference-{index}", daemon=True)
+                    for index in range(self.inference_threads)
+                ]
+                for thread in self._threads:
+                    thread.start()
         return state
 
     def _hand_over(
