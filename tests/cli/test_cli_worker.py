@@ -16,7 +16,13 @@ from click.testing import CliRunner
 
 from tests.conftest import REPO_DIR, alive_pids, descendant_pids
 from vfx_tasks.cli.worker import main, parse_gpus
-from vfx_tasks.queue.launch import celery_worker_command, torch_threads_per_process, worker_environment
+from vfx_tasks.queue.launch import (
+    VIDEOS_PER_DECODER,
+    celery_worker_command,
+    plan_worker,
+    torch_threads_per_process,
+    worker_environment,
+)
 from vfx_tasks.settings import Settings
 
 
@@ -105,3 +111,26 @@ def test_prefork_processes_share_the_cores() -> None:
     assert torch_threads_per_process(settings, pool="threads", concurrency=2) == 0
     explicit = settings.with_overrides(torch_threads=3)
     assert torch_threads_per_process(explicit, pool="prefork", concurrency=2) == 3
+
+
+def test_the_worker_plan_shares_the_cores_between_decoders_and_videos() -> None:
+    settings = Settings.from_env({}, device="cuda")
+    cores = len(os.sched_getaffinity(0))
+    # A GPU worker: threads, one model and loop, a decoder per core with one FFmpeg thread each,
+    gpu = plan_worker(settings, pool=None, concurrency=None, uses_gpu=True)
+    assert (gpu.pool, gpu.decoders, gpu.decoder_threads) == ("threads", cores, 1)
+    assert gpu.concurrency == VIDEOS_PER_DECODER * cores
+    assert f"{gpu.concurrency} video(s) in flight sharing one inference loop" in gpu.describe()
+    # two GPU workers on one box each get half the cores,
+    shared = plan_worker(settings, pool=None, concurrency=None, uses_gpu=True, workers=2)
+    assert shared.decoders == max(1, cores // 2)
+    # fewer videos than cores: no more decoders than videos, each with more FFmpeg threads,
+    few = plan_worker(settings, pool="threads", concurrency=1, uses_gpu=True)
+    assert (few.concurrency, few.decoders, few.decoder_threads) == (1, 1, cores)
+    # VFX_DECODERS and VFX_DECODER_THREADS win,
+    chosen = settings.with_overrides(decoders=3, decoder_threads=2)
+    explicit = plan_worker(chosen, pool=None, concurrency=None, uses_gpu=True)
+    assert (explicit.concurrency, explicit.decoders, explicit.decoder_threads) == (12, 3, 2)
+    # and a CPU worker keeps prefork with one video, as before.
+    cpu = plan_worker(settings, pool=None, concurrency=None, uses_gpu=False)
+    assert (cpu.pool, cpu.concurrency, cpu.decoders, cpu.decoder_threads) == ("prefork", 1, 1, cores)

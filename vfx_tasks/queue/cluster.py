@@ -57,6 +57,7 @@ class LocalCluster:
         self.output_dir = Path(output_dir)
         self.input_dir = Path(input_dir) if input_dir is not None else None
         self.gpus = gpus
+        self._worker_count = 1
         self.stop_grace_seconds = stop_grace_seconds
         self.redis = RedisServer()
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -84,6 +85,7 @@ class LocalCluster:
                 if self.gpus is not None
                 else ([] if self.settings.device == "cpu" else visible_gpus())
             )
+            self._worker_count = max(1, len(gpus))
             for index, gpu in enumerate(gpus or [None]):
                 self.workers.append(self._start_worker(index, gpu))
         except BaseException:
@@ -142,9 +144,13 @@ class LocalCluster:
         """The settings the workers get: this run's input and output folders as their only roots."""
         # The folders of this run and nothing else, whatever VFX_*_ROOTS say: on a private Redis
         # that any local user can reach, these are the only paths a task has a reason to name.
+        # Workers on several GPUs of this machine share its cores between their decoders.
+        cores = len(os.sched_getaffinity(0))
+        shared = max(1, cores // self._worker_count) if self._worker_count > 1 else None
         return self.settings.with_overrides(
             input_roots=[self.input_dir.resolve()] if self.input_dir is not None else [],
             output_roots=[self.output_dir.resolve()],
+            decoders=self.settings.decoders or shared,
         )
 
     def check(self) -> None:
