@@ -4,9 +4,10 @@
 is short and one slow decoder leaves the device waiting. A :class:`BatchingLoop` turns this
 around: any number of threads call :meth:`BatchingLoop.extract`, one video each. Each thread is
 a *decoder*: it decodes its video a few clips at a time (:data:`CLIPS_PER_PIECE`), transforms
-them on the model's device and hands the clip-crops to the loop. The loop's one thread runs the
-backbone on batches of ``batch_clip_crops`` clip-crops cut from whatever is waiting, whichever
-videos it comes from, and writes each result row back to its video. The caller's ``extract``
+them on the model's device and hands the clip-crops to the loop. The loop's thread (one per
+concurrent forward: one on a GPU) runs the backbone on batches of ``batch_clip_crops``
+clip-crops cut from whatever is waiting, whichever videos they come from, and writes each result
+row back to its video. The caller's ``extract``
 returns once its video's last clip-crop is done.
 
 When does a batch leave short? Only when waiting cannot fill it: every video in flight has
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from vfx_tasks.errors import DeviceOutOfMemoryError, TaskTimeoutError
+from vfx_tasks.errors import ConfigurationError, DeviceOutOfMemoryError, TaskTimeoutError
 from vfx_tasks.extract.clips import DecodedClips, decode_clips, transform_clips
 from vfx_tasks.extract.crops import CropType, num_crops, validate_crop_type
 from vfx_tasks.extract.decoders import DecoderName, VideoInfo, open_video, validate_decoder
@@ -102,7 +103,7 @@ class _Piece:
 
 
 class BatchingLoop:
-    """A backbone thread that batches clip-crops across the videos of every calling thread.
+    """Backbone thread(s) batching clip-crops across the videos of every calling thread.
 
     Args:
         extractor: the loaded model and its preprocessing.
@@ -126,7 +127,8 @@ class BatchingLoop:
         inference_threads: int = 1,
         stall_seconds: float = STALL_SECONDS,
     ) -> None:
-        batch_slices(1, batch_clip_crops)  # validates it
+        if type(batch_clip_crops) is not int or batch_clip_crops < 1:
+            raise ConfigurationError(f"batch_clip_crops must be an integer >= 1, not {batch_clip_crops!r}.")
         self.extractor = extractor
         self.batch_clip_crops = batch_clip_crops
         self.max_pending_clip_crops = max(batch_clip_crops, max_pending_clip_crops or 2 * batch_clip_crops)
