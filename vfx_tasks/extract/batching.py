@@ -36,16 +36,10 @@ import torch
 
 from vfx_tasks.errors import ConfigurationError, DeviceOutOfMemoryError, TaskTimeoutError
 from vfx_tasks.extract.clips import DecodedClips, decode_clips, transform_clips
-from vfx_tasks.extract.crops import CropType, num_crops, validate_crop_type
-from vfx_tasks.extract.decoders import DecoderName, VideoInfo, open_video, validate_decoder
-from vfx_tasks.extract.pipeline import FeatureExtractor, VideoFeatures
-from vfx_tasks.extract.sampling import (
-    ClipSampling,
-    batch_slices,
-    sample_clip_indices,
-    validate_clip_sampling,
-    validate_num_clips,
-)
+from vfx_tasks.extract.crops import CropType, num_crops
+from vfx_tasks.extract.decoders import DecoderName, VideoInfo, open_video
+from vfx_tasks.extract.pipeline import FeatureExtractor, VideoFeatures, check_options
+from vfx_tasks.extract.sampling import ClipSampling, batch_slices
 
 logger = logging.getLogger(__name__)
 
@@ -174,10 +168,7 @@ class BatchingLoop:
             VideoError, ConfigurationError, DeviceOutOfMemoryError: as :meth:`FeatureExtractor.extract`.
             TaskTimeoutError: past ``deadline``.
         """
-        validate_crop_type(crop_type)
-        validate_num_clips(num_clips_per_video)
-        validate_clip_sampling(clip_sampling)
-        validate_decoder(decoder)
+        check_options(crop_type, num_clips_per_video, clip_sampling, decoder)
         started = time.perf_counter()
         # Registered before it waits for a decoder slot: a video still to be decoded keeps the
         # loop from sending short batches.
@@ -212,13 +203,7 @@ class BatchingLoop:
         """Decode, transform and hand over every clip of the video, a piece at a time."""
         spec = self.extractor.spec
         with open_video(video_path, decoder=decoder, num_threads=decoder_threads) as video:
-            clips = sample_clip_indices(
-                video.info.num_frames,
-                clip_len=spec.clip_len,
-                sampling_rate=spec.sampling_rate,
-                num_clips_per_video=num_clips_per_video,
-                clip_sampling=clip_sampling,
-            )
+            clips = self.extractor.clips_of(video.info.num_frames, num_clips_per_video, clip_sampling)
             views = num_crops(crop_type)
             state.features = np.empty((len(clips), views, spec.feature_dim), dtype=np.float32)
             for piece in batch_slices(len(clips), CLIPS_PER_PIECE):

@@ -117,21 +117,12 @@ class FeatureExtractor:
             ConfigurationError: an argument has an unsupported value.
             DeviceOutOfMemoryError: even a single clip does not fit on the device.
         """
-        validate_crop_type(crop_type)
-        validate_num_clips(num_clips_per_video)
-        validate_clip_sampling(clip_sampling)
-        validate_decoder(decoder)
+        check_options(crop_type, num_clips_per_video, clip_sampling, decoder)
         batch_slices(1, batch_size)  # validates batch_size before any decoding
         started = time.perf_counter()
         spec = self.spec
         with open_video(video_path, decoder=decoder) as video:
-            clips = sample_clip_indices(
-                video.info.num_frames,
-                clip_len=spec.clip_len,
-                sampling_rate=spec.sampling_rate,
-                num_clips_per_video=num_clips_per_video,
-                clip_sampling=clip_sampling,
-            )
+            clips = self.clips_of(video.info.num_frames, num_clips_per_video, clip_sampling)
             features = np.empty((len(clips), num_crops(crop_type), spec.feature_dim), dtype=np.float32)
             batches = batch_slices(len(clips), batch_size)
             # One decode thread keeps the next batch ready while this one runs through the
@@ -150,6 +141,16 @@ class FeatureExtractor:
         seconds = time.perf_counter() - started
         logger.debug("%s: %s clips in %.2f s", video_path, features.shape, seconds)
         return VideoFeatures(features, video.info.num_frames, video.info.fps, seconds, batch_size)
+
+    def clips_of(self, num_frames: int, num_clips_per_video: int, clip_sampling: ClipSampling) -> np.ndarray:
+        """``(num_clips, clip_len)`` frame numbers of a video's clips for this model."""
+        return sample_clip_indices(
+            num_frames,
+            clip_len=self.spec.clip_len,
+            sampling_rate=self.spec.sampling_rate,
+            num_clips_per_video=num_clips_per_video,
+            clip_sampling=clip_sampling,
+        )
 
     @torch.inference_mode()
     def embed(self, clips_bvcthw: torch.Tensor) -> torch.Tensor:
@@ -187,6 +188,14 @@ class FeatureExtractor:
             return torch.cat(
                 [self._embed_decoded(part, crop_type=crop_type) for part in decoded.split(half)]
             )
+
+
+def check_options(crop_type: str, num_clips_per_video: int, clip_sampling: str, decoder: str) -> None:
+    """Refuse unsupported extraction options before any decoding (:class:`ConfigurationError`)."""
+    validate_crop_type(crop_type)
+    validate_num_clips(num_clips_per_video)
+    validate_clip_sampling(clip_sampling)
+    validate_decoder(decoder)
 
 
 def extract_features(
