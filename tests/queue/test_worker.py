@@ -291,11 +291,14 @@ def test_threads_pool_runs_videos_side_by_side_on_one_model(
     # in one process that loaded the model once,
     assert worker.pool_children() == []
     assert worker.log().count("Loading i3d") == 1, worker.log()
-    # and the features are those of the pipeline, bit for bit.
+    # and the features are those of the pipeline: the videos shared forwards of the process's
+    # inference loop, whose batch composition may move the last bits (rel 1e-5, as issue 12 allows).
     extractor = FeatureExtractor("i3d", pretrained_dir=pretrained_dir, device="cpu")
     for relative_id, source in [("top", "top.mp4"), ("a/b/deep", "a/b/deep.mp4"), ("a/other", "a/other.avi")]:
-        expected = extractor.extract(nested_videos / source, crop_type="center", num_clips_per_video=1)
-        np.testing.assert_array_equal(np.load(out / f"{relative_id}.npy"), expected.features)
+        result = extractor.extract(nested_videos / source, crop_type="center", num_clips_per_video=1)
+        features, expected = np.load(out / f"{relative_id}.npy"), result.features
+        assert features.shape == expected.shape
+        assert np.linalg.norm(features - expected) <= 1e-5 * np.linalg.norm(expected), relative_id
 
 
 def test_a_restarted_worker_takes_back_the_videos_its_crash_left(
