@@ -100,18 +100,33 @@ def test_a_corrupt_video_fails_alone(pooling: FeatureExtractor, videos: list[Pat
 def test_a_video_given_up_midway_leaves_the_loop_serving_the_others(
     pooling: FeatureExtractor, videos: list[Path]
 ) -> None:
-    # A video whose deadline has passed is dropped between pieces, its queued clip-crops with it;
+    # While the backbone is held, a video hands over its first pieces, then its deadline passes:
+    gate = threading.Event()
+    backbone = pooling.backbone
+    original = backbone.forward
+
+    def held(clips: torch.Tensor) -> torch.Tensor:
+        gate.wait(60)
+        return original(clips)
+
+    backbone.forward = held  # type: ignore[method-assign]
     loop = BatchingLoop(pooling, batch_clip_crops=20, decoders=2, stall_seconds=60)
-    with pytest.raises(TaskTimeoutError, match="deadline"):
-        loop.extract(videos[-1], crop_type="5-crop", deadline=time.monotonic() - 1)
-    # the others, before and after it, come out whole.
-    results = _extract_all(loop, videos[:3])
-    late = loop.extract(videos[3], crop_type="5-crop")
-    loop.close()
+    try:
+        with pytest.raises(TaskTimeoutError, match="deadline"):
+            loop.extract(videos[-1], crop_type="5-crop", deadline=time.monotonic() + 2)
+        # it is given up, and what it had queued goes with it;
+        assert not loop._pending and not loop._videos
+        gate.set()
+        # the others, before and after it, come out whole.
+        results = _extract_all(loop, videos[:3])
+        late = loop.extract(videos[3], crop_type="5-crop")
+    finally:
+        gate.set()
+        del backbone.forward
+        loop.close()
     for path, result in zip(videos[:4], [*results, late], strict=True):
         expected = pooling.extract(path, crop_type="5-crop", batch_size=1).features
         np.testing.assert_array_equal(result.features, expected)  # type: ignore[union-attr]
-    assert not loop._pending and not loop._videos
 
 
 def test_a_lone_short_batch_leaves_after_the_stall_time(
