@@ -48,7 +48,7 @@ from preprocess import SAMPLE_VIDEOS, resolve_video, run_naive  # noqa: E402
 
 from vfx_tasks import FeatureExtractor  # noqa: E402
 from vfx_tasks.errors import CheckpointNotFoundError  # noqa: E402
-from vfx_tasks.extract.batching import BatchingLoop  # noqa: E402
+from vfx_tasks.extract.batching import BatchingLoop, loop_shape  # noqa: E402
 from vfx_tasks.extract.crops import num_crops  # noqa: E402
 from vfx_tasks.models import get_model_spec  # noqa: E402
 from vfx_tasks.models.checkpoint import checkpoint_path  # noqa: E402
@@ -89,9 +89,11 @@ def run_ours_videos(extractor: FeatureExtractor, videos: list[Path], *, crop_typ
 
 def run_batched_videos(extractor: FeatureExtractor, videos: list[Path], *, crop_type: str, batch_size: int,
                        num_clips: int, videos_in_flight: int, decoder: str = "decord") -> list[np.ndarray]:
-    loop = BatchingLoop(extractor, batch_clip_crops=batch_size * num_crops(crop_type),  # type: ignore[arg-type]
-                        decoders=min(videos_in_flight, len(os.sched_getaffinity(0))),
-                        inference_threads=1 if extractor.device.type == "cuda" else min(2, videos_in_flight))
+    decoders = min(videos_in_flight, len(os.sched_getaffinity(0)))
+    batch_clip_crops, inference_threads = loop_shape(extractor.device, batch_size=batch_size,
+                                                     crop_type=crop_type, decoders=decoders)  # type: ignore[arg-type]
+    loop = BatchingLoop(extractor, batch_clip_crops=batch_clip_crops, decoders=decoders,
+                        inference_threads=inference_threads)
 
     def one(video: Path) -> np.ndarray:
         return loop.extract(video, crop_type=crop_type, num_clips_per_video=num_clips,  # type: ignore[arg-type]

@@ -51,6 +51,25 @@ CLIPS_PER_PIECE = 4
 #: A short batch leaves after this long without new clip-crops, though decoders are still busy.
 STALL_SECONDS = 10.0
 
+#: Clips per forward on a CPU, whatever ``batch_size`` asks: there the backbone is the limit and
+#: small forwards run faster per clip (I3D on 2 cores: 1.94 clips/s in forwards of 2, 1.77 in
+#: forwards of 16), two of them side by side faster still (see docs/throughput.md).
+CPU_CLIPS_PER_FORWARD = 2
+
+
+def loop_shape(
+    device: torch.device, *, batch_size: int, crop_type: CropType, decoders: int
+) -> tuple[int, int]:
+    """``(clip-crops per forward, inference threads)`` of a loop serving ``batch_size``-clip jobs.
+
+    On a GPU, ``batch_size`` clips of every crop per forward, one forward at a time: full batches
+    are what keeps it busy. On a CPU, :data:`CPU_CLIPS_PER_FORWARD` clips per forward and, with
+    several decoders, two forwards side by side.
+    """
+    clips = batch_size if device.type == "cuda" else min(batch_size, CPU_CLIPS_PER_FORWARD)
+    threads = 1 if device.type == "cuda" else min(2, max(1, decoders))
+    return clips * num_crops(crop_type), threads
+
 
 @dataclass
 class BatchStats:

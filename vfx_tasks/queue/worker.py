@@ -107,25 +107,28 @@ def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureE
 
 
 def get_batching_loop(job: VideoJob, *, settings: Settings) -> BatchingLoop:
-    """The process's inference loop for the job's model and batch (``batch_size`` x crops clip-crops).
+    """The process's inference loop for the job's model and batch (see :func:`loop_shape`: on a
+    GPU ``batch_size`` x crops clip-crops per forward).
 
     Every video in flight in this process with the same model and batch feeds the same loop, so
     that its forwards are full whatever the videos' lengths; ``settings.decoders`` of them decode
     at a time.
     """
-    from vfx_tasks.extract.batching import BatchingLoop
+    from vfx_tasks.extract.batching import BatchingLoop, loop_shape
 
     extractor = get_extractor(job.model, settings=settings, precision=job.precision)
-    key = (_extractor_key(job.model, settings=settings, precision=job.precision),
-           job.batch_size * num_crops(job.crop_type))  # type: ignore[arg-type]
-    # One forward at a time keeps a GPU busy; on a CPU two side by side use the cores better
-    # (docs/throughput.md), as two videos in flight each running their own did before.
-    inference_threads = 1 if extractor.device.type == "cuda" else min(2, max(1, settings.decoders))
+    batch_clip_crops, inference_threads = loop_shape(
+        extractor.device,
+        batch_size=job.batch_size,
+        crop_type=job.crop_type,  # type: ignore[arg-type]
+        decoders=settings.decoders,
+    )
+    key = (_extractor_key(job.model, settings=settings, precision=job.precision), batch_clip_crops)
     with _extractors_lock:
         if key not in _loops:
             _loops[key] = BatchingLoop(
                 extractor,
-                batch_clip_crops=key[1],
+                batch_clip_crops=batch_clip_crops,
                 decoders=settings.decoders,
                 inference_threads=inference_threads,
             )
