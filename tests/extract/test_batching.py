@@ -14,7 +14,7 @@ from torch import nn
 
 from tests.conftest import write_test_video
 from vfx_tasks.errors import TaskTimeoutError, VideoError
-from vfx_tasks.extract.batching import BatchingLoop
+from vfx_tasks.extract.batching import CPU_CLIPS_PER_FORWARD, BatchingLoop, loop_shape
 from vfx_tasks.extract.pipeline import FeatureExtractor
 
 #: Frames of the test videos: 1, 2, 3, 4 and 5 clips of 64 frames (the last one padded).
@@ -218,3 +218,10 @@ def test_two_inference_threads_run_forwards_side_by_side(
     for path, result in zip(videos, results, strict=True):
         expected = pooling.extract(path, crop_type="5-crop", batch_size=1).features
         np.testing.assert_array_equal(result.features, expected)  # type: ignore[union-attr]
+
+
+def test_loop_shape_is_full_batches_on_a_gpu_and_small_side_by_side_forwards_on_a_cpu() -> None:
+    gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert loop_shape(gpu, batch_size=16, crop_type="5-crop", decoders=16) == (80, 1)
+    assert loop_shape(cpu, batch_size=16, crop_type="5-crop", decoders=2) == (5 * CPU_CLIPS_PER_FORWARD, 2)
+    assert loop_shape(cpu, batch_size=1, crop_type="center", decoders=1) == (1, 1)
