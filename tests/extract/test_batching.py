@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,25 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         write_test_video(folder / f"v{frames}.mp4", width=80 + 16 * i, height=64, num_frames=frames)
         for i, frames in enumerate(LENGTHS)
     ]
+
+
+@contextmanager
+def held_backbone(extractor: FeatureExtractor) -> Iterator[threading.Event]:
+    """Every forward waits for the event yielded (set on the way out, whatever happens)."""
+    gate = threading.Event()
+    backbone = extractor.backbone
+    original = backbone.forward
+
+    def held(clips: torch.Tensor) -> torch.Tensor:
+        gate.wait(60)
+        return original(clips)
+
+    backbone.forward = held  # type: ignore[method-assign]
+    try:
+        yield gate
+    finally:
+        gate.set()
+        del backbone.forward
 
 
 def _extract_all(loop: BatchingLoop, paths: list[Path], **options: object) -> list[object]:
@@ -101,17 +122,8 @@ def test_a_video_given_up_midway_leaves_the_loop_serving_the_others(
     pooling: FeatureExtractor, videos: list[Path]
 ) -> None:
     # While the backbone is held, a video hands over its first pieces, then its deadline passes:
-    gate = threading.Event()
-    backbone = pooling.backbone
-    original = backbone.forward
-
-    def held(clips: torch.Tensor) -> torch.Tensor:
-        gate.wait(60)
-        return original(clips)
-
-    backbone.forward = held  # type: ignore[method-assign]
     loop = BatchingLoop(pooling, batch_clip_crops=20, decoders=2, stall_seconds=60)
-    try:
+    with held_backbone(pooling) as gate:
         with pytest.raises(TaskTimeoutError, match="deadline"):
             loop.extract(videos[-1], crop_type="5-crop", deadline=time.monotonic() + 2)
         # it is given up, and what it had queued goes with it;
@@ -120,10 +132,7 @@ def test_a_video_given_up_midway_leaves_the_loop_serving_the_others(
         # the others, before and after it, come out whole.
         results = _extract_all(loop, videos[:3])
         late = loop.extract(videos[3], crop_type="5-crop")
-    finally:
-        gate.set()
-        del backbone.forward
-        loop.close()
+    loop.close()
     for path, result in zip(videos[:4], [*results, late], strict=True):
         expected = pooling.extract(path, crop_type="5-crop", batch_size=1).features
         np.testing.assert_array_equal(result.features, expected)  # type: ignore[union-attr]
@@ -148,28 +157,15 @@ def test_a_lone_short_batch_leaves_after_the_stall_time(
 
 def test_decoders_wait_while_the_queue_is_full(pooling: FeatureExtractor, videos: list[Path]) -> None:
     # The backbone is held: decoders may queue at most max_pending clip-crops plus one piece each.
-    gate = threading.Event()
-    backbone = pooling.backbone
-    original = backbone.forward
-
-    def held(clips: torch.Tensor) -> torch.Tensor:
-        gate.wait(60)
-        return original(clips)
-
-    backbone.forward = held  # type: ignore[method-assign]
     loop = BatchingLoop(pooling, batch_clip_crops=10, max_pending_clip_crops=10, decoders=2, stall_seconds=60)
-    try:
-        with ThreadPoolExecutor(3) as pool:
-            futures = [pool.submit(loop.extract, path, crop_type="5-crop") for path in videos[2:]]
-            time.sleep(3)
-            # 10 in the held forward, at most 10 queued, plus what the waiting decoders hold back.
-            assert loop._pending_clip_crops <= 10 + 20
-            gate.set()
-            assert all(future.result(60).shape[0] >= 3 for future in futures)
-    finally:
+    with held_backbone(pooling) as gate, ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(loop.extract, path, crop_type="5-crop") for path in videos[2:]]
+        time.sleep(3)
+        # 10 in the held forward, at most 10 queued, plus what the waiting decoders hold back.
+        assert loop._pending_clip_crops <= 10 + 20
         gate.set()
-        del backbone.forward
-        loop.close()
+        assert all(future.result(60).shape[0] >= 3 for future in futures)
+    loop.close()
 
 
 def test_real_backbone_features_match_the_per_video_pipeline(
