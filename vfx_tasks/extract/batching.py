@@ -21,6 +21,9 @@ Features equal :meth:`FeatureExtractor.extract`'s up to the last bits a differen
 composition can move (``tests/extract/test_batching.py`` holds them within rel 1e-5).
 """
 
+# long: the decoders' side and the forwards' side share one lock, one condition and one queue;
+# their invariants (what is pending, who is still decoding, when a batch may leave) read together.
+
 from __future__ import annotations
 
 import contextlib

@@ -17,6 +17,9 @@ computes the same keys. Per run, all hashes are keyed by the video's relative id
 * ``vfx:runs``                     set of every run id, for ``vfx-status``
 """
 
+# long: one Redis data model (the run's hashes, their Lua scripts and every reader and writer of
+# them); split, a change to a key's meaning would have to be found in several places.
+
 from __future__ import annotations
 
 import hashlib

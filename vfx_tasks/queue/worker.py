@@ -1,12 +1,8 @@
-"""What a worker process keeps between tasks, and the work of one task without Celery around it.
+"""The work of one task without Celery around it, and the worker process's signal handlers.
 
-Each worker *child* process loads a model the first time a task needs it and keeps it for every
-later task (:func:`get_extractor`). Nothing is loaded in the parent before it forks children:
-CUDA does not survive a fork, and the parent has no use for a model.
-
-With Celery's ``threads`` pool (``vfx-worker --pool threads``) several tasks run at once in one
-process and share its model: loading is guarded by a lock, and a forward pass only reads the
-weights, so the threads need nothing else in common.
+A process's models and inference loops are kept in :mod:`vfx_tasks.queue._models`; its ledger
+connection here. With Celery's ``threads`` pool several tasks run at once in one process and
+share both.
 """
 
 from __future__ import annotations
@@ -14,9 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery.signals import (
     celeryd_after_setup,
@@ -27,11 +22,12 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from vfx_tasks.errors import TaskTimeoutError, WorkerDiedError
+from vfx_tasks.errors import WorkerDiedError
 from vfx_tasks.extract.crops import num_crops
 from vfx_tasks.extract.decoders import DEFAULT_DECODER
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue._message import check_job
+from vfx_tasks.queue._models import extract_job, forget_models, release_models
 from vfx_tasks.queue._outputs import check_job_settings, record_index_row
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.recovery import Reconciler, held_task, requeue_orphaned_tasks
@@ -45,19 +41,10 @@ from vfx_tasks.storage import (
     write_labels_atomic,
 )
 
-if TYPE_CHECKING:
-    from vfx_tasks.extract.batching import BatchingLoop
-    from vfx_tasks.extract.pipeline import FeatureExtractor, VideoFeatures
-
 logger = logging.getLogger(__name__)
 
-_ExtractorKey = tuple[str, str, str, str]
-_extractors: dict[_ExtractorKey, FeatureExtractor] = {}
-#: One inference loop per loaded model and batch capacity (clip-crops), shared by the videos in flight.
-_loops: dict[tuple[_ExtractorKey, int], BatchingLoop] = {}
 _ledgers: dict[str, Ledger] = {}
-#: Guard the caches above: with the threads pool, tasks start side by side.
-_extractors_lock = threading.Lock()
+#: Guards the cache above: with the threads pool, tasks start side by side.
 _ledgers_lock = threading.Lock()
 
 
@@ -79,101 +66,6 @@ class VideoJob:
     labels: dict[str, Any] | None = None
     #: Messages from before the choice carry none: they were decoded with decord.
     decoder: str = DEFAULT_DECODER
-
-
-def _extractor_key(model: str, *, settings: Settings, precision: str) -> _ExtractorKey:
-    return (get_model_spec(model).name, settings.device, precision, str(settings.pretrained_dir))
-
-
-def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureExtractor:
-    """The process's loaded model for these settings, loading it on first use."""
-    from vfx_tasks.extract.pipeline import FeatureExtractor  # torch + mmaction2 only where a task runs
-
-    key = _extractor_key(model, settings=settings, precision=precision)
-    with _extractors_lock:  # one load per process, however many tasks ask at once
-        if key not in _extractors:
-            import torch
-
-            if settings.torch_threads:
-                torch.set_num_threads(settings.torch_threads)
-            logger.info(
-                "Loading %s on %s (%s) in process %d, %d CPU threads",
-                key[0], settings.device, precision, os.getpid(), torch.get_num_threads(),
-            )
-            _extractors[key] = FeatureExtractor(
-                key[0], pretrained_dir=settings.pretrained_dir, device=settings.device, precision=precision
-            )
-        return _extractors[key]
-
-
-def get_batching_loop(job: VideoJob, *, settings: Settings) -> BatchingLoop:
-    """The process's inference loop for the job's model and batch (see :func:`loop_shape`: on a
-    GPU ``batch_size`` x crops clip-crops per forward).
-
-    Every video in flight in this process with the same model and batch feeds the same loop, so
-    that its forwards are full whatever the videos' lengths; ``settings.decoders`` of them decode
-    at a time.
-    """
-    from vfx_tasks.extract.batching import BatchingLoop, loop_shape
-
-    extractor = get_extractor(job.model, settings=settings, precision=job.precision)
-    batch_clip_crops, inference_threads = loop_shape(
-        extractor.device,
-        batch_size=job.batch_size,
-        crop_type=job.crop_type,  # type: ignore[arg-type]
-        decoders=settings.decoders,
-    )
-    key = (_extractor_key(job.model, settings=settings, precision=job.precision), batch_clip_crops)
-    with _extractors_lock:
-        if key not in _loops:
-            _loops[key] = BatchingLoop(
-                extractor,
-                batch_clip_crops=batch_clip_crops,
-                decoders=settings.decoders,
-                inference_threads=inference_threads,
-            )
-        return _loops[key]
-
-
-def extract_job(job: VideoJob, video_path: str, *, settings: Settings) -> VideoFeatures:
-    """The features of a job's video: through the process's inference loop, or on their own
-    when the job asks for all clips of a video in one forward (``batch_size`` -1)."""
-    if job.batch_size == -1:
-        return get_extractor(job.model, settings=settings, precision=job.precision).extract(
-            video_path,
-            crop_type=job.crop_type,  # type: ignore[arg-type]
-            num_clips_per_video=job.num_clips_per_video,
-            batch_size=-1,
-            clip_sampling=job.clip_sampling,  # type: ignore[arg-type]
-            decoder=job.decoder,  # type: ignore[arg-type]
-        )
-    limit = settings.task_soft_time_limit_seconds
-    loop = get_batching_loop(job, settings=settings)
-    try:
-        result = loop.extract(
-            video_path,
-            crop_type=job.crop_type,  # type: ignore[arg-type]
-            num_clips_per_video=job.num_clips_per_video,
-            clip_sampling=job.clip_sampling,  # type: ignore[arg-type]
-            decoder=job.decoder,  # type: ignore[arg-type]
-            decoder_threads=settings.decoder_threads,
-            # The threads pool has no time limits of its own: the loop keeps the soft one.
-            deadline=time.monotonic() + limit if limit else None,
-        )
-    except TaskTimeoutError as e:
-        raise TaskTimeoutError(
-            f"{job.relative_id} ran past the soft time limit of {limit} s "
-            "(VFX_TASK_SOFT_TIME_LIMIT_SECONDS): a stalled decoder, or a video too long for this "
-            "worker. Raise the limit (and VFX_TASK_TIME_LIMIT_SECONDS) for very long videos."
-        ) from e
-    stats = loop.stats
-    logger.info(
-        "%s: %d clips in %.1f s; inference loop so far: %d forwards, %d shared between videos, "
-        "batch fill %.0f%%",
-        job.relative_id, result.shape[0], result.seconds, stats.forwards, stats.shared_forwards,
-        100 * stats.batch_fill,
-    )
-    return result
 
 
 def get_ledger(settings: Settings) -> Ledger:
@@ -272,8 +164,7 @@ def record_retry(job: VideoJob, *, settings: Settings) -> None:
 @worker_process_init.connect
 def _forget_inherited_state(**_: Any) -> None:
     # A forked child must build its own model and Redis connections; never reuse the parent's.
-    _extractors.clear()
-    _loops.clear()
+    forget_models()
     _ledgers.clear()
 
 
@@ -290,10 +181,7 @@ def _import_the_pipeline(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _release_models(**_: Any) -> None:
-    for loop in _loops.values():
-        loop.close()
-    _loops.clear()
-    _extractors.clear()
+    release_models()
 
 
 @celeryd_after_setup.connect
