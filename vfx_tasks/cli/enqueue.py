@@ -143,7 +143,7 @@ def _minus_one_or_positive_option(*param_decls: str, group: str, default: int, h
     "--batch-size",
     group="Model",
     default=16,
-    help="Clips per forward pass; -1: all clips of a video at once.",
+    help="Clips per forward on a GPU (a CPU runs 2); -1: a video's clips at once.",
 )
 @output_dir_option(group="Run", help="Where <relative_dir>/<id>.npy go.")
 @_minus_one_or_positive_option(
