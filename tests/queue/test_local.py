@@ -133,7 +133,8 @@ def test_ctrl_c_stops_local_run_without_leftovers(
 ) -> None:
     videos, out = tmp_path / "videos", tmp_path / "features"
     videos.mkdir()
-    for index in range(4):
+    # Enough videos that the run cannot end before the Ctrl-C, however fast a clip goes.
+    for index in range(16):
         shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / f"v{index}.mp4")
     # Given a --local run with its worker busy on a video (redis-server, worker and pool process up),
     process = start_local(videos, out, queue_env)
