@@ -14,6 +14,7 @@ from vfx_tasks.storage import (
     output_path,
     read_npy_header,
     remove_temp_files,
+    remove_temp_files_of,
     write_features_atomic,
 )
 
@@ -93,3 +94,14 @@ def test_remove_temp_files_also_removes_labels_leftovers(tmp_path: Path) -> None
     assert find_temp_files(tmp_path) == [labels_leftover]
     assert remove_temp_files(tmp_path) == 1
     assert not labels_leftover.exists() and (tmp_path / "a" / "v.json").exists()
+
+
+def test_the_temp_files_of_one_video_are_removed_and_no_others(tmp_path: Path) -> None:
+    folder = tmp_path / "a"
+    folder.mkdir()
+    mine = [folder / ".vfx-tmp-v2.k3j_x.npy.part", folder / ".vfx-tmp-v2.q9.json.part"]
+    others = [folder / ".vfx-tmp-v20.zz.npy.part", folder / "v2.npy", tmp_path / ".vfx-tmp-v2.up.npy.part"]
+    for path in mine + others:
+        path.write_bytes(b"x")
+    assert sorted(remove_temp_files_of(tmp_path, "a/v2")) == sorted(mine)
+    assert [path for path in mine + others if path.exists()] == others

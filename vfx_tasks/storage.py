@@ -7,6 +7,7 @@ file and two workers racing on one video just replace the same bytes.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -145,6 +146,24 @@ def find_temp_files(output_dir: str | os.PathLike[str]) -> list[Path]:
         if p.is_file()
     ]
     return sorted(found)
+
+
+def remove_temp_files_of(output_dir: str | os.PathLike[str], relative_id: str) -> list[Path]:
+    """Delete the temporary files of one video's outputs (features, labels); return them.
+
+    For a video whose earlier attempt died mid-write: call it only when no other writer of the
+    same video can be running.
+    """
+    destination = output_path(output_dir, relative_id)
+    leftovers = [
+        p
+        for suffix in (TEMP_SUFFIX, LABELS_TEMP_SUFFIX)
+        for p in destination.parent.glob(f"{TEMP_PREFIX}{glob.escape(destination.stem)}.*{suffix}")
+        if p.is_file()
+    ]
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
 
 
 def remove_temp_files(output_dir: str | os.PathLike[str]) -> int:

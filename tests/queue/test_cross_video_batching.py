@@ -60,11 +60,14 @@ def test_videos_share_batches_through_a_corrupt_video_and_a_killed_worker(
         ],  # fmt: skip
         env=queue_env, cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    # when the whole worker is SIGKILLed with videos half done,
-    wait_until(
-        lambda: ledger.counts(run.run_id).done >= 1 and len(ledger.entries(run.run_id, "running")) >= 2,
-        "a video done and two more running",
-    )
+    # when the whole worker is SIGKILLed with videos half done (once every video has started or
+    # ended: a message taken from the queue but not started yet is not held by anyone the
+    # ledger knows, see the session note on issue 12),
+    def half_done() -> bool:
+        counts = ledger.counts(run.run_id)
+        return counts.done >= 1 and counts.running >= 2 and counts.done + counts.running + counts.failed == 6
+
+    wait_until(half_done, "every video started, one done and two running")
     os.killpg(worker.pid, signal.SIGKILL)
     worker.process.wait(PROCESS_TIMEOUT_SECONDS)
     # and started again under its name,

@@ -133,14 +133,15 @@ def test_ctrl_c_stops_local_run_without_leftovers(
 ) -> None:
     videos, out = tmp_path / "videos", tmp_path / "features"
     videos.mkdir()
-    # Enough videos that the run cannot end before the Ctrl-C, however fast a clip goes.
+    # Enough videos that the run is far from its end when the first one is done.
     for index in range(16):
         shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / f"v{index}.mp4")
-    # Given a --local run with its worker busy on a video (redis-server, worker and pool process up),
+    # Given a --local run with its worker busy on the videos (redis-server, worker and pool process
+    # up, one video done),
     process = start_local(videos, out, queue_env)
     started = watch_descendants(process, until=3)
+    wait_until(lambda: process.poll() is not None or any(out.glob("*.npy")), "a first video done")
     assert process.poll() is None, "the --local run ended before it could be interrupted"
-    time.sleep(3)
     started |= descendant_pids(process.pid)
     # when the user presses Ctrl-C,
     process.send_signal(signal.SIGINT)

@@ -37,6 +37,7 @@ from vfx_tasks.storage import (
     is_valid_output,
     labels_path,
     output_path,
+    remove_temp_files_of,
     write_features_atomic,
     write_labels_atomic,
 )
@@ -103,6 +104,9 @@ def process_video(job: VideoJob, *, settings: Settings, worker_name: str) -> dic
         )
     if deaths:
         logger.warning("%s: redelivered after %d worker death(s)", job.relative_id, deaths)
+        # The attempt that died may have been writing: its temporary files are nobody's now.
+        for leftover in remove_temp_files_of(job.output_dir, job.relative_id):
+            logger.info("%s: removed %s, left by the attempt that died", job.relative_id, leftover.name)
     check_job_settings(job, settings=settings)
     destination = output_path(job.output_dir, job.relative_id)
     with fetched_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
