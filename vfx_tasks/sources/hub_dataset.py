@@ -38,8 +38,8 @@ from vfx_tasks.sources._xd_violence import (
     xd_violence_labels,
 )
 from vfx_tasks.sources.base import VideoItem
-from vfx_tasks.sources.hub import dataset_commit, list_dataset_files
-from vfx_tasks.sources.hub_paths import HubFile, safe_relative_id, validate_repo_id
+from vfx_tasks.sources.hub import check_repo_id, dataset_commit, list_dataset_files
+from vfx_tasks.sources.hub_paths import HubFile, check_owner_and_name, safe_relative_id
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class HubDatasetSource:
         endpoint: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.repo_id = validate_repo_id(repo_id)
+        self.repo_id = check_owner_and_name(check_repo_id(repo_id))
         if split not in SPLITS:
             raise ConfigurationError(f"Invalid split ({split!r}). Supported values are {', '.join(SPLITS)}.")
         self.split = split
