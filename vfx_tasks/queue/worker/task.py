@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -86,10 +87,15 @@ def _masked(exc: Exception, message: str) -> Exception:
 @contextmanager
 def _errors_as_stored(relative_id: str, settings: Settings) -> Iterator[None]:
     """Errors leave the task as they are to be kept: a soft timeout as ``timeout``, secrets masked."""
+    started = time.monotonic()
+    limit = settings.task_soft_time_limit_seconds
     try:
         yield
     except Exception as e:
-        if _timed_out(e):
+        # A library may catch the soft limit and raise its own error without chaining it (torch's
+        # load_state_dict does, with "an exception occurred : ()"): an error that surfaces once the
+        # limit has passed is the limit too.
+        if _timed_out(e) or (limit and time.monotonic() - started >= limit):
             raise TaskTimeoutError(
                 f"{relative_id} ran past the soft time limit of {settings.task_soft_time_limit_seconds} s "
                 "(VFX_TASK_SOFT_TIME_LIMIT_SECONDS): a stalled download or decoder, or a video too long "
