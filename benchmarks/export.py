@@ -28,15 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
+from vfx_tasks.extract.recipe import Recipe
 from vfx_tasks.outputs.export import ExportReport, export_folder
 from vfx_tasks.outputs.export_hdf5 import export_hdf5
-from vfx_tasks.outputs.manifest import build_manifest, write_manifest
+from vfx_tasks.outputs.manifest import manifest_for, write_manifest
 
 
 def make_source(root: Path, *, videos: int, clips: int) -> None:
     """``videos`` files of ``(clips, 5, 2048)`` float32 in 10 subfolders, with a 5-crop manifest."""
-    manifest = build_manifest(model="i3d", crop_type="5-crop", num_clips_per_video=-1,
-                              clip_sampling="sequential", precision="fp32", pretrained_dir=None)
+    manifest = manifest_for(Recipe(model="i3d", crop_type="5-crop"), pretrained_dir=None)
     write_manifest(root, manifest)
     rng = np.random.default_rng(0)
     for i in range(videos):

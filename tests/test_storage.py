@@ -96,6 +96,15 @@ def test_remove_temp_files_also_removes_labels_leftovers(tmp_path: Path) -> None
     assert not labels_leftover.exists() and (tmp_path / "a" / "v.json").exists()
 
 
+def test_remove_temp_files_also_removes_text_leftovers(tmp_path: Path) -> None:
+    # Given a rebuild of the index killed mid-write (write_text_atomic's temporary file),
+    leftover = tmp_path / ".vfx-tmp-index.x1.txt.part"
+    leftover.write_text("relative_id,feature_file\n")
+    # then it is found and removed like the others.
+    assert find_temp_files(tmp_path) == [leftover]
+    assert remove_temp_files(tmp_path) == 1 and not leftover.exists()
+
+
 def test_the_temp_files_of_one_video_are_removed_and_no_others(tmp_path: Path) -> None:
     folder = tmp_path / "a"
     folder.mkdir()

@@ -1,7 +1,9 @@
 """All configuration, resolved once: explicit argument, then ``VFX_*`` variable, then default.
 
-This is the only module that reads ``os.environ``. Everything else receives a
-:class:`Settings` (or single values taken from one) as an argument.
+This is the one parser of the variables that name a :class:`Settings` field: booleans, numbers,
+paths and folder lists are read by the rules here and nowhere else (the commands' options for
+these fields pass their values in as overrides and leave the variables to :meth:`Settings.from_env`).
+Everything else receives a :class:`Settings` (or single values taken from one) as an argument.
 """
 
 from __future__ import annotations
@@ -45,8 +47,6 @@ class Settings:
     pretrained_dir: Path
     #: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     device: str = "auto"
-    #: ``fp32``, ``fp16`` or ``bf16`` (autocast for the backbone; features are always float32).
-    precision: str = "fp32"
     #: Redis URL of the Celery broker (and of the done-ledger).
     broker_url: str = "redis://localhost:6379/0"
     #: Where task results go; empty means the broker's Redis.
@@ -101,6 +101,10 @@ class Settings:
     output_roots: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigurationError(
+                f"Invalid device ({self.device!r}). Use auto, cpu, cuda or cuda:N (VFX_DEVICE)."
+            )
         for f in fields(self):
             if _field_types()[f.name] is int and int(getattr(self, f.name)) < 0:
                 raise ConfigurationError(
@@ -184,8 +188,10 @@ def _to_roots(name: str, value: Any) -> tuple[Path, ...]:
     return roots
 
 
-_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-_FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+#: The spellings of a yes or no, the same as click's boolean type (so that a variable means the
+#: same whether a command or these settings read it); compared without case or surrounding spaces.
+_TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "f", "no", "n", "off", ""})
 
 
 def _to_bool(name: str, value: Any) -> bool:
@@ -195,5 +201,5 @@ def _to_bool(name: str, value: Any) -> bool:
     if word in _TRUE_WORDS | _FALSE_WORDS:
         return word in _TRUE_WORDS
     raise ConfigurationError(
-        f"Invalid {name} ({value!r}). Use 1/true/yes/on or 0/false/no/off (VFX_{name.upper()})."
+        f"Invalid {name} ({value!r}). Use 1/true/t/yes/y/on or 0/false/f/no/n/off (VFX_{name.upper()})."
     )

@@ -27,6 +27,10 @@ TEMP_PREFIX = ".vfx-tmp-"
 TEMP_SUFFIX = ".npy.part"
 #: The labels' temporary files: a writer killed between labels and features leaves one of these.
 LABELS_TEMP_SUFFIX = ".json.part"
+#: Other text files' temporaries (the index rebuilt by ``vfx-status --write-index``).
+TEXT_TEMP_SUFFIX = ".txt.part"
+#: Every kind of temporary file a writer here leaves when it is killed mid-write.
+_TEMP_SUFFIXES = (TEMP_SUFFIX, LABELS_TEMP_SUFFIX, TEXT_TEMP_SUFFIX)
 
 
 def output_path(output_dir: str | os.PathLike[str], relative_id: str) -> Path:
@@ -75,7 +79,10 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, what: str = "t
     Raises:
         OutputError: the folder cannot be created or the file cannot be written.
     """
-    _write_atomic(Path(path), lambda f: f.write(text.encode("utf-8")), what=what, temp_suffix=".txt.part")
+    def save(f: BinaryIO) -> None:
+        f.write(text.encode("utf-8"))
+
+    _write_atomic(Path(path), save, what=what, temp_suffix=TEXT_TEMP_SUFFIX)
 
 
 def _write_atomic(path: Path, save: Callable[[BinaryIO], None], *, what: str, temp_suffix: str) -> None:
@@ -141,7 +148,7 @@ def find_temp_files(output_dir: str | os.PathLike[str]) -> list[Path]:
     """Temporary files left under ``output_dir`` by writers that were killed mid-write."""
     found = [
         p
-        for suffix in (TEMP_SUFFIX, LABELS_TEMP_SUFFIX)
+        for suffix in _TEMP_SUFFIXES
         for p in Path(output_dir).rglob(TEMP_PREFIX + "*" + suffix)
         if p.is_file()
     ]
@@ -157,7 +164,7 @@ def remove_temp_files_of(output_dir: str | os.PathLike[str], relative_id: str) -
     destination = output_path(output_dir, relative_id)
     leftovers = [
         p
-        for suffix in (TEMP_SUFFIX, LABELS_TEMP_SUFFIX)
+        for suffix in _TEMP_SUFFIXES
         for p in destination.parent.glob(f"{TEMP_PREFIX}{glob.escape(destination.stem)}.*{suffix}")
         if p.is_file()
     ]

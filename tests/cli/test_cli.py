@@ -23,7 +23,7 @@ from vfx_tasks.errors import (
     VfxError,
     WaitTimeoutError,
 )
-from vfx_tasks.queue.redis_server import free_port
+from vfx_tasks.queue.processes.redis_server import free_port
 
 COMMANDS = {
     "vfx-enqueue": enqueue.main,
@@ -45,7 +45,7 @@ VARIABLES = {
     ),
     "vfx-worker": set(
         """VFX_GPU VFX_GPUS VFX_DEVICE VFX_BROKER_URL VFX_RESULT_BACKEND VFX_PRETRAINED_DIR
-        VFX_CONCURRENCY VFX_POOL VFX_NAME VFX_LOGLEVEL VFX_KEEP_DOWNLOADS""".split()
+        VFX_CONCURRENCY VFX_POOL VFX_NAME VFX_LOGLEVEL VFX_KEEP_DOWNLOADS VFX_DRY_RUN""".split()
     ),
     "vfx-status": {"VFX_OUTPUT_DIR", "VFX_MODEL", "VFX_BROKER_URL", "VFX_JSON", "VFX_WRITE_INDEX"},
     "vfx-download-models": {"VFX_PRETRAINED_DIR", "VFX_BASE_URL", "VFX_TIMEOUT_SECONDS"},

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from tests.conftest import REPO_DIR, alive_pids, descendant_pids
 from vfx_tasks.cli.worker import main, parse_gpus
-from vfx_tasks.queue.launch import (
+from vfx_tasks.queue.processes.launch import (
     VIDEOS_PER_DECODER,
     celery_worker_command,
     plan_worker,
@@ -63,6 +63,38 @@ def test_gpu_pinning_and_pass_through_arguments() -> None:
     assert threads[threads.index("--concurrency") + 1] == "2"
 
 
+@pytest.mark.parametrize(
+    "spelling", sorted({k for k in click.types.BoolParamType.bool_states if k} | {"N", " Yes ", "OFF"})
+)
+def test_a_yes_or_no_variable_means_what_click_reads_it_as_and_what_the_flag_says(spelling: str) -> None:
+    # Given a spelling click's boolean type accepts, in VFX_KEEP_DOWNLOADS or as the flag it means,
+    expected = click.BOOL.convert(spelling, None, None)
+    flag = "--keep-downloads" if expected else "--no-keep-downloads"
+    dry = ["--device", "cpu", "--dry-run"]
+    via_variable = CliRunner().invoke(main, dry, env={"VFX_KEEP_DOWNLOADS": spelling})
+    via_flag = CliRunner().invoke(main, [*dry, flag], env={"VFX_KEEP_DOWNLOADS": None})
+    # then both workers would start with the same setting.
+    assert via_variable.exit_code == via_flag.exit_code == 0, via_variable.output + via_flag.output
+    assert f"VFX_KEEP_DOWNLOADS={expected}" in via_variable.output
+    assert f"VFX_KEEP_DOWNLOADS={expected}" in via_flag.output
+
+
+def test_a_malformed_variable_is_a_usage_error_naming_it() -> None:
+    result = CliRunner().invoke(main, ["--dry-run"], env={"VFX_KEEP_DOWNLOADS": "maybe", "VFX_DEVICE": None})
+    assert result.exit_code == 2 and "VFX_KEEP_DOWNLOADS" in result.output
+    result = CliRunner().invoke(main, ["--dry-run"], env={"VFX_DEVICE": "tpu"})
+    assert result.exit_code == 2 and "VFX_DEVICE" in result.output
+
+
+def test_dry_run_shows_the_command_and_settings_without_the_password() -> None:
+    env = {"VFX_BROKER_URL": "redis://:S3cret@h:1/0", "VFX_DEVICE": None}
+    result = CliRunner().invoke(main, ["--device", "cpu", "--dry-run", "--name", "w@h"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "w@h: prefork pool, 1 video(s) in flight" in result.output
+    assert "-m celery -A vfx_tasks worker --hostname w@h" in result.output
+    assert "VFX_BROKER_URL=redis://:**@h:1/0" in result.output and "S3cret" not in result.output
+
+
 def test_missing_gpu_is_refused_before_starting() -> None:
     import torch
 
@@ -75,7 +107,7 @@ def test_supervisor_restarts_crashed_workers_and_forwards_sigterm(tmp_path: Path
     script = textwrap.dedent(
         f"""
         import sys
-        from vfx_tasks.queue.launch import supervise
+        from vfx_tasks.queue.processes.launch import supervise
         sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
         crasher = [sys.executable, "-c", "open({str(starts)!r}, 'a').write('x'); raise SystemExit(3)"]
         sys.exit(supervise([(sleeper, {{}}), (crasher, {{}})], restart_delay_seconds=0.2))

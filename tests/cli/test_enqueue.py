@@ -15,7 +15,7 @@ from tests.conftest import run_cli, run_spec
 from vfx_tasks.cli.enqueue import main
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue.ledger import Ledger
-from vfx_tasks.queue.redis_server import free_port
+from vfx_tasks.queue.processes.redis_server import free_port
 from vfx_tasks.storage import output_path, write_features_atomic
 
 I3D_DIM = get_model_spec("i3d").feature_dim

@@ -7,21 +7,15 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from tests.conftest import run_spec
 from vfx_tasks.cli.status import main
 from vfx_tasks.models import DEFAULT_MODEL
-from vfx_tasks.queue.ledger import Ledger, RunSpec
+from vfx_tasks.queue.ledger import Ledger
 
 
 def test_counts_and_failures_of_an_output_root(redis_url: str, tmp_path: Path) -> None:
     # Given a run with one video of each state,
-    run = RunSpec.create(
-        tmp_path,
-        model=DEFAULT_MODEL,
-        crop_type="center",
-        num_clips_per_video=1,
-        clip_sampling="sequential",
-        precision="fp32",
-    )
+    run = run_spec(tmp_path, model=DEFAULT_MODEL)
     ledger = Ledger.from_url(redis_url)
     ledger.register_run(run)
     ledger.claim(run, ["queued", "running", "done", "failed"])

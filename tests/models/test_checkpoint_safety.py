@@ -22,7 +22,8 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from vfx_tasks.errors import UnsafeCheckpointError
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.models.backbone import load_backbone
-from vfx_tasks.models.checkpoint import file_sha256, load_checkpoint_data, read_backbone_state_dict
+from vfx_tasks.models.checkpoint import load_checkpoint_data, read_backbone_state_dict
+from vfx_tasks.models.files import file_sha256
 from vfx_tasks.models.standin_checkpoint import standin_state_dict, write_standin_checkpoint
 
 I3D = get_model_spec("i3d")

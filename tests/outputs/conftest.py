@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vfx_tasks.outputs.manifest import build_manifest, write_manifest
+from vfx_tasks.extract.recipe import Recipe
+from vfx_tasks.outputs.manifest import manifest_for, write_manifest
 
 I3D = "i3d"
 
@@ -19,12 +20,9 @@ def make_output_folder(
 
     ``videos``: ``relative_id -> (clips, split or None)``; a split writes a ``<id>.json`` label.
     """
-    manifest = build_manifest(
-        model=I3D, crop_type=crop_type, num_clips_per_video=-1, clip_sampling="sequential",
-        precision="fp32", pretrained_dir=None,
-    )
+    manifest = manifest_for(Recipe(model=I3D, crop_type=crop_type), pretrained_dir=None)
     write_manifest(root, manifest)
-    n_crops = len(manifest.settings.crop_order)
+    n_crops = len(manifest.settings.facts.crop_order)
     rng = np.random.default_rng(seed)
     arrays = {}
     for relative_id, (clips, split) in videos.items():

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from tests.conftest import REPO_DIR, wait_until
 from tests.outputs.conftest import make_output_folder
 from vfx_tasks.cli.export import main
-from vfx_tasks.outputs.manifest import build_manifest, read_manifest, write_manifest
+from vfx_tasks.extract.recipe import Recipe
+from vfx_tasks.outputs.manifest import manifest_for, read_manifest, write_manifest
 from vfx_tasks.storage import TEMP_PREFIX
 
 XD_LIKE = {
@@ -43,7 +44,7 @@ def test_per_crop_files_hold_each_crop_in_the_manifest_order(tmp_path: Path) -> 
     )
     # then crop k of each video is <id>__<k>.npy, (clips, D), equal to the source's [:, k, :],
     assert result.exit_code == 0, result.output
-    order = read_manifest(dest).settings.crop_order
+    order = read_manifest(dest).settings.facts.crop_order
     assert order == ("top_left", "top_right", "bottom_left", "bottom_right", "center")
     for k in range(len(order)):
         exported = np.load(dest / f"test/v3_label_G-0-0__{k}.npy")
@@ -123,10 +124,8 @@ def test_a_source_without_manifest_is_refused(tmp_path: Path) -> None:
 
 
 def test_manifest_differences_name_the_settings() -> None:
-    fp32 = build_manifest(model="i3d", crop_type="5-crop", num_clips_per_video=-1,
-                          clip_sampling="sequential", precision="fp32", pretrained_dir=None)
-    bf16 = build_manifest(model="i3d", crop_type="5-crop", num_clips_per_video=-1,
-                          clip_sampling="uniform", precision="bf16", pretrained_dir=None)
+    fp32 = manifest_for(Recipe(model="i3d"), pretrained_dir=None)
+    bf16 = manifest_for(Recipe(model="i3d", clip_sampling="uniform", precision="bf16"), pretrained_dir=None)
     assert set(fp32.differences(bf16)) == {"precision", "clip_sampling"}
 
 

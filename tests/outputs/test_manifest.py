@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vfx_tasks.extract.recipe import Recipe
 from vfx_tasks.extract.transforms import crop_views
-from vfx_tasks.outputs.manifest import build_manifest
+from vfx_tasks.outputs.manifest import manifest_for
 
 
 @pytest.mark.parametrize("crop_type", ["center", "5-crop", "10-crop"])
@@ -22,9 +23,8 @@ def test_crop_order_names_where_each_crop_of_the_extraction_sits(crop_type: str)
     }
     # when the extraction cuts its crops,
     views = crop_views(frame, size, crop_type)[0]  # type: ignore[arg-type]
-    manifest = build_manifest(model="i3d", crop_type=crop_type, num_clips_per_video=-1,
-                              clip_sampling="sequential", precision="fp32", pretrained_dir=None)
-    order = manifest.settings.crop_order
+    manifest = manifest_for(Recipe(model="i3d", crop_type=crop_type), pretrained_dir=None)
+    order = manifest.settings.facts.crop_order
     # then crop k is the region the manifest's k-th name says (torchvision's five_crop/ten_crop order).
     assert len(order) == views.shape[0]
     for k, name in enumerate(order):

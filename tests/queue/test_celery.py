@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from celery.app.utils import find_app
 
+from tests.conftest import REPO_DIR
+from vfx_tasks.errors import TransientError
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
+from vfx_tasks.queue.worker import create_worker_app
+from vfx_tasks.queue.worker.lifecycle import Recovery
+from vfx_tasks.queue.worker.task import RETRY_BASE_SECONDS
 from vfx_tasks.settings import Settings
 
 
-def test_celery_cli_finds_the_app_from_the_package_name() -> None:
-    import vfx_tasks.queue.app
+def test_celery_cli_finds_the_worker_app_from_the_package_name() -> None:
+    import vfx_tasks.celery
 
     app = find_app("vfx_tasks")
-    assert app is vfx_tasks.queue.app.app
+    assert app is vfx_tasks.celery.app
     app.loader.import_default_modules()  # what a worker does at start-up
     assert EXTRACT_VIDEO_TASK in app.tasks
+    assert Recovery in app.steps["worker"]
+
+
+def test_a_bad_variable_breaks_no_import_and_stops_only_the_worker_app() -> None:
+    # Given a malformed setting in the environment,
+    env = {"VFX_MAX_RETRIES": "many", "PYTHONPATH": str(REPO_DIR)}
+    # the modules that producers, commands and tests import still import,
+    code = "import vfx_tasks.queue.app, vfx_tasks.queue.worker, vfx_tasks.cli.enqueue, vfx_tasks.cli.worker"
+    imported = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    # and only building the worker's app (celery -A vfx_tasks) stops, naming the variable.
+    built = subprocess.run(
+        [sys.executable, "-c", "import vfx_tasks.celery"], env=env, capture_output=True, text=True
+    )
+    assert built.returncode != 0 and "VFX_MAX_RETRIES" in built.stderr
 
 
 def test_configuration_follows_settings() -> None:
@@ -39,13 +62,9 @@ def test_producer_app_neither_subscribes_to_results_nor_sends_events() -> None:
 
 
 def test_transient_errors_are_retried_through_celerys_task_options() -> None:
-    import vfx_tasks.queue.app
-    from vfx_tasks.errors import TransientError
-    from vfx_tasks.queue.tasks import RETRY_BASE_SECONDS  # registers the task
-
-    settings = vfx_tasks.queue.app.settings
-    task = find_app("vfx_tasks").tasks[EXTRACT_VIDEO_TASK]
+    settings = Settings.from_env({}, max_retries=5, retry_backoff_max_seconds=77)
+    task = create_worker_app(settings).tasks[EXTRACT_VIDEO_TASK]
     assert task.autoretry_for == (TransientError,)
     assert task.retry_backoff == RETRY_BASE_SECONDS
-    assert task.retry_backoff_max == settings.retry_backoff_max_seconds
-    assert task.retry_jitter and task.max_retries == settings.max_retries
+    assert task.retry_backoff_max == 77
+    assert task.retry_jitter and task.max_retries == 5

@@ -14,7 +14,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +85,7 @@ def test_everything_dies_once_and_nothing_is_lost(
     out = tmp_path / "features"
     ledger, run_id = (
         Ledger.from_url(restartable_redis.url),
-        replace(run_spec(out), num_clips_per_video=CLIPS).run_id,
+        run_spec(out, num_clips_per_video=CLIPS).run_id,
     )
     host = socket.gethostname()
 

@@ -15,9 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import I3D, PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, wait_until, write_test_video
+from tests.conftest import (
+    PROCESS_TIMEOUT_SECONDS,
+    REPO_DIR,
+    WorkerProcess,
+    run_spec,
+    wait_until,
+    write_test_video,
+)
 from vfx_tasks.extract.pipeline import FeatureExtractor
-from vfx_tasks.queue.ledger import Ledger, RunSpec
+from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.storage import find_temp_files
 
 pytestmark = pytest.mark.slow
@@ -39,10 +46,7 @@ def test_videos_share_batches_through_a_corrupt_video_and_a_killed_worker(
     for i, frames in enumerate(LENGTHS):
         write_test_video(videos / f"v{i}.mp4", width=80 + 16 * i, height=64, num_frames=frames)
     (videos / "corrupt.mp4").write_bytes((videos / "v4.mp4").read_bytes()[:2000] + b"\0" * 5000)
-    run = RunSpec.create(
-        out, model=I3D, crop_type="center", num_clips_per_video=-1, clip_sampling="sequential",
-        precision="fp32",
-    )  # fmt: skip
+    run = run_spec(out, num_clips_per_video=-1)
     ledger = Ledger.from_url(redis_url)
     # Given a threads-pool worker with four videos in flight and forwards of two clip-crops,
     name = f"batched@{socket.gethostname()}"

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, wait_until
 from vfx_tasks.cli import enqueue
-from vfx_tasks.queue.redis_server import RedisServer
+from vfx_tasks.queue.processes.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -28,8 +28,9 @@ from tests.conftest import (
 )
 from vfx_tasks.cli.enqueue import main
 from vfx_tasks.queue.app import create_app
-from vfx_tasks.queue.ledger import Ledger, RunSpec
-from vfx_tasks.queue.producer import enqueue_videos
+from vfx_tasks.queue.job import Run
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.producer.enqueue import enqueue_videos
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import VideoItem
 
@@ -57,7 +58,7 @@ def message_task_ids(client: redis.Redis) -> list[str]:
     return waiting + held
 
 
-def pending(client: redis.Redis, run: RunSpec) -> int:
+def pending(client: redis.Redis, run: Run) -> int:
     return int(client.hlen(f"vfx:run:{run.run_id}:pending"))
 
 
@@ -185,7 +186,7 @@ def test_a_duplicate_message_for_a_done_video_is_acknowledged_without_work(
     done_before = ledger.entries(run.run_id, "done")
     # when a second message for it arrives (a producer that planned before the video ended),
     app = create_app(Settings.from_env(broker_url=redis_url), producer_only=True)
-    sent = enqueue_videos(app, ledger, run, [VideoItem("clip", str(video))], batch_size=16)
+    sent = enqueue_videos(app, ledger, run, [VideoItem("clip", str(video))])
     assert sent.queued == ["clip"]
     wait_until(lambda: succeeded_lines(worker, task_id) == 2, "the duplicate to be acknowledged")
     # then the worker acknowledges it without computing or writing the output again,

@@ -1,4 +1,5 @@
-"""Pins the kombu behaviour :mod:`vfx_tasks.queue._kombu` relies on, against a real Redis.
+"""Pins the kombu and Celery behaviour :mod:`vfx_tasks.queue.recovery.internals` relies on (kombu's
+against a real Redis).
 
 When a kombu upgrade changes the Redis transport's ``unacked`` hash, how a message is restored,
 or publish batches, these tests fail before crash recovery or enqueueing silently stop working.
@@ -16,9 +17,13 @@ import redis
 from celery import Celery
 from kombu import Connection
 
-from vfx_tasks.queue._kombu import iter_unacked, publish_batch, restore_unacked
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
-from vfx_tasks.queue.recovery import task_kwargs
+from vfx_tasks.queue.recovery.internals import (
+    in_flight_delivery_tags,
+    iter_unacked,
+    publish_batch,
+    restore_unacked,
+)
 from vfx_tasks.settings import Settings
 
 #: A queue no worker consumes: messages stay where the test puts them.
@@ -41,7 +46,7 @@ def take_without_ack(connection: Connection) -> dict[str, object]:
 def test_unacked_messages_are_kept_in_the_hash_the_module_reads(redis_url: str) -> None:
     app, client = held_app(redis_url), redis.Redis.from_url(redis_url)
     # Given a task sent by Celery and taken by a consumer that does not acknowledge it,
-    app.send_task(EXTRACT_VIDEO_TASK, kwargs={"run_id": "r", "relative_id": "a/v"})
+    sent = app.send_task(EXTRACT_VIDEO_TASK, kwargs={"run_id": "r", "relative_id": "a/v"})
     with app.connection_for_read() as connection:
         assert take_without_ack(connection) == {"run_id": "r", "relative_id": "a/v"}
         # then kombu keeps it in the "unacked" hash: tag -> JSON [message, exchange, routing_key],
@@ -56,7 +61,8 @@ def test_unacked_messages_are_kept_in_the_hash_the_module_reads(redis_url: str) 
         # and the module reads exactly that.
         (unacked,) = iter_unacked(app)
         assert unacked.delivery_tag == tag.decode()
-        assert task_kwargs(unacked.body) == {"run_id": "r", "relative_id": "a/v"}
+        assert unacked.task_id == sent.id
+        assert json.loads(unacked.body)[1] == {"run_id": "r", "relative_id": "a/v"}
 
 
 def test_restoring_puts_the_message_back_at_the_head_of_its_queue(redis_url: str) -> None:
@@ -92,3 +98,24 @@ def test_a_publish_batch_is_written_at_its_end_or_not_at_all(redis_url: str, fai
     # unless the block raised: then nothing is sent.
     assert client.llen(QUEUE) == (0 if fails else 3)
 
+
+
+def test_a_workers_requests_in_flight_are_in_celerys_state_sets() -> None:
+    from celery.worker import state
+
+    class Message:
+        delivery_tag = "tag-1"
+
+    class Request:
+        message = Message()
+
+    # Celery keeps a worker's received and running requests in these two sets (its own code adds
+    # and removes them); the module reads the delivery tags of both.
+    request = Request()
+    for requests in (state.reserved_requests, state.active_requests):
+        requests.add(request)
+        try:
+            assert in_flight_delivery_tags() == {"tag-1"}
+        finally:
+            requests.discard(request)
+    assert in_flight_delivery_tags() == set()

@@ -11,18 +11,20 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import RestartableRedis
+from tests.conftest import I3D, RestartableRedis
 from vfx_tasks.errors import BrokerBusyError, BrokerUnavailableError, TransientError
-from vfx_tasks.queue.ledger import Ledger, RunSpec
-from vfx_tasks.queue.redis_server import free_port
+from vfx_tasks.extract.recipe import Recipe
+from vfx_tasks.queue.job import Run
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.processes.redis_server import free_port
 
 
-def make_run(output_dir: Path, **overrides: object) -> RunSpec:
+def make_run(output_dir: Path, **overrides: object) -> Run:
     values: dict[str, object] = dict(
-        model="m", crop_type="center", num_clips_per_video=1, clip_sampling="sequential", precision="fp32"
+        model=I3D, crop_type="center", num_clips_per_video=1, clip_sampling="sequential", precision="fp32"
     )
     values.update(overrides)
-    return RunSpec.create(output_dir, **values)  # type: ignore[arg-type]
+    return Run.create(output_dir, Recipe(**values))  # type: ignore[arg-type]
 
 
 def test_ids_are_deterministic_and_depend_on_every_setting(tmp_path: Path) -> None:
@@ -33,12 +35,14 @@ def test_ids_are_deterministic_and_depend_on_every_setting(tmp_path: Path) -> No
     assert make_run(tmp_path, precision="fp16").run_id != run.run_id
     assert make_run(tmp_path / "other").run_id != run.run_id
     assert make_run(tmp_path, decoder="pyav").run_id != run.run_id
+    # Neither an alias for the model nor the batch size (which does not change the features) does.
+    assert make_run(tmp_path, model="i3d", batch_size=4).run_id == run.run_id
 
 
 def test_runs_from_before_the_decoder_choice_keep_their_ids(tmp_path: Path) -> None:
     # decord, the default, is left out of the id: ledgers and messages of earlier runs still match.
     assert make_run(tmp_path, decoder="decord").run_id == make_run(tmp_path).run_id
-    fields = {"output_dir": str(tmp_path.resolve()), "model": "m", "crop_type": "center",
+    fields = {"output_dir": str(tmp_path.resolve()), "model": I3D, "crop_type": "center",
               "num_clips_per_video": 1, "clip_sampling": "sequential", "precision": "fp32"}  # fmt: skip
     payload = json.dumps(fields, sort_keys=True)
     assert make_run(tmp_path).run_id == hashlib.sha256(payload.encode()).hexdigest()[:20]

@@ -23,9 +23,9 @@ from tests.conftest import (
     wait_until,
 )
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
-from vfx_tasks.queue.cluster import LocalCluster
 from vfx_tasks.queue.ledger import Ledger
-from vfx_tasks.queue.producer import task_kwargs
+from vfx_tasks.queue.processes.cluster import LocalCluster
+from vfx_tasks.queue.producer.enqueue import job_of
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import VideoItem
 from vfx_tasks.storage import find_temp_files, is_valid_output
@@ -122,12 +122,14 @@ def test_local_runs_everything_and_stops_everything(
 def test_local_workers_get_the_pool_and_concurrency(tmp_path: Path) -> None:
     settings = Settings.from_env({}, device="cpu")
     cluster = LocalCluster(settings, output_dir=tmp_path, concurrency=3, pool="threads")
-    command = cluster.worker_command(0, None)
+    command, environ = cluster.worker_launch(0, None)
     assert command[command.index("--pool") + 1] == "threads"
     assert command[command.index("--concurrency") + 1] == "3"
-    assert command[command.index("--device") + 1] == "cpu"
-    pinned = cluster.worker_command(1, 2)
-    assert pinned[pinned.index("--gpu") + 1] == "2" and "--device" not in pinned
+    assert environ["VFX_DEVICE"] == "cpu" and environ["CUDA_VISIBLE_DEVICES"] == ""
+    assert "vfx_tasks.cli" not in " ".join(command)  # the queue starts Celery itself
+    pinned, pinned_environ = cluster.worker_launch(1, 2)
+    assert pinned_environ["CUDA_VISIBLE_DEVICES"] == "2" and pinned_environ["VFX_DEVICE"] == "cuda"
+    assert cluster.plans[0].startswith("threads pool, 3 video(s) in flight")
     shutil.rmtree(cluster.log_dir)
 
 
@@ -203,7 +205,7 @@ def test_local_redis_keeps_its_password_out_of_sight(tmp_path: Path, pretrained_
         run = run_spec(out)
         item = VideoItem(relative_id="leak", path=f"{tmp_path}/{url}.mp4")
         app = create_app(Settings.from_env({}, broker_url=url))
-        kwargs = task_kwargs(run, item, batch_size=1)
+        kwargs = job_of(run, item).to_message()
         app.send_task(EXTRACT_VIDEO_TASK, kwargs=kwargs, task_id=run.task_id("leak"))
         ledger = Ledger.from_url(url)
         wait_until(lambda: "leak" in ledger.entries(run.run_id, "failed"), "the failure to be recorded", 90)

@@ -14,8 +14,8 @@ from vfx_tasks.cli import status
 from vfx_tasks.outputs.index import read_index
 from vfx_tasks.outputs.manifest import read_manifest
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
-from vfx_tasks.queue.ledger import Ledger, RunSpec
-from vfx_tasks.queue.producer import task_kwargs
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.producer.enqueue import job_of
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import VideoItem
 
@@ -39,9 +39,10 @@ def test_other_settings_are_refused_forced_or_failed_and_the_index_matches(
     # then the folder records its settings, with the checkpoint's hash and the crop order,
     manifest = read_manifest(out)
     assert manifest is not None
-    assert (manifest.settings.precision, manifest.settings.crop_order) == ("fp32", ("center",))
-    assert manifest.settings.checkpoint_sha256 and len(manifest.settings.checkpoint_sha256) == 64
-    assert manifest.settings.decoder == "decord" and manifest.versions["vfx_tasks"]
+    recipe, facts = manifest.settings.recipe, manifest.settings.facts
+    assert (recipe.precision, facts.crop_order) == ("fp32", ("center",))
+    assert facts.checkpoint_sha256 and len(facts.checkpoint_sha256) == 64
+    assert recipe.decoder == "decord" and manifest.versions["vfx_tasks"]
     # and the index has one row per feature file, whose clip count is the array's first dimension.
     rows = read_index(out)
     assert sorted(rows) == ["a", "sub/b"]
@@ -55,12 +56,12 @@ def test_other_settings_are_refused_forced_or_failed_and_the_index_matches(
     assert other.returncode == 2
     assert "precision bf16 (this run) vs fp32 (the folder)" in other.stderr and "--output_dir" in other.stderr
     ledger = Ledger.from_url(redis_url)
-    bf16_run = RunSpec.create(out, **{**_fields(run_spec(out)), "precision": "bf16"})
+    bf16_run = run_spec(out, precision="bf16")
     assert ledger.counts(bf16_run.run_id).queued == 0
 
     # and a task crafted with that precision fails permanently, with the reason.
     app = create_app(Settings.from_env(queue_env), producer_only=True)
-    kwargs = task_kwargs(bf16_run, VideoItem("a", str(videos / "a.mp4")), batch_size=1)
+    kwargs = job_of(bf16_run, VideoItem("a", str(videos / "a.mp4"))).to_message()
     app.send_task(EXTRACT_VIDEO_TASK, kwargs=kwargs, task_id=bf16_run.task_id("a"))
     wait_until(lambda: "a" in ledger.entries(bf16_run.run_id, "failed"), "the mismatched task to fail")
     reason = ledger.entries(bf16_run.run_id, "failed")["a"]
@@ -71,7 +72,7 @@ def test_other_settings_are_refused_forced_or_failed_and_the_index_matches(
     before = (out / "a.npy").stat().st_mtime_ns
     forced = run_cli(ENQUEUE, *args, "--clip_sampling", "uniform", "--force", "--wait", env=queue_env)
     assert forced.returncode == 0, forced.stderr
-    assert read_manifest(out).settings.clip_sampling == "uniform"
+    assert read_manifest(out).settings.recipe.clip_sampling == "uniform"
     assert (out / "a.npy").stat().st_mtime_ns != before
 
     # vfx-status shows the manifest and rebuilds the index from the files.
@@ -86,7 +87,3 @@ def test_other_settings_are_refused_forced_or_failed_and_the_index_matches(
     as_json = CliRunner().invoke(status.main, ["--output_dir", str(out), "--json"], env=env)
     assert json.loads(as_json.output)["outputs"]["feature_files_per_folder"] == {".": 1, "sub": 1}
 
-
-def _fields(run: RunSpec) -> dict[str, object]:
-    names = ("model", "crop_type", "num_clips_per_video", "clip_sampling", "precision")
-    return {name: getattr(run, name) for name in names}

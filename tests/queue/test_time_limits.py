@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import I3D, WorkerProcess, run_cli, wait_until
+from tests.conftest import WorkerProcess, run_cli, run_spec, wait_until
 from vfx_tasks.errors import ConfigurationError
 from vfx_tasks.queue.app import celery_config
-from vfx_tasks.queue.ledger import Ledger, RunSpec
+from vfx_tasks.queue.job import Run
+from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.settings import Settings
 
 #: Three clips of 720p in ten crops: about 30 backbone passes, tens of seconds on a CPU, whatever
@@ -24,11 +25,8 @@ pytestmark = pytest.mark.slow
 THREADS = ("--pool", "threads", "--concurrency", "2")
 
 
-def slow_run(output_dir: Path) -> RunSpec:
-    return RunSpec.create(
-        output_dir, model=I3D, crop_type="10-crop", num_clips_per_video=-1, clip_sampling="sequential",
-        precision="fp32",
-    )
+def slow_run(output_dir: Path) -> Run:
+    return run_spec(output_dir, crop_type="10-crop", num_clips_per_video=-1)
 
 
 def enqueue_and_wait(tmp_path: Path, sample_videos_dir: Path, env: dict[str, str]) -> tuple[Path, str]:

@@ -16,10 +16,10 @@ import pytest
 from celery.states import READY_STATES
 
 from tests.conftest import WorkerProcess, run_cli, wait_until, write_test_video
-from vfx_tasks.queue._message import MAX_LABELS_BYTES, MAX_LABELS_DEPTH
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
-from vfx_tasks.queue.cluster import LocalCluster
 from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.processes.cluster import LocalCluster
+from vfx_tasks.queue.worker.message import MAX_LABELS_BYTES, MAX_LABELS_DEPTH
 from vfx_tasks.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ from vfx_tasks.cli import enqueue, status
 from vfx_tasks.extract.pipeline import FeatureExtractor
 from vfx_tasks.queue.app import create_app
 from vfx_tasks.queue.ledger import Ledger
-from vfx_tasks.queue.redis_server import RedisServer
+from vfx_tasks.queue.processes.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import find_temp_files, is_valid_output
 

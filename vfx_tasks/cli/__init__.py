@@ -9,7 +9,7 @@ reached at the address given (the message says which). Beyond those: 4 when ``--
 passed with videos still queued, 130 when interrupted (Ctrl-C).
 """
 
-from vfx_tasks.queue.launch import POOLS  # re-exported: the choices of --pool
+from vfx_tasks.queue.processes.launch import POOLS  # re-exported: the choices of --pool
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -13,8 +13,9 @@ import click
 from vfx_tasks.cli import EXIT_OK
 from vfx_tasks.cli._plan_and_wait import EnqueueRequest, enqueue_and_maybe_wait
 from vfx_tasks.models import get_model_spec
-from vfx_tasks.queue.cluster import LocalCluster
-from vfx_tasks.queue.redis_server import RedisServer
+from vfx_tasks.models.files import checkpoint_path
+from vfx_tasks.queue.processes.cluster import LocalCluster
+from vfx_tasks.queue.processes.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import LocalFolderSource
 
@@ -28,10 +29,8 @@ def run_locally(
         with RedisServer() as server:
             return enqueue_and_maybe_wait(settings.with_overrides(broker_url=server.url), request, wait=False)
     # The local workers read the weights from this machine: say now, not once per video, if
-    # they are missing (the import is here because it loads torch).
-    from vfx_tasks.models.checkpoint import checkpoint_path
-
-    checkpoint_path(get_model_spec(request.run.model), settings.pretrained_dir)
+    # they are missing.
+    checkpoint_path(get_model_spec(request.run.recipe.model), settings.pretrained_dir)
     with _sigterm_as_ctrl_c():
         return _run_on_local_cluster(settings, request, concurrency=concurrency, pool=pool)
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import click
 
 from vfx_tasks.outputs.manifest import MANIFEST_NAME, claim_output_dir, manifest_for
-from vfx_tasks.queue.ledger import RunSpec
+from vfx_tasks.queue.job import Run
 from vfx_tasks.settings import Settings
 
 
-def claim_output_dir_for_run(run: RunSpec, settings: Settings, *, force: bool, dry_run: bool) -> None:
+def claim_output_dir_for_run(run: Run, settings: Settings, *, force: bool, dry_run: bool) -> None:
     """Check (and, unless ``dry_run``, write) ``<output_dir>/vfx-run.json`` before anything is queued.
 
     Raises:
         ManifestMismatchError: the folder records other settings and ``force`` is off (exit 2).
     """
-    manifest = manifest_for(run, pretrained_dir=settings.pretrained_dir)
+    manifest = manifest_for(run.recipe, pretrained_dir=settings.pretrained_dir)
     outcome = claim_output_dir(run.output_dir, manifest, force=force, dry_run=dry_run)
     if outcome == "replaced":
         click.echo(

@@ -10,7 +10,7 @@ import click
 
 from vfx_tasks.outputs.index import iter_feature_files, read_index, rebuild_index
 from vfx_tasks.outputs.manifest import MANIFEST_NAME, read_manifest
-from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.ledger import Ledger, State
 
 #: Folders listed by the text output (all of them are in ``--json``).
 _FOLDERS_SHOWN = 20
@@ -37,16 +37,16 @@ def output_folder_status(
             raise click.UsageError(f"--write-index needs {Path(output_dir) / MANIFEST_NAME}; it has none.")
         summaries: dict[str, Any] = {}
         for run in runs:
-            summaries.update(ledger.entries(run["run_id"], "done"))
-        settings = manifest.settings
+            summaries.update(ledger.entries(run["run_id"], State.DONE))
+        recipe, facts = manifest.settings.recipe, manifest.settings.facts
         rebuild_index(
             output_dir,
             summaries=summaries,
-            clip_len=settings.clip_len,
-            sampling_rate=settings.sampling_rate,
-            num_clips_per_video=settings.num_clips_per_video,
-            clip_sampling=settings.clip_sampling,
-            feature_shape=(len(settings.crop_order), settings.feature_dim),
+            clip_len=facts.clip_len,
+            sampling_rate=facts.sampling_rate,
+            num_clips_per_video=recipe.num_clips_per_video,
+            clip_sampling=recipe.clip_sampling,
+            feature_shape=(len(facts.crop_order), facts.feature_dim),
         )
     described["index_rows"] = len(read_index(output_dir))
     return described

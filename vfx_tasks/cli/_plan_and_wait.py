@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,10 +11,12 @@ import click
 
 from vfx_tasks.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from vfx_tasks.cli._manifest import claim_output_dir_for_run
+from vfx_tasks.cli._progress import ProgressBar, format_duration
 from vfx_tasks.errors import WaitTimeoutError
 from vfx_tasks.queue.app import create_app
-from vfx_tasks.queue.ledger import Ledger, RunSpec
-from vfx_tasks.queue.producer import (
+from vfx_tasks.queue.job import Run
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.producer.enqueue import (
     EnqueueResult,
     Plan,
     append_check_progress,
@@ -21,7 +24,7 @@ from vfx_tasks.queue.producer import (
     plan_videos,
     read_check_progress,
 )
-from vfx_tasks.queue.progress import WaitOutcome, format_duration, wait_for_videos
+from vfx_tasks.queue.producer.wait import WaitOutcome, wait_for_videos
 from vfx_tasks.redaction import redact
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import VideoSource
@@ -31,9 +34,8 @@ from vfx_tasks.sources.base import VideoSource
 class EnqueueRequest:
     """What to queue and how to follow it: everything of a ``vfx-enqueue`` run but where it runs."""
 
-    run: RunSpec
+    run: Run
     source: VideoSource
-    batch_size: int
     check_progress: str | None
     force: bool
     dry_run: bool
@@ -113,9 +115,7 @@ def _queue(settings: Settings, ledger: Ledger, request: EnqueueRequest, plan: Pl
     """Send the planned tasks, and say what was sent (or, when interrupted, what is left)."""
     app = create_app(settings, producer_only=True)
     run = request.run
-    result = enqueue_videos(
-        app, ledger, run, plan.to_queue, batch_size=request.batch_size, force=request.force
-    )
+    result = enqueue_videos(app, ledger, run, plan.to_queue, force=request.force)
     if result.interrupted:
         already = f" ({len(result.already_queued):,} were already queued)" if result.already_queued else ""
         click.echo(
@@ -150,14 +150,16 @@ def _wait(
                 f"(see vfx-status --output_dir {request.run.output_dir})."
             )
 
-    return wait_for_videos(
-        ledger,
-        request.run.run_id,
-        watched,
-        poll_seconds=request.poll_seconds,
-        on_done=(lambda ids: append_check_progress(check_progress, ids)) if check_progress else None,
-        check=check_running,
-    )
+    with ProgressBar(len(set(watched)), sys.stderr) as bar:
+        return wait_for_videos(
+            ledger,
+            request.run.run_id,
+            watched,
+            view=bar,
+            poll_seconds=request.poll_seconds,
+            on_done=(lambda ids: append_check_progress(check_progress, ids)) if check_progress else None,
+            check=check_running,
+        )
 
 
 def _report(outcome: WaitOutcome) -> int:

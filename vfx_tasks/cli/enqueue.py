@@ -7,7 +7,7 @@ with ``--local`` :mod:`vfx_tasks.cli._local`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -19,25 +19,21 @@ from vfx_tasks.cli._video_source import check_arguments, make_source
 from vfx_tasks.cli.errors import cli_error
 from vfx_tasks.cli.options import (
     CONTEXT_SETTINGS,
-    F,
     broker_url_option,
     concurrency_option,
     device_option,
     keep_downloads_option,
-    model_option,
+    minus_one_or_positive,
     option,
     output_dir_option,
     pool_option,
     pretrained_dir_option,
+    recipe_from,
+    recipe_options,
     version_option,
 )
 from vfx_tasks.errors import VfxError
-from vfx_tasks.extract.crops import CROP_TYPES
-from vfx_tasks.extract.decoders import DECODERS, DEFAULT_DECODER
-from vfx_tasks.extract.device import PRECISIONS
-from vfx_tasks.extract.sampling import CLIP_SAMPLINGS
-from vfx_tasks.models import DEFAULT_MODEL, MODEL_SPECS, get_model_spec
-from vfx_tasks.queue.ledger import RunSpec
+from vfx_tasks.queue.job import Run
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.hub_dataset import SPLITS, Split
 
@@ -49,22 +45,6 @@ Examples:
   vfx-enqueue --hf_dataset jherng/xd-violence --split test --wait
   vfx-enqueue --input_dir videos/ --model swin-t --dry-run
 """
-
-
-def _aliases() -> list[str]:
-    return [alias for spec in MODEL_SPECS.values() for alias in spec.aliases]
-
-
-def _minus_one_or_positive(ctx: click.Context, param: click.Parameter, value: int) -> int:
-    if value != -1 and value < 1:
-        raise click.BadParameter(f"{value} is not allowed; use -1 (no limit / all) or a number >= 1.")
-    return value
-
-
-def _minus_one_or_positive_option(*param_decls: str, group: str, default: int, help: str) -> Callable[[F], F]:
-    return option(
-        *param_decls, group=group, type=int, default=default, callback=_minus_one_or_positive, help=help
-    )
 
 
 @click.command("vfx-enqueue", cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
@@ -113,44 +93,15 @@ def _minus_one_or_positive_option(*param_decls: str, group: str, default: int, h
     group="Input",
     help="With --hf_dataset: dataset config (XD-Violence: video).",
 )
-@model_option(
-    group="Model",
-    default=DEFAULT_MODEL,
-    show_default=get_model_spec(DEFAULT_MODEL).aliases[0],
-    help=f"One of {', '.join(_aliases())}, or a model's full name.",
-)
-@option("--crop_type", "--crop-type", group="Model", type=click.Choice(CROP_TYPES), default="5-crop")
-@_minus_one_or_positive_option(
-    "--num_clips_per_video", "--num-clips-per-video", group="Model", default=-1, help="-1: every clip."
-)
-@option(
-    "--clip_sampling",
-    "--clip-sampling",
-    group="Model",
-    type=click.Choice(CLIP_SAMPLINGS),
-    default="sequential",
-)
-@option("--precision", group="Model", type=click.Choice(PRECISIONS), default="fp32")
-@option(
-    "--decoder",
-    group="Model",
-    type=click.Choice(DECODERS),
-    default=DEFAULT_DECODER,
-    help="decord made the reference features; pyav: the [pyav] extra.",
-)
-@_minus_one_or_positive_option(
-    "--batch_size",
-    "--batch-size",
-    group="Model",
-    default=16,
-    help="Clips per forward on a GPU (a CPU runs 2); -1: a video's clips at once.",
-)
+@recipe_options(group="Model")
 @output_dir_option(group="Run", help="Where <relative_dir>/<id>.npy go.")
-@_minus_one_or_positive_option(
+@option(
     "--force_stop_after_n_videos",
     "--force-stop-after-n-videos",
     group="Run",
+    type=int,
     default=-1,
+    callback=minus_one_or_positive(None),
     help="Queue at most N videos that are not done; -1: all.",
 )
 @option(
@@ -190,14 +141,14 @@ def _minus_one_or_positive_option(*param_decls: str, group: str, default: int, h
     is_flag=True,
     help="Run here: a private Redis and workers (one per GPU, else on the CPU), then stop.",
 )
-@device_option(group="Local", default="auto", help="cpu: CPU workers even with GPUs.")
+@device_option(group="Local", help="cpu: CPU workers even with GPUs. Default: auto.")
 @pretrained_dir_option(group="Local", help="Folder with the model checkpoints.")
 @concurrency_option(group="Local", help="Videos in flight per worker (default: as vfx-worker).")
 @pool_option(group="Local", help="Default: threads on a GPU, prefork on the CPU (see vfx-worker).")
 @keep_downloads_option(group="Local", help="Workers keep the Hub videos they fetch.")
 @version_option("vfx-enqueue")
 @click.pass_context
-# long: one parameter per option (29); the body only builds the request and hands it on
+# long: one parameter per option (23, and the recipe's); the body only builds the request and hands it on
 def main(
     ctx: click.Context,
     *,
@@ -208,13 +159,6 @@ def main(
     hf_pattern: str | None,
     hf_video_column: str | None,
     hf_config: str | None,
-    model: str,
-    crop_type: str,
-    num_clips_per_video: int,
-    clip_sampling: str,
-    precision: str,
-    decoder: str,
-    batch_size: int,
     output_dir: str,
     force_stop_after_n_videos: int,
     check_progress: str | None,
@@ -225,11 +169,12 @@ def main(
     wait_timeout: float | None,
     poll_seconds: float,
     local: bool,
-    device: str,
+    device: str | None,
     pretrained_dir: str | None,
     concurrency: int | None,
     pool: str | None,
     keep_downloads: bool | None,
+    **recipe_params: Any,
 ) -> None:
     """Queue feature extraction for every video not done yet."""
     check_arguments(hf_dataset=hf_dataset, input_dir=input_dir, local=local, broker_url=broker_url)
@@ -243,19 +188,10 @@ def main(
             hf_video_column=hf_video_column,
             hf_config=hf_config,
         )
-        run = RunSpec.create(
-            output_dir,
-            model=model,
-            crop_type=crop_type,
-            num_clips_per_video=num_clips_per_video,
-            clip_sampling=clip_sampling,
-            precision=precision,
-            decoder=decoder,
-        )
+        run = Run.create(output_dir, recipe_from(recipe_params))
         request = EnqueueRequest(
             run=run,
             source=source,
-            batch_size=batch_size,
             check_progress=check_progress,
             force=force,
             dry_run=dry_run,
@@ -267,7 +203,7 @@ def main(
             broker_url=broker_url,
             device=device,
             pretrained_dir=pretrained_dir,
-            keep_downloads=keep_downloads or None,
+            keep_downloads=keep_downloads,
         )
         if local:
             code = run_locally(settings, request, concurrency=concurrency, pool=pool)

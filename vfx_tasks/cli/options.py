@@ -1,7 +1,11 @@
 """Options several commands share, defined once; and what every command is built with.
 
-Each option reads ``VFX_<PARAMETER NAME>`` (``--broker-url`` reads ``VFX_BROKER_URL``) through
-``auto_envvar_prefix``; a flag given on the command line wins over its variable.
+Each option reads ``VFX_<PARAMETER NAME>`` (``--broker-url`` reads ``VFX_BROKER_URL``); a flag
+given on the command line wins over its variable. Options for a :class:`~vfx_tasks.settings.Settings`
+field (:func:`setting_option`) leave their variable to ``Settings.from_env``, the one parser of those
+variables: click shows it in ``--help`` but does not read it, so the two can never disagree.
+The options of a :class:`~vfx_tasks.extract.recipe.Recipe` are made from its fields
+(:func:`recipe_options`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from vfx_tasks import __version__
 from vfx_tasks.cli import POOLS
 from vfx_tasks.cli._help import VfxOption
 from vfx_tasks.errors import ConfigurationError
-from vfx_tasks.models import get_model_spec
+from vfx_tasks.extract.recipe import Recipe, choices, setting_fields
+from vfx_tasks.models import MODEL_SPECS, get_model_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,6 +40,67 @@ DEVICES: tuple[Device, ...] = get_args(Device)
 def option(*param_decls: str, group: str | None = None, **attrs: Any) -> Callable[[F], F]:
     """``click.option`` that shows its variable in ``--help``, listed in the section ``group``."""
     return click.option(*param_decls, cls=VfxOption, group=group, **attrs)
+
+
+class SettingOption(VfxOption):
+    """An option for a :class:`~vfx_tasks.settings.Settings` field: its ``VFX_*`` variable is shown
+    in ``--help`` but read by ``Settings.from_env`` only (given neither, the value is ``None``)."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        return None
+
+
+def setting_option(*param_decls: str, field: str, group: str | None = None, **attrs: Any) -> Callable[[F], F]:
+    """An option passed to ``Settings.from_env`` as the override of ``field`` (default ``None``)."""
+    attrs.setdefault("default", None)
+    return click.option(
+        *param_decls, cls=SettingOption, envvar=f"VFX_{field.upper()}", group=group, **attrs
+    )
+
+
+def recipe_options(*, group: str) -> Callable[[F], F]:
+    """One option per :class:`~vfx_tasks.extract.recipe.Recipe` field (``--crop_type`` and
+    ``--crop-type`` for ``crop_type``), each with the field's default, choices and help."""
+
+    def decorate(command: F) -> F:
+        for name, (kind, default, info) in reversed(setting_fields().items()):
+            attrs: dict[str, Any] = {"default": default, "help": info.help or None}
+            if name == "model":
+                aliases = [alias for spec in MODEL_SPECS.values() for alias in spec.aliases]
+                attrs.update(
+                    callback=validate_model,
+                    show_default=get_model_spec(default).aliases[0],
+                    help=f"One of {', '.join(aliases)}, or a model's full name.",
+                )
+            elif (allowed := choices(kind)) is not None:
+                attrs["type"] = click.Choice(allowed)
+            elif kind is int:
+                attrs.update(type=int, callback=minus_one_or_positive(info.maximum))
+            spellings = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
+            command = option(*spellings, group=group, **attrs)(command)
+        return command
+
+    return decorate
+
+
+def recipe_from(params: dict[str, Any]) -> Recipe:
+    """The :class:`Recipe` of a command's parameters (those made by :func:`recipe_options`), which
+    are taken out of ``params``."""
+    return Recipe(**{name: params.pop(name) for name in setting_fields()})
+
+
+def minus_one_or_positive(maximum: int | None) -> Callable[[click.Context, click.Parameter, int], int]:
+    """A callback accepting -1 ("all", "no limit") or a number from 1 to ``maximum``."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: int) -> int:
+        if value != -1 and (value < 1 or (maximum is not None and value > maximum)):
+            most = f" up to {maximum}" if maximum is not None else ""
+            raise click.BadParameter(
+                f"{value} is not allowed; use -1 (no limit / all) or a number >= 1{most}."
+            )
+        return value
+
+    return check
 
 
 def version_option(prog_name: str) -> Callable[[F], F]:
@@ -62,7 +128,7 @@ def model_option(
 
 def broker_url_option(*, help: str = "Redis URL of the queue.", group: str | None = None) -> Callable[[F], F]:
     """``--broker-url``: Redis URL of the queue (default: ``Settings.broker_url``)."""
-    return option("--broker_url", "--broker-url", group=group, help=help)
+    return setting_option("--broker_url", "--broker-url", field="broker_url", group=group, help=help)
 
 
 def output_dir_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
@@ -79,14 +145,15 @@ def output_dir_option(*, help: str, group: str | None = None) -> Callable[[F], F
 
 def pretrained_dir_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
     """``--pretrained-dir``: the folder with the checkpoints (default: ``Settings.pretrained_dir``)."""
-    return option(
-        "--pretrained_dir", "--pretrained-dir", group=group, type=click.Path(file_okay=False), help=help
+    return setting_option(
+        "--pretrained_dir", "--pretrained-dir", field="pretrained_dir", group=group,
+        type=click.Path(file_okay=False), help=help,
     )
 
 
-def device_option(*, default: str | None, help: str, group: str | None = None) -> Callable[[F], F]:
-    """``--device``: one of :data:`DEVICES`."""
-    return option("--device", group=group, type=click.Choice(DEVICES), default=default, help=help)
+def device_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
+    """``--device``: one of :data:`DEVICES` (``VFX_DEVICE`` may also say ``cuda:N``)."""
+    return setting_option("--device", field="device", group=group, type=click.Choice(DEVICES), help=help)
 
 
 def concurrency_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
@@ -100,6 +167,8 @@ def pool_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
 
 
 def keep_downloads_option(*, help: str, group: str | None = None) -> Callable[[F], F]:
-    """``--keep-downloads``: keep the videos fetched from the Hub."""
+    """``--keep-downloads/--no-keep-downloads``: keep the videos fetched from the Hub, or not."""
     # default None, not False: given neither as flag nor as variable, the settings' default holds.
-    return option("--keep-downloads", "--keep_downloads", group=group, is_flag=True, default=None, help=help)
+    return setting_option(
+        "--keep-downloads/--no-keep-downloads", field="keep_downloads", group=group, help=help
+    )

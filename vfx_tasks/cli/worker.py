@@ -1,7 +1,7 @@
 """``vfx-worker``: a Celery worker pinned to one GPU, one per GPU under a supervisor, or on the CPU.
 
 ``celery -A vfx_tasks worker`` works too; this command adds GPU pinning, names and defaults. How
-the worker processes are started and supervised is :mod:`vfx_tasks.queue.launch`.
+the worker processes are planned, started and supervised is :mod:`vfx_tasks.queue.processes.launch`.
 """
 
 from __future__ import annotations
@@ -21,18 +21,13 @@ from vfx_tasks.cli.options import (
     option,
     pool_option,
     pretrained_dir_option,
+    setting_option,
     version_option,
 )
 from vfx_tasks.errors import VfxError
 from vfx_tasks.queue.connection import connect
-from vfx_tasks.queue.launch import (
-    Launch,
-    celery_worker_command,
-    plan_worker,
-    supervise,
-    worker_environment,
-    worker_name,
-)
+from vfx_tasks.queue.processes.launch import Launch, supervise, worker_launch, worker_name
+from vfx_tasks.redaction import redact
 from vfx_tasks.settings import Settings
 
 EPILOG = """\b
@@ -81,7 +76,7 @@ def check_gpus_visible(gpus: list[int]) -> None:
         )
 
 
-def _check_pinning(gpu: int | None, gpus: list[int], device: str | None) -> list[int]:
+def _check_pinning(gpu: int | None, gpus: list[int], device: str) -> list[int]:
     """The GPUs to pin workers to (none: one worker, unpinned), after refusing contradictions."""
     if gpu is not None and gpus:
         raise click.UsageError("Give either --gpu or --gpus, not both.")
@@ -89,7 +84,7 @@ def _check_pinning(gpu: int | None, gpus: list[int], device: str | None) -> list
         raise click.BadParameter(f"{gpu} is not a GPU index; use 0, 1, ...", param_hint="--gpu")
     pinned = gpus or ([gpu] if gpu is not None else [])
     if pinned and device == "cpu":
-        raise click.UsageError("--device cpu contradicts --gpu/--gpus; drop one of them.")
+        raise click.UsageError("--device cpu (or VFX_DEVICE=cpu) contradicts --gpu/--gpus; drop one of them.")
     if pinned:
         check_gpus_visible(pinned)
     return pinned
@@ -103,9 +98,12 @@ def _check_pinning(gpu: int | None, gpus: list[int], device: str | None) -> list
 )
 @option("--gpu", type=int, help="Pin this worker to one GPU (CUDA_VISIBLE_DEVICES).")
 @option("--gpus", callback=_gpus_callback, help="Start and supervise one worker per GPU, e.g. 0,1,2,3.")
-@device_option(default=None, help="cpu for CPU-only machines. Default: cuda with --gpu/--gpus, else auto.")
+@device_option(help="cpu for CPU-only machines. Default: cuda with --gpu/--gpus, else auto.")
 @broker_url_option()
-@option("--result-backend", "--result_backend", help="Result backend URL (default: the broker's Redis).")
+@setting_option(
+    "--result-backend", "--result_backend", field="result_backend",
+    help="Result backend URL (default: the broker's Redis).",
+)
 @pretrained_dir_option(help="Folder with the model checkpoints.")
 @concurrency_option(
     help="Videos in flight in this worker. Default: 4 per decoder with threads (one decoder per "
@@ -118,6 +116,7 @@ def _check_pinning(gpu: int | None, gpus: list[int], device: str | None) -> list
 @option("--name", "-n", help="Worker name; default gpu<N>@<host> or cpu@<host>.")
 @option("--loglevel", "-l", default="info")
 @keep_downloads_option(help="Keep videos fetched from the Hub in its cache after use.")
+@option("--dry-run", "--dry_run", is_flag=True, help="Print the plan, command and settings; start nothing.")
 @version_option("vfx-worker")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -135,52 +134,59 @@ def main(
     name: str | None,
     loglevel: str,
     keep_downloads: bool | None,
+    dry_run: bool,
     celery_args: tuple[str, ...],
 ) -> None:
     """Start Celery worker(s) that extract features from the queued videos.
 
     Arguments after the options (after --) go to celery worker.
     """
-    pinned = _check_pinning(gpu, gpus, device)
     try:
         settings = Settings.from_env(
-            device=device or ("cuda" if pinned else None),
+            device=device,
             broker_url=broker_url,
             result_backend=result_backend,
             pretrained_dir=pretrained_dir,
-            keep_downloads=keep_downloads or None,
+            keep_downloads=keep_downloads,
         )
-        connect(settings.broker_url).close()  # say now, not at the first task, that Redis is unreachable
     except VfxError as e:
         raise cli_error(e) from e
-    plan = plan_worker(
-        settings,
-        pool=pool,
-        concurrency=concurrency,
-        uses_gpu=bool(pinned) or settings.device.startswith("cuda"),
-        workers=max(1, len(gpus)),
-    )
-    settings = settings.with_overrides(
-        torch_threads=plan.torch_threads, decoders=plan.decoders, decoder_threads=plan.decoder_threads
-    )
+    pinned = _check_pinning(gpu, gpus, settings.device)
+    if pinned:
+        settings = settings.with_overrides(device="cuda")
 
     def launch(gpu_index: int | None) -> Launch:
         hostname = worker_name(name, gpu=gpu_index, supervised=bool(gpus))
-        click.echo(f"{hostname}: {plan.describe()}", err=True)
-        command = celery_worker_command(
-            name=hostname,
-            concurrency=plan.concurrency,
-            loglevel=loglevel,
-            pool=plan.pool,
-            celery_args=celery_args,
+        plan, launched = worker_launch(
+            settings, name=hostname, gpu=gpu_index, pool=pool, concurrency=concurrency,
+            workers=max(1, len(gpus)), loglevel=loglevel, celery_args=celery_args,
         )
-        return command, worker_environment(settings, gpu=gpu_index)
+        click.echo(f"{hostname}: {plan.describe()}", err=True)
+        if dry_run:
+            _echo_launch(launched)
+        return launched
 
+    if dry_run:
+        for index in gpus or [gpu]:
+            launch(index)
+        ctx.exit(0)
+    try:
+        connect(settings.broker_url).close()  # say now, not at the first task, that Redis is unreachable
+    except VfxError as e:
+        raise cli_error(e) from e
     if gpus:
         ctx.exit(supervise([launch(index) for index in gpus]))
     command, environ = launch(gpu)
     # Become the Celery worker: signals from the terminal or a supervisor reach it directly.
     os.execvpe(command[0], command, environ)
+
+
+def _echo_launch(launched: Launch) -> None:
+    """The command line and the ``VFX_*`` environment of a launch, passwords masked."""
+    command, environ = launched
+    click.echo(" ".join(command))
+    for key in sorted(k for k in environ if k.startswith("VFX_") or k == "CUDA_VISIBLE_DEVICES"):
+        click.echo(redact(f"{key}={environ[key]}"))
 
 
 if __name__ == "__main__":

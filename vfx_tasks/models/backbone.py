@@ -9,11 +9,8 @@ from pathlib import Path
 from torch import nn
 
 from vfx_tasks.models._mmaction_compat import import_mmaction_backbones
-from vfx_tasks.models.checkpoint import (
-    check_state_dict_fits,
-    checkpoint_path,
-    read_backbone_state_dict,
-)
+from vfx_tasks.models.checkpoint import check_state_dict_fits, read_backbone_state_dict
+from vfx_tasks.models.files import checkpoint_path
 from vfx_tasks.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ are allowed by :func:`_openmmlab_safe_globals`, and only for the duration of one
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import pickle
@@ -27,12 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vfx_tasks.errors import (
-    CheckpointError,
-    CheckpointMismatchError,
-    CheckpointNotFoundError,
-    UnsafeCheckpointError,
-)
+from vfx_tasks.errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
 from vfx_tasks.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -62,31 +56,6 @@ _OTHER_REFUSALS = (
     r"Trying to call reduce for unrecognized function (<[^>]+>|\S+)",
     r"Refused (.+?); ",
 )
-
-
-def checkpoint_path(spec: ModelSpec, pretrained_dir: Path) -> Path:
-    """Return the path of ``spec``'s checkpoint in ``pretrained_dir``.
-
-    Raises:
-        CheckpointNotFoundError: the file is not there; the message says how to get it.
-    """
-    path = Path(pretrained_dir) / spec.checkpoint_filename
-    if not path.is_file():
-        raise CheckpointNotFoundError(
-            f"Checkpoint for model {spec.name!r} not found at {path}. Download it with "
-            f"`curl -L -o {path} {spec.checkpoint_url}` (or `vfx-download-models`), or point "
-            "--pretrained-dir / VFX_PRETRAINED_DIR at the folder that holds it."
-        )
-    return path
-
-
-def file_sha256(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
-    """Return the hex sha256 digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _plain_numpy_dtype(*args: object) -> np.dtype:

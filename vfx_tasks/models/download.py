@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from vfx_tasks.errors import CheckpointDownloadError, ChecksumMismatchError
-from vfx_tasks.models.checkpoint import file_sha256
+from vfx_tasks.models.files import file_sha256
 from vfx_tasks.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)

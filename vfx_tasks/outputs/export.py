@@ -91,8 +91,8 @@ def source_videos(source: str | os.PathLike[str], manifest: Manifest, *, split: 
     Raises:
         ConfigurationError: ``split`` is train or test and no video's labels name a split.
     """
-    settings = manifest.settings
-    expected = (len(settings.crop_order), settings.feature_dim)
+    facts = manifest.settings.facts
+    expected = (len(facts.crop_order), facts.feature_dim)
     videos, with_split = [], 0
     for relative_id, path in iter_feature_files(source):
         header = read_npy_header(path)
@@ -148,7 +148,7 @@ def export_folder(
     _claim_destination(dest_root, manifest, layout=layout, source=Path(source))
     remove_temp_files(dest_root)  # left by an export that was killed: nothing else writes here
     report = ExportReport(videos=len(videos))
-    n_crops = len(manifest.settings.crop_order)
+    n_crops = len(manifest.settings.facts.crop_order)
     for video in videos:
         if layout == "per-crop":
             targets = [(dest_root / f"{video.relative_id}__{k}.npy", k) for k in range(n_crops)]

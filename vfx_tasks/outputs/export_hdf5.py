@@ -126,7 +126,7 @@ def _write_videos(
 ) -> ExportReport:
     report = ExportReport(videos=len(videos))
     index = read_index(source)
-    n_crops = len(manifest.settings.crop_order)
+    n_crops = len(manifest.settings.facts.crop_order)
     last_flush = time.monotonic()
     for video in videos:
         names = [video.relative_id] if layout == "video" else [
@@ -191,11 +191,11 @@ def _video_attrs(
 ) -> dict[str, Any]:
     """The video's index row as attributes (``frames``/``fps`` -1 where the index lacks them)."""
     known = index.get(video.relative_id)
-    settings = manifest.settings
+    recipe, facts = manifest.settings.recipe, manifest.settings.facts
     row = make_row(
         video.relative_id, shape=video.shape, frames=known.frames if known else None,
-        fps=known.fps if known else None, clip_len=settings.clip_len, sampling_rate=settings.sampling_rate,
-        num_clips_per_video=settings.num_clips_per_video, clip_sampling=settings.clip_sampling,
+        fps=known.fps if known else None, clip_len=facts.clip_len, sampling_rate=facts.sampling_rate,
+        num_clips_per_video=recipe.num_clips_per_video, clip_sampling=recipe.clip_sampling,
         labels=read_labels(source, video.relative_id),
     )
     return {

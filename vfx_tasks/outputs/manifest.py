@@ -8,7 +8,6 @@ recorded too, but a newer torch or a later start does not make a folder another 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,13 +17,14 @@ from datetime import datetime, timezone
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from vfx_tasks import __version__
 from vfx_tasks.errors import ConfigurationError, ManifestMismatchError
 from vfx_tasks.extract.crops import crop_names
-from vfx_tasks.extract.decoders import DEFAULT_DECODER
+from vfx_tasks.extract.recipe import Recipe
 from vfx_tasks.models import get_model_spec
+from vfx_tasks.models.files import cached_sha256
 from vfx_tasks.storage import write_labels_atomic
 
 logger = logging.getLogger(__name__)
@@ -37,20 +37,14 @@ ManifestCheck = Literal["created", "adopted", "matched", "replaced"]
 
 
 @dataclass(frozen=True)
-class Settings:
-    """What changes the numbers of a feature file (compared key by key between runs)."""
+class ModelFacts:
+    """What the recipe's model and crop type imply, recorded so that a reader needs no model code."""
 
-    model: str
     checkpoint_file: str
     #: sha256 of the checkpoint file; ``None`` where the producer could not read it (then not compared).
     checkpoint_sha256: str | None
-    crop_type: str
     #: Crop names in the order of the second axis of every ``(clips, n_crops, D)`` file.
     crop_order: tuple[str, ...]
-    clip_sampling: str
-    num_clips_per_video: int
-    precision: str
-    decoder: str
     clip_len: int
     sampling_rate: int
     #: Source frames one clip covers (clip_len x sampling_rate): 64 for both backbones.
@@ -60,6 +54,26 @@ class Settings:
     mean_rgb: tuple[float, ...]
     std_rgb: tuple[float, ...]
     feature_dim: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What changes the numbers of a feature file: the recipe's settings that do, and the model's
+    facts (compared key by key between runs)."""
+
+    recipe: Recipe
+    facts: ModelFacts
+
+    def to_json(self) -> dict[str, Any]:
+        """One flat object: the recipe's feature settings and the facts."""
+        return {**self.recipe.feature_settings(), **asdict(self.facts)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Settings:
+        facts = {f.name: raw[f.name] for f in fields(ModelFacts)}
+        for key in ("crop_order", "mean_rgb", "std_rgb"):
+            facts[key] = tuple(facts[key])
+        return cls(Recipe.from_mapping(raw), ModelFacts(**facts))
 
 
 @dataclass(frozen=True)
@@ -76,17 +90,17 @@ class Manifest:
 
         A checkpoint hash missing on either side is unknown, not different.
         """
+        mine, theirs = self.settings.to_json(), other.settings.to_json()
         found = {}
-        for f in fields(Settings):
-            mine, theirs = getattr(self.settings, f.name), getattr(other.settings, f.name)
-            if f.name == "checkpoint_sha256" and None in (mine, theirs):
+        for key in dict.fromkeys([*mine, *theirs]):
+            if key == "checkpoint_sha256" and None in (mine.get(key), theirs.get(key)):
                 continue
-            if mine != theirs:
-                found[f.name] = (mine, theirs)
+            if mine.get(key) != theirs.get(key):
+                found[key] = (mine.get(key), theirs.get(key))
         return found
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": self.schema, "created": self.created, "settings": asdict(self.settings),
+        return {"schema": self.schema, "created": self.created, "settings": self.settings.to_json(),
                 "versions": dict(self.versions)}
 
     @classmethod
@@ -98,68 +112,34 @@ class Manifest:
         """
         try:
             schema = int(data["schema"])
-            if schema > SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"{where} has schema {schema}, newer than this vfx_tasks understands ({SCHEMA_VERSION}). "
-                    "Upgrade vfx_tasks to read it."
-                )
-            raw = dict(data["settings"])
-            for key in ("crop_order", "mean_rgb", "std_rgb"):
-                raw[key] = tuple(raw[key])
-            return cls(Settings(**raw), dict(data.get("versions", {})), str(data.get("created", "")), schema)
         except (KeyError, TypeError, ValueError) as e:
+            raise _not_a_manifest(where, e) from e
+        if schema > SCHEMA_VERSION:
             raise ConfigurationError(
-                f"{where} is not a vfx_tasks manifest ({type(e).__name__}: {e}). Move it away and run again."
-            ) from e
+                f"{where} has schema {schema}, newer than this vfx_tasks understands ({SCHEMA_VERSION}). "
+                "Upgrade vfx_tasks to read it."
+            )
+        try:
+            settings = Settings.from_json(dict(data["settings"]))
+            return cls(settings, dict(data.get("versions", {})), str(data.get("created", "")), schema)
+        except (KeyError, TypeError, ValueError, ConfigurationError) as e:
+            raise _not_a_manifest(where, e) from e
 
 
-class RunSettings(Protocol):
-    """What a run or one of its tasks says about the numbers (a ``RunSpec``, a ``VideoJob``)."""
-
-    model: str
-    crop_type: str
-    num_clips_per_video: int
-    clip_sampling: str
-    precision: str
-    decoder: str
-
-
-def manifest_for(run: RunSettings, *, pretrained_dir: str | os.PathLike[str] | None) -> Manifest:
-    """:func:`build_manifest` for the settings of a run, or of a task of one."""
-    return build_manifest(
-        model=run.model,
-        crop_type=run.crop_type,
-        num_clips_per_video=run.num_clips_per_video,
-        clip_sampling=run.clip_sampling,
-        precision=run.precision,
-        decoder=run.decoder,
-        pretrained_dir=pretrained_dir,
+def _not_a_manifest(where: str, error: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"{where} is not a vfx_tasks manifest ({type(error).__name__}: {error}). Move it away and run again."
     )
 
 
-def build_manifest(
-    *,
-    model: str,
-    crop_type: str,
-    num_clips_per_video: int,
-    clip_sampling: str,
-    precision: str,
-    decoder: str = DEFAULT_DECODER,
-    pretrained_dir: str | os.PathLike[str] | None,
-) -> Manifest:
-    """The manifest of a run with these settings; the checkpoint is hashed if ``pretrained_dir`` has it."""
-    spec = get_model_spec(model)
+def manifest_for(recipe: Recipe, *, pretrained_dir: str | os.PathLike[str] | None) -> Manifest:
+    """The manifest of a run of ``recipe``; the checkpoint is hashed if ``pretrained_dir`` has it."""
+    spec = get_model_spec(recipe.model)
     checkpoint = None if pretrained_dir is None else Path(pretrained_dir, spec.checkpoint_filename)
-    settings = Settings(
-        model=spec.name,
+    facts = ModelFacts(
         checkpoint_file=spec.checkpoint_filename,
-        checkpoint_sha256=checkpoint_sha256(checkpoint) if checkpoint and checkpoint.is_file() else None,
-        crop_type=crop_type,
-        crop_order=crop_names(crop_type),  # type: ignore[arg-type]
-        clip_sampling=clip_sampling,
-        num_clips_per_video=num_clips_per_video,
-        precision=precision,
-        decoder=decoder,
+        checkpoint_sha256=cached_sha256(checkpoint) if checkpoint and checkpoint.is_file() else None,
+        crop_order=crop_names(recipe.crop_type),
         clip_len=spec.clip_len,
         sampling_rate=spec.sampling_rate,
         clip_span_frames=spec.clip_span_frames,
@@ -170,23 +150,7 @@ def build_manifest(
         feature_dim=spec.feature_dim,
     )
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return Manifest(settings, versions(), created)
-
-
-def checkpoint_sha256(path: Path) -> str:
-    """sha256 of a checkpoint, hashed once per process for each (path, size, mtime)."""
-    stat = path.stat()
-    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@cache
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    # Not models.checkpoint.file_sha256: that module loads torch, which the producer does without.
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return Manifest(Settings(recipe, facts), versions(), created)
 
 
 @cache

@@ -1,7 +1,10 @@
-"""The Celery app, configured from :class:`~vfx_tasks.settings.Settings`.
+"""The Celery app, built from :class:`~vfx_tasks.settings.Settings` when asked for, never at import.
 
-``celery -A vfx_tasks worker`` finds :data:`app` here (Celery looks for ``vfx_tasks.queue.app``).
-``vfx_tasks/__init__.py`` does not import this module, so the extraction core works without Celery.
+:func:`create_app` makes the app a producer sends with (it knows the task only by name);
+:func:`vfx_tasks.queue.worker.create_worker_app` adds the task and the worker's bootsteps to it.
+``celery -A vfx_tasks worker`` builds the worker's app from the environment in
+``vfx_tasks/celery.py``, so a bad ``VFX_*`` variable stops the worker with its error instead of
+breaking every ``import``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,18 @@ from vfx_tasks.settings import Settings
 
 #: Stable name of the one task; producers send it by name, without importing the task code.
 EXTRACT_VIDEO_TASK = "vfx.extract_video"
+
+
+class VfxCelery(Celery):
+    """A Celery app that keeps the :class:`Settings` it was built from (the task and the worker's
+    bootsteps read them here, so nothing reads the environment a second time)."""
+
+    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+
+    def __reduce_keys__(self) -> dict[str, Any]:
+        return {**super().__reduce_keys__(), "settings": self.settings}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -49,37 +64,32 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Ride out Redis restarts: workers reconnect with backoff for as long as it takes (a worker
         # has nothing else to do), and a result stored while Redis is away waits for it instead of
         # failing a task whose features are written. Tasks cut off by the lost connection are
-        # requeued by vfx_tasks.queue.recovery.Reconciler.
+        # requeued by vfx_tasks.queue.recovery.reconciler.Reconciler.
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "result_backend_always_retry": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        # A hung video becomes a failure with reason "timeout" (tasks.py); None is Celery's "no limit".
+        # A hung video becomes a failure with reason "timeout" (worker/task.py); None is Celery's "no limit".
         "task_soft_time_limit": settings.task_soft_time_limit_seconds or None,
         "task_time_limit": settings.task_time_limit_seconds or None,
-        # Each pool process imports torch and mmaction2 when it starts (queue/worker.py), so that
-        # no task's time limit spans those imports: that takes seconds, more than the 4 s Celery
-        # waits by default for a new process to say it is up.
+        # Each pool process imports torch and mmaction2 when it starts (worker/lifecycle.py), so
+        # that no task's time limit spans those imports: that takes seconds, more than the 4 s
+        # Celery waits by default for a new process to say it is up.
         "worker_proc_alive_timeout": 120.0,
         "worker_hijack_root_logger": False,
     }
 
 
-def create_app(settings: Settings, *, producer_only: bool = False) -> Celery:
-    """Build the Celery app for ``settings``.
+def create_app(settings: Settings, *, producer_only: bool = False) -> VfxCelery:
+    """The Celery app for ``settings``, without the task's code (it is sent by name).
 
     ``producer_only`` is for enqueueing: no result backend (so sending a task does not subscribe
     to its result) and no ``task-sent`` event per task, which keeps enqueueing 100,000 videos fast.
     Workers still store every result, since the messages do not ask them not to.
     """
-    celery_app = Celery("vfx_tasks", include=["vfx_tasks.queue.tasks"])
+    celery_app = VfxCelery("vfx_tasks", settings=settings)
     config = celery_config(settings)
     if producer_only:
         config.update(result_backend=None, task_send_sent_event=False)
     celery_app.conf.update(config)
     return celery_app
-
-
-#: The worker's app, built from the ``VFX_*`` environment of the process that imports it.
-settings: Settings = Settings.from_env()
-app: Celery = create_app(settings)

@@ -49,10 +49,11 @@ def _busy_hint(error: redis.ResponseError) -> str | None:
 
 @contextmanager
 def redis_errors(url: str) -> Iterator[None]:
-    """Turn Redis failures that may pass into :class:`BrokerUnavailableError` (a transient error) with a hint.
+    """Turn Redis failures that may pass into transient errors with a hint.
 
-    A lost connection and a Redis still loading its data become :class:`BrokerUnavailableError`;
-    a Redis that refuses writes for now (out of memory, read-only) :class:`BrokerBusyError`.
+    A lost connection becomes :class:`BrokerUnavailableError`; a Redis that answers but cannot
+    take the command now (still loading its data, out of memory, read-only, unable to save)
+    :class:`BrokerBusyError`, its subclass.
     """
     try:
         yield

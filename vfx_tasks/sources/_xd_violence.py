@@ -1,30 +1,31 @@
 """What the XD-Violence repository on the Hub looks like, how to list it, and the labels its old
 loading script made.
 
-Used by :mod:`vfx_tasks.sources.hub_dataset` only. Layout of ``jherng/xd-violence``: videos under
-``data/video/<range>/<name>.mp4`` (train ranges ``1-1004``, ``1005-2004``... and ``test_videos``),
-frame-level annotations of the test videos in ``data/test_annotations.txt``. The Hub may also serve
-a Parquet export of its ``video`` config whose rows carry the same labels.
+Used by :mod:`vfx_tasks.sources.hub_dataset` only, which fetches with the functions here and turns
+what they fetched into items with the pure ones (unsafe names come back as :class:`Rejected`).
+
+Layout of ``jherng/xd-violence``: videos under ``data/video/<range>/<name>.mp4`` (train ranges
+``1-1004``, ``1005-2004``... and ``test_videos``), frame-level annotations of the test videos in
+``data/test_annotations.txt``. The Hub may also serve a Parquet export of its ``video`` config
+whose rows carry the same labels.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vfx_tasks.errors import UnsafePathError, VfxError
 from vfx_tasks.extract.video import VIDEO_EXTENSIONS
-from vfx_tasks.sources._dataset_rows import jsonable, parquet_rows
-from vfx_tasks.sources.base import VideoItem
-from vfx_tasks.sources.hub import download_file, list_dataset_files, parquet_export_files
+from vfx_tasks.sources._dataset_rows import hub_video_item, jsonable
+from vfx_tasks.sources.base import Rejected, VideoItem
+from vfx_tasks.sources.hub import download_file, parquet_export_files
 from vfx_tasks.sources.hub_paths import HubFile, parse_resolve_url
-
-if TYPE_CHECKING:
-    from vfx_tasks.sources.hub_dataset import HubDatasetSource
 
 logger = logging.getLogger(__name__)
 
@@ -68,40 +69,44 @@ def parse_frame_annotations(text: str) -> dict[str, list[dict[str, int]]]:
     return found
 
 
-def xd_violence_from_files(source: HubDatasetSource, commit: str) -> list[VideoItem]:
-    """The video files under ``data/video/<range>/``, labelled from their names and the test annotations."""
-    annotations: dict[str, list[dict[str, int]]] = {}
-    if source.split in ("test", "all"):
-        annotations = _read_test_annotations(source, commit)
-    items = []
-    folder = XD_VIDEO_PREFIX.rstrip("/")
-    for path in list_dataset_files(source.repo_id, revision=commit, folder=folder, endpoint=source.endpoint):
-        relative = path[len(XD_VIDEO_PREFIX) :]
+def xd_violence_from_files(
+    paths: Iterable[str],
+    *,
+    repo_id: str,
+    commit: str,
+    split: str,
+    pattern: str | None,
+    annotations: Mapping[str, list[dict[str, int]]],
+) -> Iterator[VideoItem | Rejected]:
+    """The video files of ``paths`` under ``data/video/<range>/`` in ``split`` (or ``"all"``), labelled
+    from their names and the test ``annotations``."""
+    for path in paths:
+        relative = path[len(XD_VIDEO_PREFIX) :] if path.startswith(XD_VIDEO_PREFIX) else ""
         if "/" not in relative or PurePosixPath(path).suffix.lower() not in VIDEO_EXTENSIONS:
             continue
-        if source.pattern is not None and not fnmatch.fnmatchcase(path, source.pattern):
+        if pattern is not None and not fnmatch.fnmatchcase(path, pattern):
             continue
         video_range = relative.split("/", 1)[0]
-        split = "test" if video_range == XD_TEST_RANGE else "train"
-        if source.split not in ("all", split):
+        video_split = "test" if video_range == XD_TEST_RANGE else "train"
+        if split not in ("all", video_split):
             continue
         video_id = PurePosixPath(path).stem
         labels = {
             "id": video_id,
-            "split": split,
+            "split": video_split,
             **xd_violence_labels(video_id),
             "frame_annotations": annotations.get(video_id, []),
         }
-        item = source.video_item(path, commit, strip_prefix=XD_VIDEO_PREFIX, labels=labels)
-        if item is not None:
-            items.append(item)
-    return items
+        yield hub_video_item(repo_id, commit, path, strip_prefix=XD_VIDEO_PREFIX, labels=labels)
 
 
-def _read_test_annotations(source: HubDatasetSource, commit: str) -> dict[str, list[dict[str, int]]]:
-    hub_file = HubFile(source.repo_id, commit, XD_TEST_ANNOTATIONS)
+def read_test_annotations(
+    repo_id: str, commit: str, *, endpoint: str | None, cache_dir: str | os.PathLike[str] | None
+) -> dict[str, list[dict[str, int]]]:
+    """The frame annotations of the test videos, or none (logged) if the file cannot be fetched."""
+    hub_file = HubFile(repo_id, commit, XD_TEST_ANNOTATIONS)
     try:
-        path = download_file(hub_file, cache_dir=source.cache_dir, endpoint=source.endpoint)
+        path = download_file(hub_file, cache_dir=cache_dir, endpoint=endpoint)
     except VfxError as e:  # labels are a bonus: a missing file must not stop the run
         logger.warning("No frame annotations for the test videos (%s: %s)", type(e).__name__, e)
         return {}
@@ -109,12 +114,20 @@ def _read_test_annotations(source: HubDatasetSource, commit: str) -> dict[str, l
         return parse_frame_annotations(f.read())
 
 
-def xd_violence_from_parquet_export(source: HubDatasetSource, commit: str) -> list[VideoItem] | None:
-    """Rows of the Hub's Parquet export of the ``video`` config, or ``None`` if it serves no full one."""
-    config = source.config or XD_CONFIG
-    export = parquet_export_files(source.repo_id, config=config, endpoint=source.endpoint)
+def xd_violence_export_files(
+    repo_id: str,
+    *,
+    config: str | None,
+    split: str,
+    endpoint: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+) -> dict[str, list[str]] | None:
+    """Local copies of the Hub's Parquet export of ``config`` (``video`` by default), by split in
+    ``split`` (or ``"all"``), or ``None`` if the Hub serves no full export."""
+    config = config or XD_CONFIG
+    export = parquet_export_files(repo_id, config=config, endpoint=endpoint)
     if export is None:
-        logger.info("%s has no Parquet export of %r; listing its video files", source.repo_id, config)
+        logger.info("%s has no Parquet export of %r; listing its video files", repo_id, config)
         return None
     export_commit, paths = export
     by_split: dict[str, list[str]] = {}
@@ -124,38 +137,40 @@ def xd_violence_from_parquet_export(source: HubDatasetSource, commit: str) -> li
             by_split.setdefault(parts[1], []).append(path)
     if not by_split:
         return None
-    if any(split.startswith("partial-") for split in by_split):
+    if any(name.startswith("partial-") for name in by_split):
         # A partial export holds only the first rows of a split: listing the files misses nothing.
-        logger.info("The Parquet export of %s is partial; listing its video files instead", source.repo_id)
+        logger.info("The Parquet export of %s is partial; listing its video files instead", repo_id)
         return None
-    items: list[VideoItem] = []
-    for split in [s for s in sorted(by_split) if source.split in ("all", s)]:
-        files = [
+    return {
+        name: [
             download_file(
-                HubFile(source.repo_id, export_commit, path),
-                cache_dir=source.cache_dir,
-                endpoint=source.endpoint,
-                listing=True,
+                HubFile(repo_id, export_commit, path), cache_dir=cache_dir, endpoint=endpoint, listing=True
             )
-            for path in sorted(by_split[split])
+            for path in sorted(by_split[name])
         ]
-        for row in parquet_rows(files):
-            item = _export_row_item(source, row, split=split, commit=commit)
-            if item is not None:
-                items.append(item)
-    return items
+        for name in sorted(by_split)
+        if split in ("all", name)
+    }
+
+
+def xd_violence_from_export_rows(
+    rows: Iterable[Mapping[str, Any]], *, repo_id: str, commit: str, split: str
+) -> Iterator[VideoItem | Rejected]:
+    """The videos of the Parquet export's ``rows`` of ``split``, located in ``repo_id`` at ``commit``."""
+    for row in rows:
+        item = _export_row_item(row, repo_id=repo_id, commit=commit, split=split)
+        if item is not None:
+            yield item
 
 
 def _export_row_item(
-    source: HubDatasetSource, row: Mapping[str, Any], *, split: str, commit: str
-) -> VideoItem | None:
+    row: Mapping[str, Any], *, repo_id: str, commit: str, split: str
+) -> VideoItem | Rejected | None:
     url = str(row.get("path") or "")
     try:
         hub_file = parse_resolve_url(url)
     except UnsafePathError as e:
-        source.rejected.append((url, str(e)))
-        logger.warning("%s", e)
-        return None
+        return Rejected(url, str(e))
     if hub_file is None or not hub_file.path_in_repo.startswith(XD_VIDEO_PREFIX):
         logger.warning("Skipping row %r: its path %r is not a data/video/ file URL", row.get("id"), url)
         return None
@@ -166,6 +181,6 @@ def _export_row_item(
         "multilabel_targets": row.get("multilabel_targets", row.get("multilabel_target")),
         "frame_annotations": row.get("frame_annotations") or [],
     }
-    return source.video_item(
-        hub_file.path_in_repo, commit, strip_prefix=XD_VIDEO_PREFIX, labels=jsonable(labels)
+    return hub_video_item(
+        repo_id, commit, hub_file.path_in_repo, strip_prefix=XD_VIDEO_PREFIX, labels=jsonable(labels)
     )

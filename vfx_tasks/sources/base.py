@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from vfx_tasks.errors import ConfigurationError
 from vfx_tasks.extract.video import VIDEO_EXTENSIONS
@@ -34,6 +34,17 @@ class VideoItem:
     @property
     def video_id(self) -> str:
         return self.relative_id.rsplit("/", 1)[-1]
+
+
+class Rejected(NamedTuple):
+    """A remote file left out because its name is unsafe as an output path, and why.
+
+    Listing helpers return these instead of raising, so that one bad name skips one file; the
+    source keeps them in its ``rejected`` list (a ``Rejected`` is a ``(path, reason)`` tuple).
+    """
+
+    path: str
+    reason: str
 
 
 class VideoSource(Protocol):

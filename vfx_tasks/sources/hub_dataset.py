@@ -23,23 +23,26 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Literal
 
-from vfx_tasks.errors import ConfigurationError, UnsafePathError
+from vfx_tasks.errors import ConfigurationError
 from vfx_tasks.extract.video import VIDEO_EXTENSIONS
-from vfx_tasks.sources._dataset_rows import rows_with_video_column
+from vfx_tasks.sources._dataset_rows import hub_video_item, parquet_rows, rows_with_video_column
 from vfx_tasks.sources._xd_violence import (
+    XD_VIDEO_PREFIX,
     XD_VIOLENCE,
     parse_frame_annotations,
+    read_test_annotations,
+    xd_violence_export_files,
+    xd_violence_from_export_rows,
     xd_violence_from_files,
-    xd_violence_from_parquet_export,
     xd_violence_labels,
 )
-from vfx_tasks.sources.base import VideoItem
-from vfx_tasks.sources.hub import dataset_commit, list_dataset_files
-from vfx_tasks.sources.hub_paths import HubFile, safe_relative_id, validate_repo_id
+from vfx_tasks.sources.base import Rejected, VideoItem
+from vfx_tasks.sources.hub import check_repo_id, dataset_commit, list_dataset_files
+from vfx_tasks.sources.hub_paths import check_owner_and_name
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class HubDatasetSource:
         endpoint: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.repo_id = validate_repo_id(repo_id)
+        self.repo_id = check_owner_and_name(check_repo_id(repo_id))
         if split not in SPLITS:
             raise ConfigurationError(f"Invalid split ({split!r}). Supported values are {', '.join(SPLITS)}.")
         self.split = split
@@ -96,16 +99,19 @@ class HubDatasetSource:
 
     def iter_videos(self) -> Iterator[VideoItem]:
         commit = self.resolve_commit()
+        found: Iterable[VideoItem | Rejected]
         if self.video_column is not None:
             self.listed_with = "datasets"
-            found = rows_with_video_column(self, commit, column=self.video_column)
+            found = rows_with_video_column(
+                self.repo_id, commit, column=self.video_column, split=self.split, config=self.config
+            )
         elif self.is_xd_violence:
             found = self._xd_violence_items(commit)
         else:
             self.listed_with = "file-listing"
             found = self._repository_files(commit)
         seen: set[str] = set()
-        for item in sorted(found, key=lambda item: item.relative_id):
+        for item in sorted(self._keep_safe(found), key=lambda item: item.relative_id):
             if item.relative_id in seen:
                 logger.warning(
                     "Skipping %s: another video already has the id %r", item.path, item.relative_id
@@ -114,26 +120,18 @@ class HubDatasetSource:
             seen.add(item.relative_id)
             yield item
 
-    def video_item(
-        self,
-        path_in_repo: str,
-        commit: str,
-        *,
-        strip_prefix: str = "",
-        labels: Mapping[str, Any] | None = None,
-    ) -> VideoItem | None:
-        """The item of file ``path_in_repo`` at ``commit``, or ``None`` (logged, kept in :attr:`rejected`)
-        when its name is unsafe."""
-        try:
-            relative_id = safe_relative_id(path_in_repo, strip_prefix=strip_prefix)
-        except UnsafePathError as e:
-            logger.warning("%s", e)
-            self.rejected.append((path_in_repo, str(e)))
-            return None
-        location = HubFile(self.repo_id, commit, path_in_repo).to_location()
-        return VideoItem(relative_id=relative_id, path=location, labels=labels)
+    def _keep_safe(self, found: Iterable[VideoItem | Rejected]) -> list[VideoItem]:
+        """The items of ``found``; its rejections are logged and kept in :attr:`rejected`."""
+        items = []
+        for entry in found:
+            if isinstance(entry, Rejected):
+                logger.warning("%s", entry.reason)
+                self.rejected.append(entry)
+            else:
+                items.append(entry)
+        return items
 
-    def _repository_files(self, commit: str) -> Iterator[VideoItem]:
+    def _repository_files(self, commit: str) -> Iterator[VideoItem | Rejected]:
         for path in list_dataset_files(self.repo_id, revision=commit, endpoint=self.endpoint):
             if self.pattern is not None:
                 if not fnmatch.fnmatchcase(path, self.pattern):
@@ -142,15 +140,39 @@ class HubDatasetSource:
                 continue
             if self.split != "all" and self.split not in path.split("/")[:-1]:
                 continue
-            item = self.video_item(path, commit)
-            if item is not None:
-                yield item
+            yield hub_video_item(self.repo_id, commit, path)
 
-    def _xd_violence_items(self, commit: str) -> Iterable[VideoItem]:
+    def _xd_violence_items(self, commit: str) -> Iterable[VideoItem | Rejected]:
         if self.use_parquet_export:
-            items = xd_violence_from_parquet_export(self, commit)
-            if items is not None:
+            export = xd_violence_export_files(
+                self.repo_id,
+                config=self.config,
+                split=self.split,
+                endpoint=self.endpoint,
+                cache_dir=self.cache_dir,
+            )
+            if export is not None:
                 self.listed_with = "parquet-export"
-                return items
+                return (
+                    found
+                    for split, files in export.items()
+                    for found in xd_violence_from_export_rows(
+                        parquet_rows(files), repo_id=self.repo_id, commit=commit, split=split
+                    )
+                )
         self.listed_with = "file-listing"
-        return xd_violence_from_files(self, commit)
+        annotations: dict[str, list[dict[str, int]]] = {}
+        if self.split in ("test", "all"):
+            annotations = read_test_annotations(
+                self.repo_id, commit, endpoint=self.endpoint, cache_dir=self.cache_dir
+            )
+        folder = XD_VIDEO_PREFIX.rstrip("/")
+        paths = list_dataset_files(self.repo_id, revision=commit, folder=folder, endpoint=self.endpoint)
+        return xd_violence_from_files(
+            paths,
+            repo_id=self.repo_id,
+            commit=commit,
+            split=self.split,
+            pattern=self.pattern,
+            annotations=annotations,
+        )

@@ -7,6 +7,9 @@ spaces and unicode included); a revision holding ``/`` is percent-encoded.
 
 Remote names come from people we do not know. :func:`safe_relative_id` is the only way a remote
 name becomes part of an output path: it rejects anything that could leave the output folder.
+
+A leaf of sources: plain string rules, importing neither huggingface_hub nor
+:mod:`vfx_tasks.sources.hub` (which talks to it and uses these names), so the two form no circle.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from pathlib import PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
 from vfx_tasks.errors import ConfigurationError, UnsafePathError
-from vfx_tasks.sources.hub import check_repo_id
 
 HF_SCHEME = "hf://"
 _DATASETS_PREFIX = HF_SCHEME + "datasets/"
@@ -43,11 +45,13 @@ class HubFile:
         return f"{_DATASETS_PREFIX}{self.repo_id}@{quote(self.revision, safe='')}/{self.path_in_repo}"
 
 
-def validate_repo_id(repo_id: str) -> str:
-    """``owner/name`` or a :class:`ConfigurationError` saying what a repository id looks like."""
-    check_repo_id(repo_id)
-    # Stricter than huggingface_hub, which also takes a bare "name": locations are split on their
-    # slashes (hf://datasets/<owner>/<name>@<revision>/<path>), so the owner must be there.
+def check_owner_and_name(repo_id: str) -> str:
+    """``repo_id`` if it has the form ``owner/name``, else a :class:`ConfigurationError`.
+
+    Stricter than huggingface_hub, which also takes a bare ``name``: locations are split on their
+    slashes (``hf://datasets/<owner>/<name>@<revision>/<path>``), so the owner must be there. The
+    characters are huggingface_hub's to judge (:func:`vfx_tasks.sources.hub.check_repo_id`, first).
+    """
     if repo_id.count("/") != 1:
         raise ConfigurationError(
             f"Invalid Hugging Face dataset ({repo_id!r}). Give it as owner/name, e.g. jherng/xd-violence."

@@ -21,10 +21,11 @@ from kombu import Producer, Queue
 from vfx_tasks.errors import BrokerUnavailableError
 from vfx_tasks.extract.crops import num_crops
 from vfx_tasks.models import get_model_spec
-from vfx_tasks.queue._interrupts import deferred_interrupts
-from vfx_tasks.queue._kombu import publish_batch, queued_task_ids
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK
-from vfx_tasks.queue.ledger import Ledger, RunSpec
+from vfx_tasks.queue.job import Job, Run
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.producer.interrupts import deferred_interrupts
+from vfx_tasks.queue.recovery.internals import publish_batch, queued_task_ids
 from vfx_tasks.sources.base import VideoItem, normalize_relative_id
 from vfx_tasks.storage import is_valid_output, output_path
 
@@ -84,7 +85,7 @@ def append_check_progress(path: str | os.PathLike[str], relative_ids: Iterable[s
 def plan_videos(
     items: Iterable[VideoItem],
     *,
-    run: RunSpec,
+    run: Run,
     ledger: Ledger,
     check_progress: set[str],
     force: bool = False,
@@ -92,8 +93,8 @@ def plan_videos(
 ) -> Plan:
     """Sort videos into those to queue (at most ``max_videos`` unless -1) and those already done."""
     plan = Plan()
-    feature_dim = get_model_spec(run.model).feature_dim
-    n_crops = num_crops(run.crop_type)  # type: ignore[arg-type]
+    feature_dim = get_model_spec(run.recipe.model).feature_dim
+    n_crops = num_crops(run.recipe.crop_type)
     output_visible = Path(run.output_dir).is_dir()
     done_in_ledger = set() if force else ledger.done_ids(run.run_id)
     stale: list[str] = []
@@ -109,7 +110,7 @@ def plan_videos(
                 output_path(run.output_dir, item.relative_id),
                 n_crops=n_crops,
                 feature_dim=feature_dim,
-                num_clips_per_video=run.num_clips_per_video,
+                num_clips_per_video=run.recipe.num_clips_per_video,
             ):
                 plan.skipped_output_exists += 1
                 continue
@@ -132,10 +133,9 @@ def _chunks(items: list[VideoItem], size: int) -> Iterator[list[VideoItem]]:
 def enqueue_videos(
     app: Celery,
     ledger: Ledger,
-    run: RunSpec,
+    run: Run,
     items: list[VideoItem],
     *,
-    batch_size: int,
     force: bool = False,
 ) -> EnqueueResult:
     """Claim each video in the ledger and send a task for those this producer claimed.
@@ -171,7 +171,7 @@ def enqueue_videos(
                 queued_ids = queued_task_ids(app, queue.name)
             lost = {r for r in maybe_lost if run.task_id(r) not in (queued_ids or set())}
             to_send += [item for item in chunk if item.relative_id in lost]
-            _send(app, producer, queue, ledger, run, to_send, batch_size=batch_size, sent=len(result.queued))
+            _send(app, producer, queue, ledger, run, to_send, sent=len(result.queued))
             result.queued += [item.relative_id for item in to_send]
             result.resent += [r for r in others if r in lost]
             result.already_queued += [r for r in others if r not in lost]
@@ -184,10 +184,9 @@ def _send(
     producer: Producer,
     queue: Queue,
     ledger: Ledger,
-    run: RunSpec,
+    run: Run,
     items: list[VideoItem],
     *,
-    batch_size: int,
     sent: int,
 ) -> None:
     """Send one task per video in one Redis round trip; on failure release the videos' claims."""
@@ -201,7 +200,7 @@ def _send(
                     run.task_id(item.relative_id),
                     EXTRACT_VIDEO_TASK,
                     (),
-                    task_kwargs(run, item, batch_size=batch_size),
+                    job_of(run, item).to_message(),
                     argsrepr="()",
                     kwargsrepr=repr({"relative_id": item.relative_id}),
                 )
@@ -232,21 +231,6 @@ def _release_quietly(ledger: Ledger, run_id: str, relative_ids: list[str]) -> No
         )
 
 
-def task_kwargs(run: RunSpec, item: VideoItem, *, batch_size: int) -> dict[str, object]:
-    """The JSON arguments of ``vfx.extract_video`` for one video (``labels`` only when it has some)."""
-    kwargs: dict[str, object] = {
-        "video_path": item.path,
-        "output_dir": run.output_dir,
-        "relative_id": item.relative_id,
-        "run_id": run.run_id,
-        "model": run.model,
-        "crop_type": run.crop_type,
-        "clip_sampling": run.clip_sampling,
-        "num_clips_per_video": run.num_clips_per_video,
-        "batch_size": batch_size,
-        "precision": run.precision,
-        "decoder": run.decoder,
-    }
-    if item.labels is not None:
-        kwargs["labels"] = dict(item.labels)
-    return kwargs
+def job_of(run: Run, item: VideoItem) -> Job:
+    """The job of one listed video in ``run``."""
+    return Job.create(run, relative_id=item.relative_id, video_path=item.path, labels=item.labels)

@@ -7,26 +7,26 @@ from typing import TYPE_CHECKING
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.outputs.index import append_row, make_row
 from vfx_tasks.outputs.manifest import check_task_settings, manifest_for
+from vfx_tasks.queue.job import Job
 from vfx_tasks.settings import Settings
 
 if TYPE_CHECKING:
     from vfx_tasks.extract.pipeline import VideoFeatures
-    from vfx_tasks.queue.worker import VideoJob
 
 
-def check_job_settings(job: VideoJob, *, settings: Settings) -> None:
+def check_job_settings(job: Job, *, settings: Settings) -> None:
     """Refuse a task whose settings (or checkpoint) differ from its output folder's manifest.
 
     Raises:
         ManifestMismatchError: they differ (permanent).
     """
-    manifest = manifest_for(job, pretrained_dir=settings.pretrained_dir)
+    manifest = manifest_for(job.recipe, pretrained_dir=settings.pretrained_dir)
     check_task_settings(job.output_dir, manifest)
 
 
-def record_index_row(job: VideoJob, result: VideoFeatures) -> None:
+def record_index_row(job: Job, result: VideoFeatures) -> None:
     """Append the video's row to ``<output_dir>/index.csv`` (after its features are in place)."""
-    spec = get_model_spec(job.model)
+    spec = get_model_spec(job.recipe.model)
     row = make_row(
         job.relative_id,
         shape=result.shape,
@@ -34,8 +34,8 @@ def record_index_row(job: VideoJob, result: VideoFeatures) -> None:
         fps=result.fps,
         clip_len=spec.clip_len,
         sampling_rate=spec.sampling_rate,
-        num_clips_per_video=job.num_clips_per_video,
-        clip_sampling=job.clip_sampling,
+        num_clips_per_video=job.recipe.num_clips_per_video,
+        clip_sampling=job.recipe.clip_sampling,
         labels=job.labels,
     )
     append_row(job.output_dir, row)

@@ -10,10 +10,11 @@ still running :data:`GRACE_SECONDS` past the hard limit is recorded as failed wi
 ``timeout`` (ledger and result backend), and the process exits: a thread stuck in native code
 cannot be stopped any other way. Its supervisor (compose's restart policy, ``vfx-worker --gpus``,
 ``vfx-enqueue --local``) starts it again under its name, and the videos it held go back to the
-queue (:mod:`vfx_tasks.queue.recovery`); the timed-out one is not run again, because a redelivered
-message of a video that failed and was not queued since is acknowledged without work
-(:func:`vfx_tasks.queue.worker.skip_if_ended`). Under ``prefork`` Celery's own limit fires first,
-the grace earlier, so the watchdog never acts there.
+queue (:mod:`vfx_tasks.queue.recovery.orphans`); the timed-out one is not run again, because a
+redelivered message of a video that failed and was not queued since is acknowledged without work
+(:func:`vfx_tasks.queue.worker.process.process_video`, through ``Ledger.failed_since_queued``).
+Under ``prefork`` Celery's own limit fires first, the grace earlier, so the watchdog never acts
+there.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ EXIT_STATUS = 3
 
 @dataclass(frozen=True)
 class Watched:
-    """A running task: what to report it as, and when it started."""
+    """A running task: its id, the ledger key of its video (run id, relative id), when it started."""
 
     task_id: str
-    job: object
+    ledger_key: tuple[str, str]
     started: float
 
 
@@ -73,14 +74,14 @@ class Watchdog:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def watch(self, task_id: str, job: object) -> Iterator[None]:
+    def watch(self, task_id: str, ledger_key: tuple[str, str]) -> Iterator[None]:
         """Watch the calling thread's task while the block runs."""
         if not self.limit_seconds:
             yield
             return
         key = threading.get_ident()
         with self._lock:
-            self._running[key] = Watched(task_id, job, time.monotonic())
+            self._running[key] = Watched(task_id, ledger_key, time.monotonic())
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="vfx-watchdog", daemon=True)
                 self._thread.start()

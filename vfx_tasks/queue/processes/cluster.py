@@ -11,14 +11,13 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
 
 from vfx_tasks.errors import LocalWorkersDiedError
-from vfx_tasks.queue.launch import worker_environment
-from vfx_tasks.queue.redis_server import RedisServer
+from vfx_tasks.queue.processes.launch import Launch, worker_launch
+from vfx_tasks.queue.processes.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import remove_temp_files
 
@@ -36,7 +35,7 @@ class LocalCluster:
     """Embedded ``redis-server`` plus one ``vfx-worker`` per visible GPU (or one on the CPU).
 
     ``concurrency`` and ``pool`` are each worker's ``--concurrency`` and ``--pool`` (``None``:
-    the worker's defaults, see :func:`vfx_tasks.queue.launch.plan_worker`). The workers
+    the worker's defaults, see :func:`~.launch.plan_worker`). The workers
     read only under ``input_dir`` (none: only Hub videos) and write only under ``output_dir``.
     """
 
@@ -61,6 +60,8 @@ class LocalCluster:
         self.stop_grace_seconds = stop_grace_seconds
         self.redis = RedisServer()
         self.workers: list[subprocess.Popen[bytes]] = []
+        #: Each started worker's plan, as ``vfx-worker`` prints it.
+        self.plans: list[str] = []
         self.log_dir = Path(tempfile.mkdtemp(prefix="vfx-local-logs-"))
 
     @property
@@ -92,50 +93,40 @@ class LocalCluster:
             self.stop()
             raise
 
-    def worker_command(self, index: int, gpu: int | None) -> list[str]:
-        """The ``vfx-worker`` command line of local worker ``index`` (pinned to ``gpu``, or on the CPU).
+    def worker_launch(self, index: int, gpu: int | None) -> Launch:
+        """Local worker ``index``'s command line and environment (pinned to ``gpu``, or on the CPU).
 
-        Without Redis's URL: it holds the password, and any user can read a command line.
-        """
-        pinning = ["--gpu", str(gpu)] if gpu is not None else ["--device", self.settings.device]
-        if gpu is None and self.settings.device == "auto":
-            pinning = ["--device", "cpu"]  # no GPU visible
-        return [
-            sys.executable,
-            "-m",
-            "vfx_tasks.cli.worker",
-            *pinning,
-            "--pretrained-dir",
-            str(self.settings.pretrained_dir),
-            *(["--concurrency", str(self.concurrency)] if self.concurrency else []),
-            *(["--pool", self.pool] if self.pool else []),
-            "--name",
-            f"local{index}@%h",
-            "--loglevel",
-            "info",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-
-    def worker_environment(self) -> dict[str, str]:
-        """The local workers' environment: the settings, and this Redis as broker and result backend.
-
-        The URL, password included, travels here: only the same user (and root) can read it.
+        Redis's URL, password included, travels in the environment (only the same user and root
+        can read it), never on the command line, which any user can read.
         """
         url = self.redis.url
-        settings = self.worker_settings().with_overrides(broker_url=url, result_backend=url)
-        return worker_environment(settings, gpu=None)
+        settings = self.worker_settings().with_overrides(
+            broker_url=url, result_backend=url, device="cuda" if gpu is not None else self._cpu_device()
+        )
+        plan, launch = worker_launch(
+            settings,
+            name=f"local{index}@%h",
+            gpu=gpu,
+            pool=self.pool,
+            concurrency=self.concurrency,
+            workers=self._worker_count,
+            celery_args=("--without-gossip", "--without-mingle"),
+        )
+        self.plans.append(plan.describe())
+        return launch
+
+    def _cpu_device(self) -> str:
+        # Without a GPU visible, "auto" means the CPU; say so, so that the worker plans for it.
+        return "cpu" if self.settings.device == "auto" else self.settings.device
 
     def _start_worker(self, index: int, gpu: int | None) -> subprocess.Popen[bytes]:
-        command = self.worker_command(index, gpu)
+        command, environ = self.worker_launch(index, gpu)
         log_path = self.log_dir / f"worker-{index}.log"
         with open(log_path, "wb") as log:
+            log.write(f"local{index}: {self.plans[-1]}\n".encode())
+            log.flush()
             process = subprocess.Popen(
-                command,
-                env=self.worker_environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                command, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         logger.info("Started local worker %d (pid %d), log %s", index, process.pid, log_path)
         return process

@@ -1,5 +1,9 @@
 """A task message is untrusted input: what a worker checks before it reads or writes anything.
 
+:meth:`~vfx_tasks.queue.job.Job.from_message` has already refused wrong types and settings out of
+bounds (the :class:`~vfx_tasks.extract.recipe.Recipe` checks its own fields); what is left is
+where the job reads and writes, and how much it carries.
+
 Anyone who can write to the Redis queue (its password holder, a Flower login through
 ``/api/task/async-apply``, any local user of a ``--local`` run) can send ``vfx.extract_video``
 with any arguments. A worker therefore reads only under ``VFX_INPUT_ROOTS`` (or the Hub) and
@@ -15,54 +19,40 @@ import os
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vfx_tasks.errors import UnknownModelError, UnsafePathError, UntrustedMessageError
-from vfx_tasks.extract.crops import CROP_TYPES
-from vfx_tasks.extract.decoders import DECODERS
-from vfx_tasks.extract.device import PRECISIONS
-from vfx_tasks.extract.sampling import CLIP_SAMPLINGS
-from vfx_tasks.models import get_model_spec
+from vfx_tasks.errors import UnsafePathError, UntrustedMessageError
+from vfx_tasks.queue.job import Job
+from vfx_tasks.settings import Settings
 from vfx_tasks.sources.hub_paths import is_hub_location, parse_location
 from vfx_tasks.storage import output_path
-
-if TYPE_CHECKING:
-    from vfx_tasks.queue.worker import VideoJob
-    from vfx_tasks.settings import Settings
 
 #: Relative ids are ``<dirs>/<file stem>``: far below this on any real dataset, and small enough
 #: that a crafted one cannot bloat the ledger or the logs.
 MAX_RELATIVE_ID_CHARS = 1024
 #: Linux's PATH_MAX: no longer path can be opened anyway.
 MAX_PATH_CHARS = 4096
-#: Run ids are 16-32 hex digits (see ``RunSpec``); the bound only stops absurd Redis keys.
+#: Run ids are 20 hex digits (see ``Run``); the bound only stops absurd Redis keys.
 MAX_RUN_ID_CHARS = 256
 #: XD-Violence's labels are a few kB per video; 1 MiB leaves room for rich annotations while
 #: keeping one message from filling a worker's memory or an output folder.
 MAX_LABELS_BYTES = 1 << 20
 #: Deeper JSON than this is no annotation anyone writes, only a way to exhaust the recursion limit.
 MAX_LABELS_DEPTH = 32
-#: Clips per forward pass: 1024 centre crops of I3D already need far more than any GPU holds.
-MAX_BATCH_SIZE = 1024
-#: 100,000 clips of 64 frames at 25 fps is 71 hours of video: more than any single file we expect.
-MAX_CLIPS_PER_VIDEO = 100_000
-
-_TEXT_FIELDS = ("video_path", "output_dir", "relative_id", "run_id", "model", "crop_type",
-                "clip_sampling", "precision", "decoder")
-_NUMBER_FIELDS = ("num_clips_per_video", "batch_size")
 _SEE = "see docs/deployment.md#trusted-folders"
 
 
-def check_job(job: VideoJob, *, settings: Settings) -> None:
+def check_job(job: Job, *, settings: Settings) -> None:
     """Refuse a task whose arguments a worker must not act on; return quietly when it may run.
 
     Raises:
-        UntrustedMessageError: a wrong type, an unknown choice, a number or the labels out of
-            bounds, an unsafe ``relative_id``, or a path outside the configured roots.
+        UntrustedMessageError: a path or id too long or holding control characters, an unsafe
+            ``relative_id``, labels out of bounds, or a path outside the configured roots.
     """
-    _check_types(job)
-    _check_choices(job)
-    _check_numbers(job)
+    for name, value, limit in (("video_path", job.video_path, MAX_PATH_CHARS),
+                               ("output_dir", job.output_dir, MAX_PATH_CHARS),
+                               ("run_id", job.run_id, MAX_RUN_ID_CHARS)):
+        _check_text(name, value, limit)
     check_relative_id(job.relative_id)
     _check_labels(job.labels)
     check_output(job.output_dir, job.relative_id, roots=settings.output_roots)
@@ -73,44 +63,11 @@ def _refuse(problem: str) -> UntrustedMessageError:
     return UntrustedMessageError(f"Refusing task: {problem}")
 
 
-def _check_types(job: VideoJob) -> None:
-    for name in _TEXT_FIELDS:
-        if not isinstance(getattr(job, name), str):
-            raise _refuse(f"{name} must be a string, not {type(getattr(job, name)).__name__}.")
-    for name in _NUMBER_FIELDS:
-        value = getattr(job, name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _refuse(f"{name} must be a whole number, not {type(value).__name__}.")
-    if job.labels is not None and not isinstance(job.labels, dict):
-        raise _refuse(f"labels must be a JSON object or null, not {type(job.labels).__name__}.")
-    for name, limit in (("video_path", MAX_PATH_CHARS), ("output_dir", MAX_PATH_CHARS),
-                        ("run_id", MAX_RUN_ID_CHARS)):
-        _check_text(name, getattr(job, name), limit)
-
-
 def _check_text(name: str, value: str, limit: int) -> None:
     if not value or len(value) > limit:
         raise _refuse(f"{name} must hold 1 to {limit} characters, not {len(value)}.")
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise _refuse(f"{name} {value[:200]!r} holds control characters.")
-
-
-def _check_choices(job: VideoJob) -> None:
-    try:
-        get_model_spec(job.model)
-    except UnknownModelError as e:
-        raise _refuse(str(e)) from e
-    for name, allowed in (("crop_type", CROP_TYPES), ("clip_sampling", CLIP_SAMPLINGS),
-                          ("precision", PRECISIONS), ("decoder", DECODERS)):
-        if getattr(job, name) not in allowed:
-            raise _refuse(f"{name} {getattr(job, name)[:100]!r} is not one of {', '.join(allowed)}.")
-
-
-def _check_numbers(job: VideoJob) -> None:
-    for name, limit in (("batch_size", MAX_BATCH_SIZE), ("num_clips_per_video", MAX_CLIPS_PER_VIDEO)):
-        value = getattr(job, name)
-        if value != -1 and not 1 <= value <= limit:
-            raise _refuse(f"{name} ({value}) must be -1 (all) or 1 to {limit}.")
 
 
 def check_relative_id(relative_id: str) -> str:

@@ -1,8 +1,8 @@
-"""How a worker process is started: its command line, its environment, and its supervision.
+"""How a worker process is started: its plan, its command line, its environment, its supervision.
 
-``vfx-worker`` and ``vfx-enqueue --local`` both start workers through here: a ``celery worker``
-program (a new interpreter, so no CUDA state is inherited) whose settings travel as ``VFX_*``
-variables and whose GPU is pinned with ``CUDA_VISIBLE_DEVICES``.
+``vfx-worker`` and ``vfx-enqueue --local`` both start workers through :func:`worker_launch`: a
+``celery worker`` program (a new interpreter, so no CUDA state is inherited) whose settings travel
+as ``VFX_*`` variables and whose GPU is pinned with ``CUDA_VISIBLE_DEVICES``.
 """
 
 from __future__ import annotations
@@ -113,6 +113,32 @@ def plan_worker(
     decoder_threads = settings.decoder_threads or max(1, cores // (decoders * processes))
     torch_threads = torch_threads_per_process(settings, pool=chosen, concurrency=concurrency)
     return WorkerPlan(chosen, concurrency, decoders, decoder_threads, torch_threads)
+
+
+def worker_launch(
+    settings: Settings,
+    *,
+    name: str,
+    gpu: int | None,
+    pool: str | None = None,
+    concurrency: int | None = None,
+    workers: int = 1,
+    loglevel: str = "info",
+    celery_args: tuple[str, ...] = (),
+) -> tuple[WorkerPlan, Launch]:
+    """The plan, command line and environment of one worker named ``name``, pinned to ``gpu``.
+
+    ``workers`` is how many workers share this machine's cores (one per GPU under a supervisor).
+    """
+    uses_gpu = gpu is not None or settings.device.startswith("cuda")
+    plan = plan_worker(settings, pool=pool, concurrency=concurrency, uses_gpu=uses_gpu, workers=workers)
+    planned = settings.with_overrides(
+        torch_threads=plan.torch_threads, decoders=plan.decoders, decoder_threads=plan.decoder_threads
+    )
+    command = celery_worker_command(
+        name=name, concurrency=plan.concurrency, loglevel=loglevel, pool=plan.pool, celery_args=celery_args
+    )
+    return plan, (command, worker_environment(planned, gpu=gpu))
 
 
 def torch_threads_per_process(settings: Settings, *, pool: str, concurrency: int) -> int:

@@ -1,9 +1,9 @@
-"""The kombu internals the queue leans on, in one place: the Redis transport's ``unacked`` hash,
-and publish batches.
+"""The kombu and Celery internals the queue leans on, in one place: the Redis transport's
+``unacked`` hash, publish batches, and the worker's sets of requests in flight.
 
-Written against kombu 5.7 (pyproject asks for ``kombu>=5.7``, the first with ``Producer.batch``).
-What it relies on, and ``tests/queue/test_kombu_internals.py`` pins so that a kombu upgrade that
-changes any of it fails there first:
+Written against kombu 5.7 (pyproject asks for ``kombu>=5.7``, the first with ``Producer.batch``)
+and Celery 5.7. What it relies on, and ``tests/queue/test_kombu_internals.py`` pins so that an
+upgrade that changes any of it fails there first:
 
 * The Redis transport keeps every delivered, unacknowledged message in the hash named by
   ``Channel.unacked_key`` (``"unacked"`` unless the ``unacked_key`` transport option says
@@ -19,6 +19,9 @@ changes any of it fails there first:
   task id in ``headers["id"]``.
 * ``Producer.batch`` (new in kombu 5.7, public) buffers publishes into Redis pipelines of
   ``max_size`` messages: flushed when the block ends, discarded when it raises.
+* ``celery.worker.state.reserved_requests`` and ``active_requests`` hold the requests a worker
+  process has received and not finished, each with its kombu ``message.delivery_tag``; Celery has
+  no public way to list them from inside the worker.
 """
 
 from __future__ import annotations
@@ -138,3 +141,21 @@ def restore_unacked(app: Celery, delivery_tags: Iterable[str]) -> None:
 def publish_batch(producer: Producer, *, max_size: int) -> AbstractContextManager[Any]:
     """Buffer the publishes made through ``producer`` in the block, ``max_size`` per Redis round trip."""
     return producer.batch(max_size=max_size)
+
+
+def in_flight_delivery_tags() -> set[str]:
+    """Delivery tags of the requests this worker holds reserved or is running (its consumer's state).
+
+    Call it in the worker's main process, where the consumer keeps these sets.
+    """
+    from celery.worker import state
+
+    for _ in range(10):
+        try:  # the consumer's thread changes these sets; a copy may catch one mid-change
+            requests = [*state.reserved_requests, *state.active_requests]
+            break
+        except RuntimeError:
+            continue
+    else:
+        raise RuntimeError("the worker's request sets kept changing")
+    return {str(request.message.delivery_tag) for request in requests}

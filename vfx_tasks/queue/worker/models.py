@@ -17,13 +17,15 @@ import time
 from typing import TYPE_CHECKING
 
 from vfx_tasks.errors import TaskTimeoutError
+from vfx_tasks.extract.device import Precision
+from vfx_tasks.extract.recipe import Recipe
 from vfx_tasks.models import get_model_spec
+from vfx_tasks.queue.job import Job
 from vfx_tasks.settings import Settings
 
 if TYPE_CHECKING:
     from vfx_tasks.extract.batching import BatchingLoop
     from vfx_tasks.extract.pipeline import FeatureExtractor, VideoFeatures
-    from vfx_tasks.queue.worker import VideoJob
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +37,11 @@ _loops: dict[tuple[_ExtractorKey, int], BatchingLoop] = {}
 _lock = threading.Lock()
 
 
-def _extractor_key(model: str, *, settings: Settings, precision: str) -> _ExtractorKey:
+def _extractor_key(model: str, *, settings: Settings, precision: Precision) -> _ExtractorKey:
     return (get_model_spec(model).name, settings.device, precision, str(settings.pretrained_dir))
 
 
-def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureExtractor:
+def get_extractor(model: str, *, settings: Settings, precision: Precision) -> FeatureExtractor:
     """The process's loaded model for these settings, loading it on first use."""
     from vfx_tasks.extract.pipeline import FeatureExtractor  # torch + mmaction2 only where a task runs
 
@@ -60,8 +62,8 @@ def get_extractor(model: str, *, settings: Settings, precision: str) -> FeatureE
         return _extractors[key]
 
 
-def get_batching_loop(job: VideoJob, *, settings: Settings) -> BatchingLoop:
-    """The process's inference loop for the job's model and batch (see :func:`loop_shape`: on a
+def get_batching_loop(recipe: Recipe, *, settings: Settings) -> BatchingLoop:
+    """The process's inference loop for the recipe's model and batch (see :func:`loop_shape`: on a
     GPU ``batch_size`` x crops clip-crops per forward).
 
     Every video in flight in this process with the same model and batch feeds the same loop, so
@@ -70,14 +72,11 @@ def get_batching_loop(job: VideoJob, *, settings: Settings) -> BatchingLoop:
     """
     from vfx_tasks.extract.batching import BatchingLoop, loop_shape
 
-    extractor = get_extractor(job.model, settings=settings, precision=job.precision)
+    extractor = get_extractor(recipe.model, settings=settings, precision=recipe.precision)
     batch_clip_crops, inference_threads = loop_shape(
-        extractor.device,
-        batch_size=job.batch_size,
-        crop_type=job.crop_type,  # type: ignore[arg-type]
-        decoders=settings.decoders,
+        extractor.device, batch_size=recipe.batch_size, crop_type=recipe.crop_type, decoders=settings.decoders
     )
-    key = (_extractor_key(job.model, settings=settings, precision=job.precision), batch_clip_crops)
+    key = (_extractor_key(recipe.model, settings=settings, precision=recipe.precision), batch_clip_crops)
     with _lock:
         if key not in _loops:
             _loops[key] = BatchingLoop(
@@ -89,27 +88,28 @@ def get_batching_loop(job: VideoJob, *, settings: Settings) -> BatchingLoop:
         return _loops[key]
 
 
-def extract_job(job: VideoJob, video_path: str, *, settings: Settings) -> VideoFeatures:
+def extract_job(job: Job, video_path: str, *, settings: Settings) -> VideoFeatures:
     """The features of a job's video: through the process's inference loop, or on their own
     when the job asks for all clips of a video in one forward (``batch_size`` -1)."""
-    if job.batch_size == -1:
-        return get_extractor(job.model, settings=settings, precision=job.precision).extract(
+    recipe = job.recipe
+    if recipe.batch_size == -1:
+        return get_extractor(recipe.model, settings=settings, precision=recipe.precision).extract(
             video_path,
-            crop_type=job.crop_type,  # type: ignore[arg-type]
-            num_clips_per_video=job.num_clips_per_video,
+            crop_type=recipe.crop_type,
+            num_clips_per_video=recipe.num_clips_per_video,
             batch_size=-1,
-            clip_sampling=job.clip_sampling,  # type: ignore[arg-type]
-            decoder=job.decoder,  # type: ignore[arg-type]
+            clip_sampling=recipe.clip_sampling,
+            decoder=recipe.decoder,
         )
     limit = settings.task_soft_time_limit_seconds
-    loop = get_batching_loop(job, settings=settings)
+    loop = get_batching_loop(recipe, settings=settings)
     try:
         result = loop.extract(
             video_path,
-            crop_type=job.crop_type,  # type: ignore[arg-type]
-            num_clips_per_video=job.num_clips_per_video,
-            clip_sampling=job.clip_sampling,  # type: ignore[arg-type]
-            decoder=job.decoder,  # type: ignore[arg-type]
+            crop_type=recipe.crop_type,
+            num_clips_per_video=recipe.num_clips_per_video,
+            clip_sampling=recipe.clip_sampling,
+            decoder=recipe.decoder,
             decoder_threads=settings.decoder_threads,
             # The threads pool has no time limits of its own: the loop keeps the soft one.
             deadline=time.monotonic() + limit if limit else None,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import threading
+from typing import Any, TextIO
 
+from vfx_tasks.cli._progress import ProgressBar, format_duration
 from vfx_tasks.queue.ledger import Ledger
-from vfx_tasks.queue.progress import format_duration, wait_for_videos
+from vfx_tasks.queue.producer.wait import WaitOutcome, wait_for_videos
 
 
 class _Terminal(io.StringIO):
@@ -24,13 +26,16 @@ def _finish_later(ledger: Ledger) -> threading.Timer:
     return timer
 
 
+def wait_with_bar(ledger: Ledger, relative_ids: list[str], stream: TextIO, **options: Any) -> WaitOutcome:
+    with ProgressBar(len(set(relative_ids)), stream) as bar:
+        return wait_for_videos(ledger, "run1", relative_ids, view=bar, poll_seconds=0.05, **options)
+
+
 def test_off_a_terminal_progress_is_a_sparse_log_of_whole_lines(redis_url: str) -> None:
     ledger, log, finished = Ledger.from_url(redis_url), io.StringIO(), []
     # Given two queued videos that end while we wait, when waiting with stderr not a terminal,
     timer = _finish_later(ledger)
-    outcome = wait_for_videos(
-        ledger, "run1", ["a", "b", "a"], poll_seconds=0.05, on_done=finished.extend, stream=log
-    )
+    outcome = wait_with_bar(ledger, ["a", "b", "a"], log, on_done=finished.extend)
     timer.join()
     # then the outcome has both, the done one was reported once,
     assert (sorted(outcome.done), sorted(outcome.failed)) == (["a"], ["b"])
@@ -47,7 +52,7 @@ def test_off_a_terminal_progress_is_a_sparse_log_of_whole_lines(redis_url: str) 
 def test_on_a_terminal_tqdm_redraws_one_line(redis_url: str) -> None:
     ledger, terminal = Ledger.from_url(redis_url), _Terminal()
     timer = _finish_later(ledger)
-    wait_for_videos(ledger, "run1", ["a", "b"], poll_seconds=0.05, stream=terminal)
+    wait_with_bar(ledger, ["a", "b"], terminal)
     timer.join()
     drawn = terminal.getvalue()
     assert drawn.count("\n") == 1 and drawn.endswith("\n") and drawn.count("\r") > 1

@@ -1,0 +1,158 @@
+"""What one video's extraction is asked to do: the settings of a task, as one typed value.
+
+A :class:`Recipe` is built once by the producer (from ``vfx-enqueue``'s options, which are made
+from its fields), travels flat in every task message, is checked by the worker as untrusted input,
+names the run in the ledger (its run id hashes the fields that change the features) and is
+recorded in the output folder's manifest. Adding a setting is adding a field here with
+:func:`setting`: the option, the message argument, the check, the run id and the manifest follow
+from it; only the code that acts on the new value has to be written.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from vfx_tasks.errors import ConfigurationError
+from vfx_tasks.extract.crops import CropType
+from vfx_tasks.extract.decoders import DEFAULT_DECODER, DecoderName
+from vfx_tasks.extract.device import Precision
+from vfx_tasks.extract.sampling import ClipSampling
+from vfx_tasks.models import DEFAULT_MODEL, get_model_spec
+
+#: Clips per forward pass: 1024 centre crops of I3D already need far more than any GPU holds.
+MAX_BATCH_SIZE = 1024
+#: 100,000 clips of 64 frames at 25 fps is 71 hours of video: more than any single file we expect.
+MAX_CLIPS_PER_VIDEO = 100_000
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """What a :class:`Recipe` field means beyond its type (kept in the field's metadata)."""
+
+    #: One line for ``--help`` (empty where the choices say enough).
+    help: str
+    #: Whether another value gives other numbers: such fields name the run and fill the manifest.
+    changes_features: bool = True
+    #: Added after runs existed: left out of the run id while at its default, so that those runs
+    #: keep their ids, ledgers and messages; a message without it gets the default.
+    added_later: bool = False
+    #: For whole numbers: -1 ("all") or 1 to this.
+    maximum: int | None = None
+
+
+def setting(default: Any, *, help: str, changes_features: bool = True, added_later: bool = False,
+            maximum: int | None = None) -> Any:
+    """A :class:`Recipe` field: its default and its :class:`SettingInfo`."""
+    info = SettingInfo(help, changes_features=changes_features, added_later=added_later, maximum=maximum)
+    return field(default=default, metadata={"setting": info})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The settings of one extraction; checked when built (:class:`ConfigurationError` if invalid)."""
+
+    model: str = setting(DEFAULT_MODEL, help="Backbone: a model's full name or an alias.")
+    crop_type: CropType = setting("5-crop", help="")
+    num_clips_per_video: int = setting(-1, help="-1: every clip.", maximum=MAX_CLIPS_PER_VIDEO)
+    clip_sampling: ClipSampling = setting("sequential", help="")
+    precision: Precision = setting("fp32", help="")
+    decoder: DecoderName = setting(
+        DEFAULT_DECODER, added_later=True, help="decord made the reference features; pyav: the [pyav] extra."
+    )
+    batch_size: int = setting(
+        16, changes_features=False, maximum=MAX_BATCH_SIZE,
+        help="Clips per forward on a GPU (a CPU runs 2); -1: a video's clips at once.",
+    )
+
+    def __post_init__(self) -> None:
+        for name, (kind, info) in _settings().items():
+            _check(name, getattr(self, name), kind, info)
+        # An alias becomes the full name, so that both name the same run (UnknownModelError else).
+        object.__setattr__(self, "model", get_model_spec(self.model).name)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, from_text: bool = False) -> Recipe:
+        """The recipe ``values`` describe (a message's arguments, a manifest, a ledger entry).
+
+        Every field that changes the features must be there but those added later; the others
+        take their defaults when absent, and keys that are not fields are ignored. ``from_text``:
+        numbers may be given as text (the ledger keeps strings).
+
+        Raises:
+            ConfigurationError: a field is missing, of the wrong type or out of bounds.
+        """
+        given = {}
+        for name, (kind, info) in _settings().items():
+            if name not in values:
+                if info.added_later or not info.changes_features:
+                    continue
+                raise ConfigurationError(f"{name} is missing.")
+            value = values[name]
+            if from_text and kind is int and isinstance(value, str):
+                value = _to_int(name, value)
+            given[name] = value
+        return cls(**given)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Every field as JSON primitives (the inverse of :meth:`from_mapping`)."""
+        return {name: getattr(self, name) for name in _settings()}
+
+    def feature_settings(self) -> dict[str, Any]:
+        """The fields whose values change the features (recorded in the manifest)."""
+        return {name: getattr(self, name) for name, (_, info) in _settings().items() if info.changes_features}
+
+    def run_key(self) -> dict[str, Any]:
+        """:meth:`feature_settings` without the fields added later that hold their default: what
+        names a run, the same as before those fields existed."""
+        defaults = {f.name: f.default for f in fields(self)}
+        settings = _settings()
+        return {
+            name: value
+            for name, value in self.feature_settings().items()
+            if not (settings[name][1].added_later and value == defaults[name])
+        }
+
+    def with_changes(self, **changes: Any) -> Recipe:
+        return replace(self, **changes)
+
+
+@functools.cache
+def _settings() -> dict[str, tuple[Any, SettingInfo]]:
+    """Each field's type (``str``, ``int`` or a ``Literal``) and its :class:`SettingInfo`."""
+    hints = get_type_hints(Recipe)
+    return {f.name: (hints[f.name], f.metadata["setting"]) for f in fields(Recipe)}
+
+
+def setting_fields() -> dict[str, tuple[Any, Any, SettingInfo]]:
+    """``name -> (type, default, info)`` of every setting, in declaration order (for the options)."""
+    defaults = {f.name: f.default for f in fields(Recipe)}
+    return {name: (kind, defaults[name], info) for name, (kind, info) in _settings().items()}
+
+
+def choices(kind: Any) -> tuple[str, ...] | None:
+    """The allowed values of a ``Literal`` field type, ``None`` for any other type."""
+    return get_args(kind) if get_origin(kind) is Literal else None
+
+
+def _check(name: str, value: Any, kind: Any, info: SettingInfo) -> None:
+    allowed = choices(kind)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(f"{name} must be a whole number, not {type(value).__name__}.")
+        if info.maximum is not None and value != -1 and not 1 <= value <= info.maximum:
+            raise ConfigurationError(f"{name} ({value}) must be -1 (all) or 1 to {info.maximum}.")
+        return
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}.")
+    if allowed is not None and value not in allowed:
+        raise ConfigurationError(f"{name} {value[:100]!r} is not one of {', '.join(allowed)}.")
+
+
+def _to_int(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigurationError(f"{name} ({text[:100]!r}) is not a whole number.") from None

@@ -1,0 +1,101 @@
+"""The worker's lifecycle around its tasks: a Celery bootstep for the main process, signal
+handlers for each pool process.
+
+:class:`Recovery` is a worker bootstep: it starts after the pool (so that no thread of ours exists
+when prefork children are forked) and before the consumer (so that it sees every delivery). On
+start it says which folders tasks may use, takes back what a dead earlier run of this worker held
+(:mod:`vfx_tasks.queue.recovery.orphans`) and starts the
+:class:`~vfx_tasks.queue.recovery.reconciler.Reconciler`; on stop it stops it. Each pool process
+forgets what it inherited and imports the pipeline before its first task; its models are released
+when it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import bootsteps
+from celery.signals import task_received, worker_process_init, worker_process_shutdown
+
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.recovery.internals import in_flight_delivery_tags
+from vfx_tasks.queue.recovery.orphans import requeue_orphaned_tasks
+from vfx_tasks.queue.recovery.reconciler import Reconciler, held_task
+from vfx_tasks.queue.worker.models import forget_models, release_models
+from vfx_tasks.queue.worker.process import forget_ledgers
+from vfx_tasks.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Recovery(bootsteps.StartStopStep):
+    """Takes back what an earlier run of this worker left, then reconciles deliveries while it runs."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.reconciler: Reconciler | None = None
+
+    def start(self, worker: Any) -> None:
+        settings: Settings = worker.app.settings
+        name: str = worker.hostname
+        _say_which_folders_tasks_may_use(name, settings)
+        try:
+            requeue_orphaned_tasks(worker.app, Ledger.from_url(settings.broker_url), name)
+        except Exception as e:
+            # Never keep a worker from starting over this: it is best effort, and the visibility
+            # timeout still brings the videos back.
+            logger.warning("Could not look for videos an earlier run of %s left unfinished: %s", name, e)
+        self.reconciler = Reconciler(
+            worker.app, name, ledger_url=settings.broker_url, in_flight=in_flight_delivery_tags
+        )
+        task_received.connect(self._remember_delivery, weak=False)
+        self.reconciler.start()
+
+    def stop(self, worker: Any) -> None:
+        task_received.disconnect(self._remember_delivery)
+        if self.reconciler is not None:
+            self.reconciler.stop()
+
+    def _remember_delivery(self, request: Any, **_: Any) -> None:
+        if self.reconciler is not None:
+            self.reconciler.received(held_task(request.message.delivery_tag, request.kwargs))
+
+
+def _say_which_folders_tasks_may_use(worker_name: str, settings: Settings) -> None:
+    # Said once at start, so that an operator learns it before every video fails with the reason.
+    if not settings.output_roots:
+        logger.warning(
+            "%s: VFX_OUTPUT_ROOTS is not set, so every task will be refused. Set it (and VFX_INPUT_ROOTS) "
+            "to the folders this worker may write to (and read from).", worker_name
+        )
+    reads, writes = (
+        os.pathsep.join(map(str, roots)) or "-" for roots in (settings.input_roots, settings.output_roots)
+    )
+    logger.info("%s: reads videos under %s, writes features under %s", worker_name, reads, writes)
+
+
+@worker_process_init.connect
+def _forget_inherited_state(**_: Any) -> None:
+    # A forked child must build its own model and Redis connections; never reuse the parent's.
+    forget_models()
+    forget_ledgers()
+
+
+@worker_process_init.connect
+def _import_the_pipeline(**_: Any) -> None:
+    # Import torch, decord and mmaction2 now, not in the first task: a task's time limits start
+    # with it, and a soft limit that lands in a library's own import-time ``except Exception``
+    # is swallowed there, which would let a hung task run on to the hard limit.
+    from vfx_tasks.extract import pipeline  # noqa: F401
+    from vfx_tasks.models._mmaction_compat import import_mmaction_backbones
+
+    import_mmaction_backbones()
+
+
+@worker_process_shutdown.connect
+def _release_models(**_: Any) -> None:
+    release_models()

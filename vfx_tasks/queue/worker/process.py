@@ -1,0 +1,140 @@
+"""The work of one task without Celery around it: check, skip or extract, write, record.
+
+A process's models and inference loops are kept in :mod:`vfx_tasks.queue.worker.models`; its
+ledger connection here. With Celery's ``threads`` pool several tasks run at once in one process
+and share both.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from vfx_tasks.errors import WorkerDiedError
+from vfx_tasks.extract.crops import num_crops
+from vfx_tasks.models import get_model_spec
+from vfx_tasks.queue.job import Job
+from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.worker.message import check_job
+from vfx_tasks.queue.worker.models import extract_job
+from vfx_tasks.queue.worker.outputs import check_job_settings, record_index_row
+from vfx_tasks.settings import Settings
+from vfx_tasks.sources.fetch import fetched_video
+from vfx_tasks.storage import (
+    is_valid_output,
+    labels_path,
+    output_path,
+    remove_temp_files_of,
+    write_features_atomic,
+    write_labels_atomic,
+)
+
+logger = logging.getLogger(__name__)
+
+_ledgers: dict[str, Ledger] = {}
+#: Guards the cache above: with the threads pool, tasks start side by side.
+_ledgers_lock = threading.Lock()
+
+
+def get_ledger(settings: Settings) -> Ledger:
+    """The process's ledger connection (created after fork, never shared with the parent)."""
+    with _ledgers_lock:
+        if settings.broker_url not in _ledgers:
+            _ledgers[settings.broker_url] = Ledger.from_url(settings.broker_url)
+        return _ledgers[settings.broker_url]
+
+
+def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str, Any]:
+    """Extract one video's features, write them atomically, record them as done; return the summary.
+
+    Raises:
+        WorkerDiedError: earlier attempts on this video died more than ``max_redeliveries`` times.
+        PermanentError: the video or the configuration cannot work; retrying will not help.
+        TransientError: worth retrying (I/O, Redis, out of memory at one clip).
+        UntrustedMessageError: the message names paths outside the roots or values out of bounds.
+    """
+    check_job(job, settings=settings)  # before anything is read, written or recorded
+    ledger = get_ledger(settings)
+    if (duplicate := skip_if_done(job, ledger)) is not None:
+        return duplicate
+    if ledger.failed_since_queued(job.run_id, job.relative_id):
+        # Redelivered after its attempt was recorded as failed (a worker process ended by the
+        # hard time limit's watchdog, or one that died between recording and acknowledging).
+        logger.warning("%s: failed and not queued again since; acknowledged without work", job.relative_id)
+        return {"relative_id": job.relative_id, "skipped": "already failed"}
+    attempts = ledger.mark_started(job.run_id, job.relative_id, worker_name)
+    deaths = attempts - 1
+    if deaths > settings.max_redeliveries:
+        raise WorkerDiedError(
+            f"The worker died {deaths} times on this video (killed by the OOM killer or crashed in the "
+            f"decoder?); giving up after VFX_MAX_REDELIVERIES={settings.max_redeliveries} redeliveries."
+        )
+    if deaths:
+        logger.warning("%s: redelivered after %d worker death(s)", job.relative_id, deaths)
+        # The attempt that died may have been writing: its temporary files are nobody's now.
+        for leftover in remove_temp_files_of(job.output_dir, job.relative_id):
+            logger.info("%s: removed %s, left by the attempt that died", job.relative_id, leftover.name)
+    check_job_settings(job, settings=settings)
+    destination = output_path(job.output_dir, job.relative_id)
+    with fetched_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
+        result = extract_job(job, video_path, settings=settings)
+        # Labels first: a video counts as done once its .npy exists, and then its labels must too.
+        if job.labels is not None:
+            write_labels_atomic(labels_path(job.output_dir, job.relative_id), job.labels)
+        write_features_atomic(destination, result.features)
+    record_index_row(job, result)
+    summary = {
+        "relative_id": job.relative_id,
+        "output": str(destination),
+        "shape": list(result.shape),
+        "num_frames": result.num_frames,
+        "fps": result.fps,
+        "seconds": round(result.seconds, 3),
+        "worker": worker_name,
+    }
+    ledger.mark_done(job.run_id, job.relative_id, summary)
+    return summary
+
+
+def skip_if_done(job: Job, ledger: Ledger) -> dict[str, Any] | None:
+    """A summary if this message repeats one for a video done with a valid output, else ``None``.
+
+    A rerun of ``vfx-enqueue`` sends a video again when it cannot find its message (see
+    :func:`vfx_tasks.queue.producer.enqueue.enqueue_videos`), so two messages may exist for one video.
+    The second is acknowledged here without work, without counting as an attempt and without
+    writing the output again. A done entry whose file is gone or invalid is computed again.
+    """
+    if not ledger.is_done(job.run_id, job.relative_id):
+        return None
+    destination = output_path(job.output_dir, job.relative_id)
+    recipe = job.recipe
+    valid = is_valid_output(
+        destination,
+        n_crops=num_crops(recipe.crop_type),
+        feature_dim=get_model_spec(recipe.model).feature_dim,
+        num_clips_per_video=recipe.num_clips_per_video,
+    )
+    if not valid:
+        return None
+    # The message may come with a fresh claim (a producer that planned before the video ended):
+    # drop it, or the video would count as queued forever.
+    ledger.release(job.run_id, [job.relative_id])
+    logger.info("%s: already done with a valid output; acknowledged without work", job.relative_id)
+    return {"relative_id": job.relative_id, "output": str(destination), "skipped": "already done"}
+
+
+def record_failure(key: tuple[str, str], reason: dict[str, str], *, settings: Settings) -> None:
+    """Record a final failure of video ``key`` (run id, relative id) in the ledger (the result
+    backend keeps it too, through Celery)."""
+    get_ledger(settings).mark_failed(*key, reason)
+
+
+def record_retry(key: tuple[str, str], *, settings: Settings) -> None:
+    """The attempt ended in a transient error and will be retried: not a worker death."""
+    get_ledger(settings).mark_retrying(*key)
+
+
+def forget_ledgers() -> None:
+    """Drop the ledger connections a forked child inherited: it must open its own."""
+    _ledgers.clear()
