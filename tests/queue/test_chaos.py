@@ -63,7 +63,8 @@ def chaos_seeds() -> list[int]:
     """Seeds from ``VFX_CHAOS_SEEDS`` (comma-separated), else ``VFX_CHAOS_RUNS`` fresh ones (default 1)."""
     if seeds := os.environ.get("VFX_CHAOS_SEEDS"):
         return [int(seed) for seed in seeds.split(",") if seed.strip()]
-    return [random.SystemRandom().randrange(1_000_000) for _ in range(int(os.environ.get("VFX_CHAOS_RUNS", "1")))]
+    runs = int(os.environ.get("VFX_CHAOS_RUNS", "1"))
+    return [random.SystemRandom().randrange(1_000_000) for _ in range(runs)]
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,9 @@ def test_random_kills_and_redis_restarts_lose_nothing(
 
     def context() -> str:
         logs = "\n".join(
-            f"--- {process.log_path.name}\n{process.log()[-6000:]}" for ps in workers.values() for process in ps
+            f"--- {process.log_path.name}\n{process.log()[-6000:]}"
+            for processes in workers.values()
+            for process in processes
         )
         timeline = "\n  ".join(chaos.log)
         delays = ", ".join(f"{o.delay:.1f} s" if o.delay is not None else "never" for o in chaos.outages)
@@ -244,7 +247,7 @@ def test_random_kills_and_redis_restarts_lose_nothing(
             return f"Redis unreachable: {e}"
         return f"now {time.time():.1f}; unacked {delivered}; ledger running {running}, pending {pending}"
 
-    # Given two workers (prefork, one pool child each) and a run of 30 videos followed by `vfx-enqueue --wait`,
+    # Given two workers (prefork, one pool child each), 30 videos and `vfx-enqueue --wait`,
     waiting = start_enqueue_wait(queue_env, tmp_path / "videos", out, "--num_clips_per_video", "-1")
     host = socket.gethostname()
     wait_until(lambda: bool(ledger.entries(run_id, "running")), "a worker to run a video")
@@ -286,5 +289,7 @@ def test_random_kills_and_redis_restarts_lose_nothing(
     )  # fmt: skip
     assert rerun.returncode == 0 and f"Queued 0 of {len(videos)}" in rerun.stderr, rerun.stderr
     delays = ", ".join(f"{o.delay:.1f}" for o in chaos.outages if o.delay is not None)
-    print(f"chaos seed={seed}: {time.monotonic() - began:.0f} s in all, settled {delays} s after Redis came back "
-          f"({host}: load {os.getloadavg()[0]:.1f})")
+    print(
+        f"chaos seed={seed}: {time.monotonic() - began:.0f} s in all, settled {delays} s after Redis came "
+        f"back ({host}: load {os.getloadavg()[0]:.1f})"
+    )
