@@ -72,9 +72,11 @@ def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str
         )
     if deaths:
         logger.warning("%s: redelivered after %d worker death(s)", job.relative_id, deaths)
-        # The attempt that died may have been writing: its temporary files are nobody's now.
+    if ledger.take_interrupted(job.run_id, job.relative_id) or deaths:
+        # An attempt that died, or was cut off with its connection, may have been writing: its
+        # temporary files are nobody's now.
         for leftover in remove_temp_files_of(job.output_dir, job.relative_id):
-            logger.info("%s: removed %s, left by the attempt that died", job.relative_id, leftover.name)
+            logger.info("%s: removed %s, left by an attempt that was stopped", job.relative_id, leftover.name)
     check_job_settings(job, settings=settings)
     destination = output_path(job.output_dir, job.relative_id)
     with fetched_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
