@@ -1,8 +1,11 @@
-"""``vfx-status``: queued / running / done / failed videos of an output root (and model), with reasons."""
+"""``vfx-status``: queued / running / done / failed videos of an output root (and model), with
+reasons, and the videos no live worker holds (stranded), so that a wait that cannot end shows."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,10 @@ from vfx_tasks.cli.options import (
     version_option,
 )
 from vfx_tasks.errors import VfxError
+from vfx_tasks.queue.app import create_app
 from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.recovery.holders import Holders
+from vfx_tasks.queue.recovery.stranded import StrandedVideo, stranded_videos
 from vfx_tasks.redaction import redact
 from vfx_tasks.settings import Settings
 
@@ -34,18 +40,23 @@ Examples:
 """
 
 
-def collect_status(ledger: Ledger, output_dir: str, model: str | None) -> dict[str, Any]:
-    """Counts and failures of every run writing to ``output_dir`` (with ``model``, if given)."""
+def collect_status(
+    ledger: Ledger, output_dir: str, model: str | None, *, find_stranded: Callable[[str], list[StrandedVideo]]
+) -> dict[str, Any]:
+    """Counts, failures and stranded videos (``find_stranded(run_id)``) of every run writing to
+    ``output_dir`` (with ``model``, if given)."""
     root = str(Path(output_dir).expanduser().resolve())
     runs = [r for r in ledger.runs() if r.get("output_dir") == root and model in (None, r.get("model"))]
-    totals = {"queued": 0, "running": 0, "done": 0, "failed": 0}
+    totals = {"queued": 0, "running": 0, "done": 0, "failed": 0, "stranded": 0}
     described = []
     for run in runs:
         counts = ledger.counts(run["run_id"])
         failed = ledger.entries(run["run_id"], "failed")
-        for key in totals:
+        stranded = [asdict(video) for video in find_stranded(run["run_id"])]
+        for key in ("queued", "running", "done", "failed"):
             totals[key] += getattr(counts, key)
-        described.append({**run, "counts": vars(counts), "failed": failed})
+        totals["stranded"] += len(stranded)
+        described.append({**run, "counts": vars(counts), "failed": failed, "stranded": stranded})
     return {"output_dir": root, "model": model, "totals": totals, "runs": described}
 
 
@@ -64,6 +75,10 @@ def _echo_text(status: dict[str, Any]) -> None:
         for relative_id, reason in sorted(run["failed"].items()):
             # Reasons come from Redis, written by any worker: secrets in them are masked here too.
             click.echo(redact(f"  FAILED {relative_id}: [{reason.get('code')}] {reason.get('message')}"))
+        if run["stranded"]:
+            click.echo(f"  stranded {len(run['stranded'])}: held by no live worker")
+        for video in run["stranded"]:
+            click.echo(redact(f"  STRANDED {video['relative_id']} ({video['state']}): {video['detail']}"))
 
 
 def _echo_json(status: dict[str, Any]) -> None:
@@ -84,8 +99,13 @@ def main(
     """Show how far the runs writing to an output folder are."""
     try:
         settings = Settings.from_env(broker_url=broker_url)
-        ledger = Ledger.from_url(settings.broker_url)
-        status = collect_status(ledger, output_dir, model)
+        ledger, holders = Ledger.from_url(settings.broker_url), Holders.from_url(settings.broker_url)
+        app = create_app(settings, producer_only=True)
+
+        def find_stranded(run_id: str) -> list[StrandedVideo]:
+            return stranded_videos(app, ledger, holders, run_id, queue=settings.queue_name)
+
+        status = collect_status(ledger, output_dir, model, find_stranded=find_stranded)
         status["outputs"] = output_folder_status(
             ledger, status["output_dir"], status["runs"], write_index=write_index
         )

@@ -105,15 +105,16 @@ def queued_task_ids(app: Celery, queue: str, *, page_size: int = 1000) -> set[st
     but none is ever invented. Callers must therefore treat a missing id as "maybe lost" and make
     a second message for the same task harmless. Costs about 1 s per 100,000 messages.
     """
+    delivered = {d.task_id for d in unacked_deliveries(app, page_size=page_size) if d.task_id is not None}
+    return delivered | waiting_task_ids(app, queue, page_size=page_size)
+
+
+def waiting_task_ids(app: Celery, queue: str, *, page_size: int = 1000) -> set[str]:
+    """Ids of the tasks whose message waits in ``queue`` (not yet delivered)."""
     ids: set[str] = set()
     with app.connection_for_write() as connection:
         channel = connection.default_channel
         client = channel.client
-        for _tag, raw in client.hscan_iter(channel.unacked_key, count=page_size):
-            entry = _loads(raw)
-            task_id = _task_id(entry[0]) if isinstance(entry, list) and entry else None
-            if task_id is not None:
-                ids.add(task_id)
         for key in dict.fromkeys(channel._q_for_pri(queue, pri) for pri in channel.priority_steps):
             start = 0
             # New messages are pushed at index 0 and shift the rest up: a page may repeat, never skip.
