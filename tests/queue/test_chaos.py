@@ -281,7 +281,8 @@ def test_random_kills_and_redis_restarts_lose_nothing(
     status = run_cli("vfx_tasks.cli.status", "--output_dir", str(out), "--json", env=queue_env)
     assert status.returncode == 0, status.stderr
     totals = json.loads(status.stdout)["totals"]
-    assert totals == {"queued": 0, "running": 0, "done": len(videos), "failed": 0}, status.stdout
+    expected = {"queued": 0, "running": 0, "done": len(videos), "failed": 0, "stranded": 0}
+    assert totals == expected, status.stdout
     # and running the same command again queues nothing.
     rerun = run_cli(
         "vfx_tasks.cli.enqueue", "--input_dir", str(tmp_path / "videos"), "--output_dir", str(out), *COMMON,

@@ -25,7 +25,10 @@ Before a delivery goes back, its video's ledger entry is released (found by task
 when the ledger shows it running on a worker that is alive, the attempt was cut off by the
 connection, not the video's fault, and is not counted; when that worker has no live record, it
 died on the video, and the death counts towards ``max_redeliveries``, so that a video that kills
-every worker it reaches ends failed instead of going round for ever.
+every worker it reaches ends failed instead of going round for ever. (A worker restarted under
+its name takes back its predecessor's videos itself, counting the death, :mod:`.orphans`; only
+if it could not, Redis being away when it started, does a sweep find the name alive again and
+leave that one death uncounted.)
 """
 
 from __future__ import annotations
