@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+from kombu.exceptions import OperationalError
 
 from tests.conftest import (
     PROCESS_TIMEOUT_SECONDS,
@@ -44,8 +45,13 @@ from tests.conftest import (
     write_test_video,
 )
 from tests.queue.test_outages import COMMON, start_enqueue_wait
+from vfx_tasks.errors import VfxError
 from vfx_tasks.extract.pipeline import FeatureExtractor
+from vfx_tasks.queue.app import create_app
 from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.recovery.holders import Holders
+from vfx_tasks.queue.recovery.stranded import StrandedVideo, stranded_videos
+from vfx_tasks.settings import Settings
 from vfx_tasks.storage import find_temp_files
 
 pytestmark = pytest.mark.slow
@@ -141,6 +147,11 @@ class Outage:
     settled_at: float | None = None
 
     @property
+    def late(self) -> bool:
+        """Not settled, and past the budget."""
+        return self.settled_at is None and time.time() - self.back_at > RECONCILE_BUDGET_SECONDS
+
+    @property
     def delay(self) -> float | None:
         return None if self.settled_at is None else self.settled_at - self.back_at
 
@@ -158,25 +169,54 @@ class Outage:
 
 
 @dataclass
+class StrandedWatch:
+    """How long each video stays stranded as ``vfx-status`` sees it: queued or running, and held by
+    no live worker (see :mod:`vfx_tasks.queue.recovery.stranded`)."""
+
+    find: Callable[[], list[StrandedVideo]]
+    since: dict[str, float] = field(default_factory=dict)
+    longest: float = 0.0
+    worst: str = "none"
+
+    def check(self) -> None:
+        try:
+            stranded = {video.relative_id: video for video in self.find()}
+        except (OperationalError, redis.RedisError, VfxError):
+            return  # Redis is down: the clocks of those seen go on
+        now = time.monotonic()
+        self.since = {relative_id: self.since.get(relative_id, now) for relative_id in stranded}
+        for relative_id, since in self.since.items():
+            if now - since > self.longest:
+                self.longest, self.worst = now - since, f"{relative_id}: {stranded[relative_id].detail}"
+
+
+@dataclass
 class Chaos:
-    """Carries out a schedule against the run's workers and Redis, and measures each outage."""
+    """Carries out a schedule against the run's workers and Redis, and measures each outage and
+    how long videos stay stranded."""
 
     events: list[Event]
     restartable_redis: RestartableRedis
     workers: dict[str, list[WorkerProcess]]
     start_worker: Callable[[str], WorkerProcess]
+    stranded: StrandedWatch
     log: list[str] = field(default_factory=list)
     outages: list[Outage] = field(default_factory=list)
     kills: int = 0
 
     def run(self, waiting: subprocess.Popen[str], started: float) -> None:
-        """Strike each event at its time while the run goes on; then follow the outages to the end."""
+        """Strike each event at its time while the run goes on, until the run ends and every outage
+        is settled, or something stays stranded or unsettled past the budget."""
         client = redis.Redis.from_url(self.restartable_redis.url, socket_timeout=5)
-        pending = list(self.events)
-        while pending or any(o.settled_at is None and time.time() - o.back_at <= RECONCILE_BUDGET_SECONDS
-                             for o in self.outages):  # fmt: skip
+        pending, next_look = list(self.events), 0.0
+        while pending or waiting.poll() is None or any(o.settled_at is None for o in self.outages):
             for outage in self.outages:
                 outage.check(client)
+            if time.monotonic() >= next_look:
+                self.stranded.check()
+                next_look = time.monotonic() + 2
+            if any(o.late for o in self.outages) or self.stranded.longest > RECONCILE_BUDGET_SECONDS:
+                return
             if pending and time.monotonic() - started >= pending[0].at:
                 event = pending.pop(0)
                 if waiting.poll() is not None:
@@ -223,7 +263,10 @@ def test_random_kills_and_redis_restarts_lose_nothing(
     def start_worker(name: str) -> WorkerProcess:
         return WorkerProcess(queue_env, tmp_path / f"{name}-{len(workers[name])}.log", f"{name}@%h")
 
-    chaos = Chaos(events, restartable_redis, workers, start_worker)
+    settings = Settings.from_env(queue_env)
+    app, holders = create_app(settings, producer_only=True), Holders.from_url(settings.broker_url)
+    watch = StrandedWatch(lambda: stranded_videos(app, ledger, holders, run_id, queue=settings.queue_name))
+    chaos = Chaos(events, restartable_redis, workers, start_worker, watch)
 
     def context() -> str:
         logs = "\n".join(
@@ -236,7 +279,8 @@ def test_random_kills_and_redis_restarts_lose_nothing(
         outages = ", ".join(f"down {o.down_at:.1f} back {o.back_at:.1f}" for o in chaos.outages)
         return (
             f"seed {seed} (VFX_CHAOS_SEEDS={seed} runs it again); struck:\n  {timeline}\n"
-            f"outages {outages}, settled {delays} after\n{held_now()}\n{logs}"
+            f"outages {outages}, settled {delays} after; longest stranded {watch.longest:.0f} s "
+            f"({watch.worst})\n{held_now()}\n{logs}"
         )
 
     def held_now() -> str:
@@ -256,10 +300,14 @@ def test_random_kills_and_redis_restarts_lose_nothing(
     chaos.run(waiting, time.monotonic())
     # then the run went through the whole schedule,
     assert chaos.kills >= 3 and len(chaos.outages) == 2, context()
-    # every delivery an outage cut off was settled within a minute of Redis coming back,
+    # every delivery an outage cut off was settled within a minute of Redis coming back, and no
+    # video stayed stranded (queued or running, held by no live worker) longer than that,
     if not all(o.delay is not None and o.delay <= RECONCILE_BUDGET_SECONDS for o in chaos.outages):
         waiting.kill()
         raise AssertionError(f"a delivery cut off by an outage was not settled in time: {context()}")
+    if watch.longest > RECONCILE_BUDGET_SECONDS:
+        waiting.kill()
+        raise AssertionError(f"stranded for {watch.longest:.0f} s: {watch.worst}; {context()}")
     _, stderr = waiting.communicate(timeout=3 * PROCESS_TIMEOUT_SECONDS)
     # the wait ended with every video done, without a rerun,
     assert waiting.returncode == 0, stderr + context()
@@ -292,5 +340,5 @@ def test_random_kills_and_redis_restarts_lose_nothing(
     delays = ", ".join(f"{o.delay:.1f}" for o in chaos.outages if o.delay is not None)
     print(
         f"chaos seed={seed}: {time.monotonic() - began:.0f} s in all, settled {delays} s after Redis came "
-        f"back ({host}: load {os.getloadavg()[0]:.1f})"
+        f"back, longest stranded {watch.longest:.0f} s ({host}: load {os.getloadavg()[0]:.1f})"
     )
