@@ -217,6 +217,7 @@ class Chaos:
                 next_look = time.monotonic() + 2
             if any(o.late for o in self.outages) or self.stranded.longest > RECONCILE_BUDGET_SECONDS:
                 return
+            self.supervise()
             if pending and time.monotonic() - started >= pending[0].at:
                 event = pending.pop(0)
                 if waiting.poll() is not None:
@@ -225,6 +226,18 @@ class Chaos:
                 self.strike(event)
             time.sleep(0.2)
 
+    def supervise(self) -> None:
+        """Start again, under its name, a worker that exited, as compose's restart policy does:
+        ``vfx-worker`` exits 2 when Redis is down as it starts, and Celery's worker exits when its
+        first pool process dies before the pool is up (a pool child killed a moment after a restart)."""
+        for name, processes in self.workers.items():
+            code = processes[-1].process.poll()
+            if code is not None:
+                last = processes[-1].log().strip().splitlines()[-1:]
+                self.log.append(f"worker {name} exited with {code} ({''.join(last)[-200:]}): started again")
+                time.sleep(1)
+                processes.append(self.start_worker(name))
+
     def strike(self, event: Event) -> None:
         self.log.append(str(event))
         if event.kind == "redis":
@@ -232,12 +245,16 @@ class Chaos:
             self.restartable_redis.restart(event.sig, down_seconds=event.down_seconds)
             self.outages.append(Outage(event, down_at, time.time()))
             return
-        worker = self.workers[event.target][-1]
         if event.kind == "child":
             # A worker restarted a moment ago may not have its pool child yet.
-            wait_until(lambda: bool(worker.pool_children()), f"a pool child of worker {event.target}")
-            os.kill(worker.pool_children()[0], signal.SIGKILL)
+            def child() -> bool:
+                self.supervise()
+                return bool(self.workers[event.target][-1].pool_children())
+
+            wait_until(child, f"a pool child of worker {event.target}")
+            os.kill(self.workers[event.target][-1].pool_children()[0], signal.SIGKILL)
         else:
+            worker = self.workers[event.target][-1]
             os.killpg(worker.pid, signal.SIGKILL)
             worker.process.wait(PROCESS_TIMEOUT_SECONDS)
             self.workers[event.target].append(self.start_worker(event.target))
@@ -297,7 +314,11 @@ def test_random_kills_and_redis_restarts_lose_nothing(
     wait_until(lambda: bool(ledger.entries(run_id, "running")), "a worker to run a video")
     # when pool children and whole workers are SIGKILLed (the whole ones restarted under their
     # names) and Redis is stopped and started again twice, at random times,
-    chaos.run(waiting, time.monotonic())
+    try:
+        chaos.run(waiting, time.monotonic())
+    except AssertionError as e:
+        waiting.kill()
+        raise AssertionError(f"{e}: {context()}") from e
     # then the run went through the whole schedule,
     assert chaos.kills >= 3 and len(chaos.outages) == 2, context()
     # every delivery an outage cut off was settled within a minute of Redis coming back, and no
@@ -340,5 +361,6 @@ def test_random_kills_and_redis_restarts_lose_nothing(
     delays = ", ".join(f"{o.delay:.1f}" for o in chaos.outages if o.delay is not None)
     print(
         f"chaos seed={seed}: {time.monotonic() - began:.0f} s in all, settled {delays} s after Redis came "
-        f"back, longest stranded {watch.longest:.0f} s ({host}: load {os.getloadavg()[0]:.1f})"
+        f"back, longest stranded {watch.longest:.0f} s, {sum(map(len, workers.values())) - 2} worker "
+        f"start(s) ({host}: load {os.getloadavg()[0]:.1f})"
     )

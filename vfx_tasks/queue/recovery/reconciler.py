@@ -100,7 +100,7 @@ class Reconciler:
                 ttl_seconds=self.ttl_seconds,
             )
         except Exception:
-            with self._received_lock:  # written next time, unless settled by then
+            with self._received_lock:  # recorded with the next write instead
                 self._received = {**received, **self._received}
             raise
 
