@@ -113,9 +113,11 @@ def _work(cell: Cell) -> Work:
 
 
 def warm_up(extractor: FeatureExtractor, plan: MatrixPlan, videos: list[Path]) -> None:
-    """Untimed: lazy initialisation and cuDNN's choice of kernels for the batch shapes to come."""
+    """Untimed: lazy initialisation and, on a GPU, cuDNN's choice of kernels for the two batch
+    shapes to come (a full batch of the loop, one video's clips)."""
     options = {"crop_type": plan.crop_type, "batch_size": plan.batch_size, "num_clips": plan.num_clips}
-    run_batched_videos(extractor, videos[:2], videos_in_flight=2, **options)
+    if extractor.device.type == "cuda":
+        run_batched_videos(extractor, videos[:2], videos_in_flight=2, **options)
     run_ours_videos(extractor, videos[:1], videos_in_flight=1, **options)
 
 
@@ -149,7 +151,8 @@ def run_matrix(plan: MatrixPlan, *, weights: Path, videos: list[Path], subset: l
             continue
         if (cell.path, cell.decoder, cell.precision) == ("naive", "decord", "fp32"):
             naive_rate = float(row["clip_crops_per_s"])  # type: ignore[arg-type]
-        result.ok &= bool(row["ok"])
+        if cell.decoder != "nvdec":  # NVDEC is not the product's yet: reported, not judged
+            result.ok &= bool(row["ok"])
         result.rows.append(row)
     for row in result.rows:
         rate = row.get("clip_crops_per_s")
@@ -197,17 +200,20 @@ def decode_ceilings(videos: list[Path], *, nvdec: bool, deadline: float) -> list
     from supply import decode_ceiling
 
     cores = len(os.sched_getaffinity(0))
+    sessions = min(8, len(videos))
+    measurements = [("decord", f"{cores} processes x 1 thread, same video",
+                     partial(decode_ceiling, videos[0], processes=cores, repeats=1))]
+    if nvdec:
+        measurements.append(("nvdec", f"{sessions} sessions, {2 * sessions} videos",
+                             partial(nvdec_decode_rate, videos[: 2 * sessions], threads=sessions)))
     rows: list[dict[str, object]] = []
-    if time.monotonic() < deadline:
-        rate = decode_ceiling(videos[0], processes=cores, repeats=1)
-        rows.append({"decoder": "decord", "how": f"{cores} processes x 1 thread, same video",
-                     "frames_per_s": rate, "status": "ok"})
-    if nvdec and time.monotonic() < deadline:
-        sessions = min(8, len(videos))
-        try:
-            rate = nvdec_decode_rate(videos[: 2 * sessions], threads=sessions)
-            rows.append({"decoder": "nvdec", "how": f"{sessions} sessions, {2 * sessions} videos",
-                         "frames_per_s": rate, "status": "ok"})
-        except NvdecUnavailable as e:
-            rows.append({"decoder": "nvdec", "how": "-", "frames_per_s": None, "status": f"n/a: {e}"})
+    for decoder, how, rate in measurements:
+        row: dict[str, object] = {"decoder": decoder, "how": how, "frames_per_s": None}
+        if time.monotonic() > deadline:
+            rows.append(row | {"status": "skipped: the step's time budget was spent"})
+            continue
+        try:  # context, not a check: a failure here is reported, not counted
+            rows.append(row | {"frames_per_s": rate(), "status": "ok"})
+        except Exception as e:
+            rows.append(row | {"status": f"n/a: {type(e).__name__}: {e}"})
     return rows

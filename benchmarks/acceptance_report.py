@@ -64,7 +64,7 @@ def environment(device: torch.device, *, repo: Path) -> dict[str, str]:
     now = datetime.datetime.now(datetime.timezone.utc)
     found: dict[str, str] = {"date (UTC)": now.strftime("%Y-%m-%d %H:%M")}
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
+        props = torch.cuda.get_device_properties(device.index if device.index is not None else 0)
         found["GPU"] = (f"{props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability "
                         f"{props.major}.{props.minor}, {props.multi_processor_count} SMs")
         found["driver"] = _driver_version()

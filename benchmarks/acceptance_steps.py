@@ -24,9 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from device_sampler import DeviceSampler  # noqa: E402
 
-#: pytest's last line: "3 passed, 2 skipped, 361 deselected in 12.3s" (framed by "=" without -q).
-_PYTEST_SUMMARY = re.compile(r"^=*\s*((?:\d+ \w+(?:, )?)+) in ([\d.]+)s", re.MULTILINE)
-_PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|skipped|deselected|errors?|xfailed|xpassed|warnings?)")
+#: pytest -v's line per test, written as it ends: counted even when the run is cut short.
+_PYTEST_OUTCOME = re.compile(r"^tests/\S+ (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b", re.MULTILINE)
 _PYTEST_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 #: vfx-enqueue's summary: "32 done, 0 failed of 32 in 0:00:42 (256 clips)."
 _QUEUE_SUMMARY = re.compile(r"(\d+) done, (\d+) failed of (\d+) in (\S+) \((\d+) clips\)")
@@ -62,7 +61,7 @@ def run_limited(command: list[str], *, env: dict[str, str], cwd: Path, timeout: 
 
 
 def pytest_command() -> list[str]:
-    return [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider",
+    return [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-rfEs", "-p", "no:cacheprovider",
             "--continue-on-collection-errors", "tests"]
 
 
@@ -75,9 +74,8 @@ def run_pytest(*, repo: Path, log_path: Path, timeout: float, require_gpu: bool)
         env["CUDA_VISIBLE_DEVICES"] = ""  # a dry run measures nothing on a GPU, even where there is one
     code, seconds = run_limited(pytest_command(), env=env, cwd=repo, timeout=timeout, log_path=log_path)
     text = log_path.read_text(errors="replace")
-    summary = _PYTEST_SUMMARY.findall(text)
-    counts = {kind.rstrip("s") if kind.startswith("error") else kind: int(n)
-              for n, kind in _PYTEST_COUNT.findall(summary[-1][0] if summary else "")}
+    outcomes = _PYTEST_OUTCOME.findall(text)
+    counts = {kind.lower(): outcomes.count(kind) for kind in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
     return {"exit_code": code, "seconds": seconds, **counts,
             "failed_tests": " ".join(_PYTEST_FAILED.findall(text)) or None,
             "status": "ok" if code == 0 else ("timed out" if code is None else f"pytest exited {code}")}

@@ -71,14 +71,14 @@ class NvdecVideo:
         """The frames asked for, copied out of the decoder's surfaces (which it reuses)."""
         try:
             frames = self._decoder.get_batch_frames_by_index([int(i) for i in frame_indices])
-        except Exception as e:
+            torch.cuda.synchronize(self.device)  # the decoder works on its own stream
+            copied = torch.stack([_as_hwc(torch.from_dlpack(frame)) for frame in frames])
+            torch.cuda.synchronize(self.device)  # copied before the decoder reuses its surfaces
+        except Exception as e:  # an API this code was not written against says so in the report
             raise NvdecUnavailable(f"NVDEC failed on {self.path.name} ({type(e).__name__}: {e})") from e
-        if len(frames) != len(frame_indices):
-            raise NvdecUnavailable(f"NVDEC returned {len(frames)} of {len(frame_indices)} frames "
-                                   f"of {self.path.name}")
-        torch.cuda.synchronize(self.device)  # the decoder works on its own stream
-        copied = torch.stack([_as_hwc(torch.from_dlpack(frame)) for frame in frames])
-        torch.cuda.synchronize(self.device)  # copied before the decoder reuses its surfaces
+        if copied.shape[0] != len(frame_indices) or copied.dim() != 4 or copied.shape[-1] != 3:
+            raise NvdecUnavailable(f"NVDEC gave frames of shape {tuple(copied.shape)} for "
+                                   f"{len(frame_indices)} RGB frames of {self.path.name}")
         return copied
 
 
