@@ -147,8 +147,10 @@ def test_per_video_batch_too_large_for_the_gpu_is_split(
     with gpu_memory_cap(cap), caplog.at_level(logging.WARNING, logger="vfx_tasks.extract.pipeline"):
         split = extractor.extract(four_clips, crop_type="5-crop", batch_size=4).features
     assert "Out of memory on 4 clips; retrying as 2 + 2" in caplog.text
-    # Split down to one clip per forward: the uncapped run's shape, hence its kernels.
-    assert relative_error(split, one_by_one, I3D) <= 1e-3
+    # Each clip's own features (this video's clips differ by rel 0.86 from one another, so a
+    # misplaced clip shows); the golden bar, as halves may run other kernels than one clip.
+    assert split.shape == one_by_one.shape == (4, 5, 2048)
+    assert relative_error(split, one_by_one, I3D) <= 0.01
 
 
 @pytest.mark.gpu
@@ -168,4 +170,5 @@ def test_batched_loop_batch_too_large_for_the_gpu_is_split(
     with gpu_memory_cap(cap), caplog.at_level(logging.WARNING, logger="vfx_tasks.extract.batching"):
         split = through_loop(20)
     assert "Out of memory on 20 clip-crops; retrying as two halves" in caplog.text
-    assert relative_error(split, one_by_one, I3D) <= 1e-3
+    assert split.shape == one_by_one.shape == (4, 5, 2048)
+    assert relative_error(split, one_by_one, I3D) <= 0.01
