@@ -54,7 +54,7 @@ def test_dry_run_runs_every_step_and_writes_every_table(tmp_path: Path, pretrain
     markdown = (out / "gpu-acceptance.md").read_text()
     assert "| GPU | none: --dry-run on the CPU (no GPU figures) |" in markdown
     assert "python3 -m vfx_tasks.cli.enqueue --local --input_dir" in markdown
-    assert "python3 -m pytest -m gpu" in markdown
+    assert "python3 -m pytest -m gpu" in markdown and "gpu_acceptance.py --dry-run --out" in markdown
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
