@@ -28,24 +28,18 @@ from tests.conftest import (
     wait_until,
     write_test_video,
 )
-from tests.queue.test_outages import COMMON, start_enqueue_wait
+from tests.helpers import ENQUEUE, RUN_SPEC_OPTIONS, start_enqueue_wait
 from vfx_tasks.extract.pipeline import FeatureExtractor
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.storage import find_temp_files
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.restartable_redis]
 
 #: Distinct contents, each copied into several videos: enough work (two clips per video) for the
 #: run to outlast the chaos, and few reference extractions to compare the outputs with.
 CONTENTS = 6
 COPIES = 4
 CLIPS = 2
-
-
-@pytest.fixture
-def redis_url(restartable_redis: RestartableRedis) -> str:
-    """The queue fixtures (workers, environment) on a Redis this test restarts."""
-    return restartable_redis.url
 
 
 def write_videos(folder: Path) -> dict[str, Path]:
@@ -100,7 +94,9 @@ def test_everything_dies_once_and_nothing_is_lost(
         return ledger.counts(run_id).done
 
     # Given two workers and a run of 24 videos followed by `vfx-enqueue --wait`,
-    waiting = start_enqueue_wait(queue_env, tmp_path / "videos", out, "--num_clips_per_video", str(CLIPS))
+    args = ["--input_dir", str(tmp_path / "videos"), "--output_dir", str(out)]
+    args += ["--num_clips_per_video", str(CLIPS)]
+    waiting = start_enqueue_wait(queue_env, *args, wait_timeout=2 * PROCESS_TIMEOUT_SECONDS)
     # when a pool child is SIGKILLed (the OOM killer) in the middle of a video,
     wait_until(running_on("a"), "worker a to run a video")
     os.kill(workers["a"][-1].pool_children()[0], signal.SIGKILL)
@@ -143,9 +139,6 @@ def test_everything_dies_once_and_nothing_is_lost(
     totals = json.loads(status.stdout)["totals"]
     assert totals == {"queued": 0, "running": 0, "done": len(videos), "failed": 0}, status.stdout
     # and running the same command again queues nothing.
-    rerun = run_cli(
-        "vfx_tasks.cli.enqueue", "--input_dir", str(tmp_path / "videos"), "--output_dir", str(out), *COMMON,
-        "--num_clips_per_video", str(CLIPS), env=queue_env,
-    )  # fmt: skip
+    rerun = run_cli(ENQUEUE, *RUN_SPEC_OPTIONS, *args, env=queue_env)
     assert rerun.returncode == 0 and f"Queued 0 of {len(videos)}" in rerun.stderr, rerun.stderr
     print(f"chaos run took {time.monotonic() - started:.0f} s")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from contextlib import nullcontext
 
 import pytest
@@ -17,6 +16,7 @@ import redis
 from celery import Celery
 from kombu import Connection
 
+from tests.queue.helpers import take_without_ack
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
 from vfx_tasks.queue.recovery.internals import (
     in_flight_delivery_tags,
@@ -34,13 +34,9 @@ def held_app(redis_url: str) -> Celery:
     return create_app(Settings.from_env({}, broker_url=redis_url, queue_name=QUEUE))
 
 
-def take_without_ack(connection: Connection) -> dict[str, object]:
+def take_kwargs_without_ack(connection: Connection) -> dict[str, object]:
     """The kwargs of the next task on the queue, taken as a worker does, and left unacknowledged."""
-    deadline = time.monotonic() + 10
-    while (message := connection.default_channel.basic_get(QUEUE, no_ack=False)) is None:
-        assert time.monotonic() < deadline, "no task reached the queue"
-        time.sleep(0.05)
-    return message.decode()[1]
+    return take_without_ack(connection, QUEUE).decode()[1]
 
 
 def test_unacked_messages_are_kept_in_the_hash_the_module_reads(redis_url: str) -> None:
@@ -48,7 +44,7 @@ def test_unacked_messages_are_kept_in_the_hash_the_module_reads(redis_url: str) 
     # Given a task sent by Celery and taken by a consumer that does not acknowledge it,
     sent = app.send_task(EXTRACT_VIDEO_TASK, kwargs={"run_id": "r", "relative_id": "a/v"})
     with app.connection_for_read() as connection:
-        assert take_without_ack(connection) == {"run_id": "r", "relative_id": "a/v"}
+        assert take_kwargs_without_ack(connection) == {"run_id": "r", "relative_id": "a/v"}
         # then kombu keeps it in the "unacked" hash: tag -> JSON [message, exchange, routing_key],
         (tag,) = client.hkeys("unacked")
         message, exchange, routing_key = json.loads(client.hget("unacked", tag))
@@ -71,7 +67,7 @@ def test_restoring_puts_the_message_back_at_the_head_of_its_queue(redis_url: str
     for relative_id in ("first", "second"):
         app.send_task(EXTRACT_VIDEO_TASK, kwargs={"relative_id": relative_id})
     with app.connection_for_read() as dead:
-        assert take_without_ack(dead)["relative_id"] == "first"
+        assert take_kwargs_without_ack(dead)["relative_id"] == "first"
         # when it is restored by its tag,
         (unacked,) = iter_unacked(app)
         restore_unacked(app, [unacked.delivery_tag])
@@ -79,8 +75,8 @@ def test_restoring_puts_the_message_back_at_the_head_of_its_queue(redis_url: str
         assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
         assert list(iter_unacked(app)) == []
         with app.connection_for_read() as alive:
-            assert take_without_ack(alive)["relative_id"] == "first"
-            assert take_without_ack(alive)["relative_id"] == "second"
+            assert take_kwargs_without_ack(alive)["relative_id"] == "first"
+            assert take_kwargs_without_ack(alive)["relative_id"] == "second"
 
 
 @pytest.mark.parametrize("fails", [False, True])

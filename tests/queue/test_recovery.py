@@ -3,43 +3,21 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
-from kombu import Connection
 
 from tests.conftest import WorkerProcess, run_spec
-from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
-from vfx_tasks.queue.job import Job, Run
+from tests.queue.helpers import HELD_QUEUE, hold_unacknowledged, wait_until_answering
+from vfx_tasks.queue.app import create_app
+from vfx_tasks.queue.job import Job
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.recovery.held import find_held_by
 from vfx_tasks.queue.recovery.internals import iter_unacked
 from vfx_tasks.queue.recovery.orphans import requeue_orphaned_tasks
 from vfx_tasks.queue.recovery.reconciler import Reconciler, held_task
 from vfx_tasks.settings import Settings
-
-#: A queue no worker of these tests consumes: messages sent there stay where the test puts them.
-HELD_QUEUE = "held"
-
-
-def hold_unacknowledged(redis_url: str, run: Run, relative_id: str) -> Connection:
-    """Send a video's task and take it off the queue without acknowledging it, as a worker that
-    died would.
-
-    Returns the open connection: closing it would give the task back, as a worker that stops does.
-    """
-    app = create_app(Settings.from_env({}, broker_url=redis_url, queue_name=HELD_QUEUE))
-    job = Job.create(run, relative_id=relative_id, video_path="/nowhere.mp4")
-    app.send_task(EXTRACT_VIDEO_TASK, kwargs=job.to_message(), task_id=run.task_id(relative_id))
-    connection = app.connection_for_read()
-    channel = connection.default_channel
-    deadline = time.monotonic() + 10
-    while channel.basic_get(HELD_QUEUE, no_ack=False) is None:
-        assert time.monotonic() < deadline, "the task never reached the queue"
-        time.sleep(0.05)
-    return connection
 
 
 def test_only_videos_of_a_dead_worker_of_the_same_name_go_back(
@@ -52,9 +30,7 @@ def test_only_videos_of_a_dead_worker_of_the_same_name_go_back(
     # Given a live worker (up and answering), and three unacknowledged tasks: one the ledger shows
     # running on a worker that is gone, one on the live worker, one on no worker the ledger knows,
     worker = start_worker()
-    deadline = time.monotonic() + 60
-    while not app.control.ping(destination=[live], timeout=1):
-        assert time.monotonic() < deadline, f"worker {live} never answered:\n{worker.log()}"
+    wait_until_answering(app, live, worker)
     held = []
     for relative_id, runner in [("lost", "gone@box"), ("busy", live), ("other", None)]:
         held.append(hold_unacknowledged(redis_url, run, relative_id))
