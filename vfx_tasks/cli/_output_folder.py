@@ -25,7 +25,7 @@ def output_folder_status(
     """
     manifest = read_manifest(output_dir)
     per_folder = Counter(
-        relative_id.rpartition("/")[0] or "." for relative_id, _ in iter_feature_files(output_dir)
+        relative_id.rpartition("/")[0] or "." for relative_id in iter_feature_files(output_dir)
     )
     described: dict[str, Any] = {
         "manifest": None if manifest is None else manifest.to_json(),

@@ -25,7 +25,7 @@ from vfx_tasks.errors import UnsafePathError, UntrustedMessageError
 from vfx_tasks.queue.job import Job
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.hub_paths import is_hub_location, parse_location
-from vfx_tasks.storage import output_path
+from vfx_tasks.storage import output_path, reserved_name_problem
 
 #: Relative ids are ``<dirs>/<file stem>``: far below this on any real dataset, and small enough
 #: that a crafted one cannot bloat the ledger or the logs.
@@ -84,6 +84,8 @@ def check_relative_id(relative_id: str) -> str:
         raise _refuse(
             f"relative_id {relative_id!r} {' and '.join(problems)}: it must name a file inside output_dir."
         )
+    if (reserved := reserved_name_problem(relative_id)) is not None:
+        raise _refuse(f"relative_id {relative_id!r}: {reserved}.")
     return relative_id
 
 
