@@ -8,7 +8,13 @@ and a link met anywhere is an :class:`~vfx_tasks.errors.UnsafeFileError` instead
 read checks with ``fstat`` that it got a regular file (``O_NONBLOCK``, so a FIFO cannot hang the
 open) and refuses one larger than its bound before reading a byte. A write goes to a new
 temporary file (``O_EXCL``) and is renamed into place inside the same folder descriptor.
+
+Outside this package nothing opens a file of an output folder by its path. A folder in object
+storage (``s3://``, issue 20) would be another class beside this one with the same public methods.
 """
+
+# long: every way into the folder (walking down, reading, writing, appending, listing) shares one
+# descriptor discipline and one translation of errno into errors; split, a path could slip past it.
 
 from __future__ import annotations
 
