@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,14 @@ def test_temp_files_are_found_without_following_links_out_of_the_folder(tmp_path
     (out / "elsewhere").symlink_to(outside, target_is_directory=True)
     assert find_temp_files(out) == [] and remove_temp_files(out) == 0
     assert (outside / ".vfx-tmp-v.abcdefgh.npy.part").exists()
+
+
+def test_a_fifo_where_a_file_is_appended_or_written_whole_is_refused_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "index.csv")
+    with LocalFolder.open(tmp_path) as folder:
+        with pytest.raises(UnsafeFileError, match="index.csv is not a regular file"):
+            folder.check_appendable("index.csv")
+        with pytest.raises(UnsafeFileError, match="index.csv is not a regular file"):
+            folder.append("index.csv", b"row\n")
+        with pytest.raises(UnsafeFileError, match="index.csv is not a regular file"):
+            os.close(folder.open_writable("index.csv"))

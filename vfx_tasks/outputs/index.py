@@ -227,6 +227,10 @@ def iter_feature_files(output_dir: FolderLike) -> Iterator[str]:
     Raises:
         UnsafeFileError: a link among them (a file or a folder): its target could be anywhere.
     """
+    yield from sorted(_feature_files(output_dir))
+
+
+def _feature_files(output_dir: FolderLike) -> Iterator[str]:
     if not folder_exists(output_dir):
         return
     with open_folder(output_dir) as folder:

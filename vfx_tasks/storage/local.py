@@ -78,7 +78,10 @@ class LocalFolder:
             UnsafeFileError: ``path`` is under no root, or a folder on the way is now a link.
             OutputError: a folder cannot be opened or made.
         """
-        resolved = Path(path).resolve()
+        try:
+            resolved = Path(path).resolve()
+        except (OSError, RuntimeError) as e:  # a symlink loop
+            raise UnsafeFileError(f"{path} cannot be resolved ({e}).") from e
         for root in roots:
             root = Path(root).resolve()
             if resolved.is_relative_to(root):
@@ -163,6 +166,8 @@ class LocalFolder:
         """The error to raise for ``error`` met while ``doing`` ``name``: a link on the way, or I/O."""
         if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO) and self._is_link_on_the_way(name):
             return self._link_error(name)
+        if error.errno == errno.ENXIO:  # a FIFO or a socket, opened without blocking
+            return UnsafeFileError(f"{self.path / name} is not a regular file; nothing is written to it.")
         return OutputError(f"Cannot {doing} {self.path / name}: {error}. Check free space and permissions.")
 
     def _is_link_on_the_way(self, name: str) -> bool:
@@ -247,27 +252,32 @@ class LocalFolder:
             return None
 
     def walk(self) -> Iterator[tuple[str, bool]]:
-        """``(name, is_link)`` of every non-folder below, sorted; links are reported, never followed."""
-        yield from self._walk_from(self._fd, "")
+        """``(name, is_link)`` of every non-folder below; links are reported, never followed.
 
-    def _walk_from(self, fd: int, prefix: str) -> Iterator[tuple[str, bool]]:
-        with os.scandir(fd) as it:
-            entries = sorted(it, key=lambda entry: entry.name)
-        for entry in entries:
-            name = prefix + entry.name
-            if entry.is_symlink():
-                yield name, True
-            elif entry.is_dir(follow_symlinks=False):
-                try:
-                    child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
-                except OSError:
-                    continue  # removed or replaced meanwhile: nothing of ours to list there
-                try:
-                    yield from self._walk_from(child, name + "/")
-                finally:
-                    os.close(child)
-            elif entry.is_file(follow_symlinks=False):
-                yield name, False
+        One folder is open at a time (each reached from this one again), and no recursion: a tree
+        of any depth costs no descriptors and no stack.
+        """
+        pending = [""]
+        while pending:
+            prefix = pending.pop()
+            try:
+                fd = self._walk(prefix.split("/")[:-1], create=False)
+            except (OSError, UnsafeFileError):
+                continue  # removed, or replaced by a link, meanwhile: nothing of ours to list there
+            try:
+                with os.scandir(fd) as it:
+                    entries = sorted(it, key=lambda entry: entry.name)
+            finally:
+                os.close(fd)
+            folders = []
+            for entry in entries:
+                if entry.is_symlink():
+                    yield prefix + entry.name, True
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append(prefix + entry.name + "/")
+                elif entry.is_file(follow_symlinks=False):
+                    yield prefix + entry.name, False
+            pending.extend(reversed(folders))
 
     # -- writing ---------------------------------------------------------------------------------
 
