@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from vfx_tasks.errors import ConfigurationError, UnsafeFileError
-from vfx_tasks.outputs.index import IndexRow, append_row, make_row, read_index, read_labels, rebuild_index
+from vfx_tasks.outputs.folder import read_labels
+from vfx_tasks.outputs.index import IndexRow, append_row, make_row, read_index, rebuild_index
 from vfx_tasks.outputs.manifest import MANIFEST_NAME
 
 

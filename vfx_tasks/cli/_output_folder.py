@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from vfx_tasks.outputs.index import iter_feature_files, read_index, rebuild_index
+from vfx_tasks.outputs.folder import iter_feature_files
+from vfx_tasks.outputs.index import read_index, rebuild_index
 from vfx_tasks.outputs.manifest import MANIFEST_NAME, read_manifest
 from vfx_tasks.queue.ledger import Ledger, State
 

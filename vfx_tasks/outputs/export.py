@@ -23,7 +23,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from vfx_tasks.errors import ConfigurationError, ManifestMismatchError, OutputError
-from vfx_tasks.outputs.index import MAX_LABELS_FILE_BYTES, iter_feature_files, read_labels
+from vfx_tasks.outputs.folder import MAX_LABELS_FILE_BYTES, iter_feature_files, read_labels
 from vfx_tasks.outputs.manifest import (
     MANIFEST_NAME,
     Manifest,

@@ -36,7 +36,8 @@ from vfx_tasks.outputs.export import (
     source_manifest,
     source_videos,
 )
-from vfx_tasks.outputs.index import INDEX_NAME, IndexRow, make_row, read_index, read_labels
+from vfx_tasks.outputs.folder import read_labels
+from vfx_tasks.outputs.index import INDEX_NAME, IndexRow, make_row, read_index
 from vfx_tasks.outputs.manifest import Manifest
 from vfx_tasks.storage import LocalFolder
 

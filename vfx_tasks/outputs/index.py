@@ -18,23 +18,21 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vfx_tasks.errors import ConfigurationError, UnsafeFileError
+from vfx_tasks.errors import ConfigurationError
 from vfx_tasks.extract.sampling import sample_clip_indices
+from vfx_tasks.outputs.folder import iter_feature_files, read_labels
 from vfx_tasks.storage import (
     FolderLike,
     LocalFolder,
     features_match,
     folder_exists,
-    labels_name,
     npy_header,
     open_folder,
-    read_json,
-    reserved_name_problem,
     write_text,
 )
 
@@ -42,8 +40,6 @@ INDEX_NAME = "index.csv"
 #: Far above any real index (100,000 videos with a kB of labels each make 100 MB), low enough that
 #: a file planted in its place cannot fill a reader's memory.
 MAX_INDEX_BYTES = 1 << 30
-#: A worker writes at most 1 MiB of labels as compact JSON (the message's bound); indented they grow.
-MAX_LABELS_FILE_BYTES = 16 << 20
 #: The first characters that make a spreadsheet read a cell as a formula (and the quote that
 #: marks an escaped cell, so that a value starting with one reads back unchanged).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -219,52 +215,6 @@ def _escape_cell(value: str) -> str:
 
 def _unescape_cell(value: str) -> str:
     return value[1:] if value.startswith("'") else value
-
-
-def iter_feature_files(output_dir: FolderLike) -> Iterator[str]:
-    """The relative id of every ``.npy`` under the folder, sorted; temporary and hidden files left out.
-
-    Raises:
-        UnsafeFileError: a link among them (a file or a folder): its target could be anywhere.
-    """
-    yield from sorted(_feature_files(output_dir))
-
-
-def _feature_files(output_dir: FolderLike) -> Iterator[str]:
-    if not folder_exists(output_dir):
-        return
-    with open_folder(output_dir) as folder:
-        for name, is_link in folder.walk():
-            parts = name.split("/")
-            if any(part.startswith(".") for part in parts):
-                continue  # temporary files (TEMP_PREFIX) and hidden folders
-            if is_link:
-                raise UnsafeFileError(
-                    f"{folder.path / name} is a symbolic link; an output folder's files must be the files "
-                    "themselves (a link could lead anywhere). Replace it with its target, or remove it."
-                )
-            if name.endswith(".npy"):
-                yield name[: -len(".npy")]
-
-
-def read_labels(output_dir: FolderLike, relative_id: str) -> dict[str, Any] | None:
-    """The labels written beside a video's features, or ``None``.
-
-    Raises:
-        UnsafeFileError: the labels file is a link, not a regular file, or too big.
-        ConfigurationError: not a JSON object.
-    """
-    if reserved_name_problem(relative_id) is not None or not folder_exists(output_dir):
-        return None  # vfx-run.json is the manifest, not a video's labels
-    name = labels_name(relative_id)
-    with open_folder(output_dir) as folder:
-        labels = read_json(folder, name, limit=MAX_LABELS_FILE_BYTES, what="labels")
-        if labels is not None and not isinstance(labels, dict):
-            raise ConfigurationError(
-                f"{folder.path / name} holds {type(labels).__name__} JSON, not the object labels are. "
-                "Move it away or write it again."
-            )
-    return labels
 
 
 def rebuild_index(
