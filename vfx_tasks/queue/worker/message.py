@@ -9,7 +9,9 @@ Anyone who can write to the Redis queue (its password holder, a Flower login thr
 with any arguments. A worker therefore reads only under ``VFX_INPUT_ROOTS`` (or the Hub) and
 writes only under ``VFX_OUTPUT_ROOTS``, both resolved with symlinks followed, and bounds every
 number and the labels. A violation is an :class:`~vfx_tasks.errors.UntrustedMessageError`: a
-permanent failure, recorded with a reason that names the setting to change.
+permanent failure, recorded with a reason that names the setting to change. These checks give
+the reasons; what keeps the writes inside the roots minutes later, whatever is swapped for a
+link meanwhile, is the folder opened once from its root (:class:`~vfx_tasks.storage.LocalFolder`).
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str
         PermanentError: the video or the configuration cannot work; retrying will not help.
         TransientError: worth retrying (I/O, Redis, out of memory at one clip).
         UntrustedMessageError: the message names paths outside the roots or values out of bounds.
+        UnsafeFileError: a link (or a special or oversized file) where the folder's files or
+            folders are, planted before the task or while it ran.
     """
     check_job(job, settings=settings)  # before anything is read, written or recorded
     ledger = get_ledger(settings)
