@@ -99,6 +99,13 @@ class UnsafePathError(PermanentError):
     code = "unsafe_path"
 
 
+class UnsafeFileError(PermanentError):
+    """A path inside an output folder is a symbolic link, not a regular file or folder, or larger than
+    anything vfx_tasks writes there: it is neither followed nor read, since its target could be anywhere."""
+
+    code = "unsafe_file"
+
+
 class DependencyError(PermanentError):
     """A program or package the requested feature needs is missing (no ``redis-server`` for ``--local``)."""
 

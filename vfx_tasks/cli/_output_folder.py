@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from vfx_tasks.outputs.index import iter_feature_files, read_index, rebuild_index
+from vfx_tasks.outputs.folder import iter_feature_files
+from vfx_tasks.outputs.index import read_index, rebuild_index
 from vfx_tasks.outputs.manifest import MANIFEST_NAME, read_manifest
 from vfx_tasks.queue.ledger import Ledger, State
 
@@ -25,7 +26,7 @@ def output_folder_status(
     """
     manifest = read_manifest(output_dir)
     per_folder = Counter(
-        relative_id.rpartition("/")[0] or "." for relative_id, _ in iter_feature_files(output_dir)
+        relative_id.rpartition("/")[0] or "." for relative_id in iter_feature_files(output_dir)
     )
     described: dict[str, Any] = {
         "manifest": None if manifest is None else manifest.to_json(),

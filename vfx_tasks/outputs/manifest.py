@@ -8,7 +8,6 @@ recorded too, but a newer torch or a later start does not make a folder another 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -25,12 +24,14 @@ from vfx_tasks.extract.crops import crop_names
 from vfx_tasks.extract.recipe import Recipe
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.models.files import cached_sha256
-from vfx_tasks.storage import write_labels_atomic
+from vfx_tasks.storage import FolderLike, LocalFolder, folder_exists, open_folder, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "vfx-run.json"
 SCHEMA_VERSION = 1
+#: A manifest takes about 2 kB; anything near this bound was not written by vfx_tasks.
+MAX_MANIFEST_BYTES = 1 << 20
 _LIBRARIES = ("torch", "numpy", "decord", "mmaction2", "mmengine", "mmcv-lite")
 
 ManifestCheck = Literal["created", "adopted", "matched", "replaced"]
@@ -55,6 +56,27 @@ class ModelFacts:
     std_rgb: tuple[float, ...]
     feature_dim: int
 
+    def __post_init__(self) -> None:
+        """Refuse facts no backbone has: readers size arrays with them (clip starts, HDF5 chunks).
+
+        Raises:
+            ValueError: a fact of the wrong type or out of its bounds.
+        """
+        bounds = (("clip_len", 1, 1024), ("sampling_rate", 1, 1024), ("resize_short_side", 1, 8192),
+                  ("crop_size", 1, 8192), ("feature_dim", 1, 65536))
+        for name, low, high in bounds:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+        if self.clip_span_frames != self.clip_len * self.sampling_rate:
+            raise ValueError(f"clip_span_frames {self.clip_span_frames!r} is not clip_len x sampling_rate")
+        if not 1 <= len(self.crop_order) <= 10 or not all(isinstance(c, str) for c in self.crop_order):
+            raise ValueError(f"crop_order must name 1 to 10 crops, not {self.crop_order!r}")
+        if not isinstance(self.checkpoint_file, str) or not (
+            self.checkpoint_sha256 is None or isinstance(self.checkpoint_sha256, str)
+        ):
+            raise ValueError("checkpoint_file and checkpoint_sha256 must be strings")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -72,6 +94,8 @@ class Settings:
     def from_json(cls, raw: dict[str, Any]) -> Settings:
         facts = {f.name: raw[f.name] for f in fields(ModelFacts)}
         for key in ("crop_order", "mean_rgb", "std_rgb"):
+            if not isinstance(facts[key], list):
+                raise ValueError(f"{key} must be a list, not {facts[key]!r}")
             facts[key] = tuple(facts[key])
         return cls(Recipe.from_mapping(raw), ModelFacts(**facts))
 
@@ -112,7 +136,7 @@ class Manifest:
         """
         try:
             schema = int(data["schema"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, IndexError) as e:
             raise _not_a_manifest(where, e) from e
         if schema > SCHEMA_VERSION:
             raise ConfigurationError(
@@ -169,23 +193,27 @@ def manifest_path(output_dir: str | os.PathLike[str]) -> Path:
     return Path(output_dir) / MANIFEST_NAME
 
 
-def read_manifest(output_dir: str | os.PathLike[str]) -> Manifest | None:
-    """The folder's manifest, or ``None`` when it has none (a folder written before manifests)."""
-    path = manifest_path(output_dir)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+def read_manifest(output_dir: FolderLike) -> Manifest | None:
+    """The folder's manifest, or ``None`` when it has none (a folder written before manifests).
+
+    Raises:
+        UnsafeFileError: ``vfx-run.json`` is a link, not a regular file, or over 1 MiB.
+        ConfigurationError: it is not a manifest (not JSON, damaged, or from a newer vfx_tasks).
+    """
+    if not folder_exists(output_dir):
         return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigurationError(f"{path} is not valid JSON ({e}). Move it away and run again.") from e
-    return Manifest.from_json(data, where=str(path))
+    with open_folder(output_dir) as folder:
+        data = read_json(folder, MANIFEST_NAME, limit=MAX_MANIFEST_BYTES, what="(a manifest)")
+        where = str(folder.path / MANIFEST_NAME)
+    if data is None:
+        return None
+    return Manifest.from_json(data, where=where)
 
 
-def write_manifest(output_dir: str | os.PathLike[str], manifest: Manifest) -> None:
-    """Write ``vfx-run.json`` atomically (temporary file, then rename)."""
-    write_labels_atomic(manifest_path(output_dir), manifest.to_json())
+def write_manifest(output_dir: FolderLike, manifest: Manifest) -> None:
+    """Write ``vfx-run.json`` atomically (temporary file, then rename; a link there is replaced)."""
+    with open_folder(output_dir, create=True) as folder:
+        write_json(folder, MANIFEST_NAME, manifest.to_json(), what="the manifest")
 
 
 def describe_differences(differences: dict[str, tuple[Any, Any]], *, ours: str, theirs: str) -> str:
@@ -194,7 +222,7 @@ def describe_differences(differences: dict[str, tuple[Any, Any]], *, ours: str, 
 
 
 def claim_output_dir(
-    output_dir: str | os.PathLike[str], manifest: Manifest, *, force: bool = False, dry_run: bool = False
+    output_dir: FolderLike, manifest: Manifest, *, force: bool = False, dry_run: bool = False
 ) -> ManifestCheck:
     """Check a run's manifest against its output folder's, and record it there (before queueing).
 
@@ -212,7 +240,7 @@ def claim_output_dir(
             return "matched"
         if not force:
             raise ManifestMismatchError(
-                f"{manifest_path(output_dir)} records other settings: "
+                f"{manifest_path(_shown(output_dir))} records other settings: "
                 f"{describe_differences(differences, ours='this run', theirs='the folder')}. "
                 "Write this run to another --output_dir, or pass --force to replace the manifest and "
                 "recompute every video there."
@@ -231,7 +259,7 @@ def claim_output_dir(
 _warned_without_manifest: set[str] = set()
 
 
-def check_task_settings(output_dir: str | os.PathLike[str], manifest: Manifest) -> None:
+def check_task_settings(output_dir: FolderLike, manifest: Manifest) -> None:
     """A worker's check before it computes anything: the task's settings are its folder's.
 
     A folder without a manifest (written before them) is accepted, with one warning per folder.
@@ -241,21 +269,29 @@ def check_task_settings(output_dir: str | os.PathLike[str], manifest: Manifest) 
             another run, or the folder was claimed by a later ``--force`` run).
     """
     existing = read_manifest(output_dir)
+    shown = _shown(output_dir)
     if existing is None:
-        if str(output_dir) not in _warned_without_manifest:
-            _warned_without_manifest.add(str(output_dir))
-            logger.warning("%s has no %s (written before manifests); not checking settings", output_dir,
+        if shown not in _warned_without_manifest:
+            _warned_without_manifest.add(shown)
+            logger.warning("%s has no %s (written before manifests); not checking settings", shown,
                            MANIFEST_NAME)
         return
     differences = manifest.differences(existing)
     if differences:
         raise ManifestMismatchError(
-            f"This task's settings differ from {manifest_path(output_dir)}: "
+            f"This task's settings differ from {manifest_path(shown)}: "
             f"{describe_differences(differences, ours='task', theirs='folder')}. The folder belongs to "
             "another run: queue the videos with another --output_dir, or with --force to replace it."
         )
 
 
-def _has_feature_files(output_dir: str | os.PathLike[str]) -> bool:
-    folder = Path(output_dir)
-    return folder.is_dir() and next(folder.rglob("*.npy"), None) is not None
+def _has_feature_files(output_dir: FolderLike) -> bool:
+    if not folder_exists(output_dir):
+        return False
+    with open_folder(output_dir) as folder:
+        return any(name.endswith(".npy") and not is_link for name, is_link in folder.walk())
+
+
+def _shown(output_dir: FolderLike) -> str:
+    """The folder's path, for messages."""
+    return str(output_dir.path if isinstance(output_dir, LocalFolder) else output_dir)

@@ -9,7 +9,9 @@ Anyone who can write to the Redis queue (its password holder, a Flower login thr
 with any arguments. A worker therefore reads only under ``VFX_INPUT_ROOTS`` (or the Hub) and
 writes only under ``VFX_OUTPUT_ROOTS``, both resolved with symlinks followed, and bounds every
 number and the labels. A violation is an :class:`~vfx_tasks.errors.UntrustedMessageError`: a
-permanent failure, recorded with a reason that names the setting to change.
+permanent failure, recorded with a reason that names the setting to change. These checks give
+the reasons; what keeps the writes inside the roots minutes later, whatever is swapped for a
+link meanwhile, is the folder opened once from its root (:class:`~vfx_tasks.storage.LocalFolder`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from vfx_tasks.errors import UnsafePathError, UntrustedMessageError
 from vfx_tasks.queue.job import Job
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.hub_paths import is_hub_location, parse_location
-from vfx_tasks.storage import output_path
+from vfx_tasks.storage import output_path, reserved_name_problem
 
 #: Relative ids are ``<dirs>/<file stem>``: far below this on any real dataset, and small enough
 #: that a crafted one cannot bloat the ledger or the logs.
@@ -84,6 +86,8 @@ def check_relative_id(relative_id: str) -> str:
         raise _refuse(
             f"relative_id {relative_id!r} {' and '.join(problems)}: it must name a file inside output_dir."
         )
+    if (reserved := reserved_name_problem(relative_id)) is not None:
+        raise _refuse(f"relative_id {relative_id!r}: {reserved}.")
     return relative_id
 
 

@@ -22,12 +22,14 @@ from vfx_tasks.queue.worker.outputs import check_job_settings, record_index_row
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.fetch import fetched_video
 from vfx_tasks.storage import (
-    is_valid_output,
-    labels_path,
+    LocalFolder,
+    features_match,
+    features_name,
+    labels_name,
+    npy_header,
     output_path,
-    remove_temp_files_of,
-    write_features_atomic,
-    write_labels_atomic,
+    write_features,
+    write_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,10 +55,21 @@ def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str
         PermanentError: the video or the configuration cannot work; retrying will not help.
         TransientError: worth retrying (I/O, Redis, out of memory at one clip).
         UntrustedMessageError: the message names paths outside the roots or values out of bounds.
+        UnsafeFileError: a link (or a special or oversized file) where the folder's files or
+            folders are, planted before the task or while it ran.
     """
     check_job(job, settings=settings)  # before anything is read, written or recorded
     ledger = get_ledger(settings)
-    if (duplicate := skip_if_done(job, ledger)) is not None:
+    # Opened once, walking down from its root without following a link: a folder swapped for a
+    # link while the video is extracted stops the write instead of redirecting it.
+    with LocalFolder.open_under(job.output_dir, settings.output_roots) as folder:
+        return _process_in(folder, job, ledger, settings=settings, worker_name=worker_name)
+
+
+def _process_in(
+    folder: LocalFolder, job: Job, ledger: Ledger, *, settings: Settings, worker_name: str
+) -> dict[str, Any]:
+    if (duplicate := skip_if_done(job, ledger, folder)) is not None:
         return duplicate
     if ledger.failed_since_queued(job.run_id, job.relative_id):
         # Redelivered after its attempt was recorded as failed (a worker process ended by the
@@ -73,20 +86,19 @@ def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str
     if deaths:
         logger.warning("%s: redelivered after %d worker death(s)", job.relative_id, deaths)
         # The attempt that died may have been writing: its temporary files are nobody's now.
-        for leftover in remove_temp_files_of(job.output_dir, job.relative_id):
-            logger.info("%s: removed %s, left by the attempt that died", job.relative_id, leftover.name)
-    check_job_settings(job, settings=settings)
-    destination = output_path(job.output_dir, job.relative_id)
+        for leftover in folder.remove_temp_files(of=features_name(job.relative_id)):
+            logger.info("%s: removed %s, left by the attempt that died", job.relative_id, leftover)
+    check_job_settings(job, folder, settings=settings)
     with fetched_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
         result = extract_job(job, video_path, settings=settings)
         # Labels first: a video counts as done once its .npy exists, and then its labels must too.
         if job.labels is not None:
-            write_labels_atomic(labels_path(job.output_dir, job.relative_id), job.labels)
-        write_features_atomic(destination, result.features)
-    record_index_row(job, result)
+            write_json(folder, labels_name(job.relative_id), job.labels)
+        write_features(folder, features_name(job.relative_id), result.features)
+    record_index_row(job, result, folder)
     summary = {
         "relative_id": job.relative_id,
-        "output": str(destination),
+        "output": str(output_path(job.output_dir, job.relative_id)),
         "shape": list(result.shape),
         "num_frames": result.num_frames,
         "fps": result.fps,
@@ -97,7 +109,7 @@ def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str
     return summary
 
 
-def skip_if_done(job: Job, ledger: Ledger) -> dict[str, Any] | None:
+def skip_if_done(job: Job, ledger: Ledger, folder: LocalFolder) -> dict[str, Any] | None:
     """A summary if this message repeats one for a video done with a valid output, else ``None``.
 
     A rerun of ``vfx-enqueue`` sends a video again when it cannot find its message (see
@@ -107,10 +119,9 @@ def skip_if_done(job: Job, ledger: Ledger) -> dict[str, Any] | None:
     """
     if not ledger.is_done(job.run_id, job.relative_id):
         return None
-    destination = output_path(job.output_dir, job.relative_id)
     recipe = job.recipe
-    valid = is_valid_output(
-        destination,
+    valid = features_match(
+        npy_header(folder, features_name(job.relative_id)),
         n_crops=num_crops(recipe.crop_type),
         feature_dim=get_model_spec(recipe.model).feature_dim,
         num_clips_per_video=recipe.num_clips_per_video,
@@ -121,6 +132,7 @@ def skip_if_done(job: Job, ledger: Ledger) -> dict[str, Any] | None:
     # drop it, or the video would count as queued forever.
     ledger.release(job.run_id, [job.relative_id])
     logger.info("%s: already done with a valid output; acknowledged without work", job.relative_id)
+    destination = output_path(job.output_dir, job.relative_id)
     return {"relative_id": job.relative_id, "output": str(destination), "skipped": "already done"}
 
 
