@@ -46,7 +46,6 @@ def _seed_spec(name: str) -> ModelSpec | None:
     return next((spec for spec in MODEL_SPECS.values() if name in spec.aliases), None)
 
 
-@functools.cache
 def zoo_spec(name: str) -> ModelSpec:
     """The spec of the model-zoo model ``name`` (a zoo name or alias), read from its config.
 
@@ -58,10 +57,12 @@ def zoo_spec(name: str) -> ModelSpec:
     entry = find_zoo_entry(name)
     if entry is None:
         raise UnknownModelError(f"Unknown model-zoo model ({name!r}).")
-    return _spec_of(entry)
+    return _spec_of(entry.name)
 
 
-def _spec_of(entry: ZooEntry) -> ModelSpec:
+@functools.cache
+def _spec_of(zoo_name: str) -> ModelSpec:
+    entry = zoo_entries()[zoo_name]
 
     if entry.config_file is None:
         raise ConfigurationError(

@@ -14,7 +14,8 @@ Problems of the wheel, all upstream, all handled here and nowhere else:
    call it: :mod:`vfx_tasks.models.checkpoint` loads state dicts itself.
 4. Some ``metafile.yml`` entries name their config wrongly: without ``.py``, with ``.py.py``, a
    file the wheel lacks, or another model's config (MViT's Something-Something entry points at
-   the Kinetics config). :func:`zoo_config_file` finds the file the entry means.
+   the Kinetics config). :func:`zoo_config_file` finds the file the entry means;
+   :func:`zoo_weights_url` drops the bracket before one weights URL.
 5. Two backbones cannot run with this wheel: TIN needs ``mmcv.ops.tin_shift``, a compiled op
    that mmcv-lite lacks and that full mmcv implements for CUDA only; MobileOne-TSM is built from
    mmpretrain, which mmaction2 does not install (and whose mmcv requirement clashes with
@@ -101,6 +102,11 @@ def build_mmaction_module(config: dict[str, Any]) -> Any:
 
 
 _METAFILE_CONFIG_TYPOS = (".py.py", ".py")
+
+
+def zoo_weights_url(written: str) -> str:
+    """A metafile's ``Weights`` URL without the stray bracket one entry has (TPN-TSM: ``(https://``)."""
+    return written.strip().strip("()[]<>")
 
 
 def zoo_config_file(root: Path, family: str, name: str, config: str) -> Path | None:

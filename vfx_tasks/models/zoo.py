@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vfx_tasks.errors import DependencyError
-from vfx_tasks.models._mmaction_compat import zoo_config_file
+from vfx_tasks.models._mmaction_compat import zoo_config_file, zoo_weights_url
 
 #: Short names for popular zoo models, beside the seeds' own aliases (``i3d``, ``swin-t``...).
 ZOO_ALIASES: dict[str, str] = {
@@ -114,7 +114,7 @@ def zoo_entries() -> dict[str, ZooEntry]:
                 name=model["Name"],
                 family=family,
                 config_file=zoo_config_file(root, family, model["Name"], model.get("Config", "")),
-                weights_url=model["Weights"],
+                weights_url=zoo_weights_url(model["Weights"]),
                 parameters=_parameter_count((model.get("Metadata") or {}).get("Parameters")),
             ))
     return entries
