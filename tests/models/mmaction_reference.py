@@ -84,6 +84,11 @@ def mmaction_reference(spec: ModelSpec, checkpoint: Path, video: Path, *, num_cl
 
     MMLogger.get_instance("mmengine").setLevel(logging.ERROR)
     model = init_recognizer(Config.fromfile(spec.config_path), str(checkpoint), device="cpu")
+    # mmengine loads non-strictly (it only logs what did not fit): every tensor must have.
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    loaded = model.state_dict()
+    assert set(saved) == set(loaded), set(saved) ^ set(loaded)
+    assert all(torch.equal(saved[key], loaded[key]) for key in saved)
     module_name, where = HEAD_INPUTS[type(model.cls_head).__name__]
     module = model.cls_head.get_submodule(module_name)
     captured: list[torch.Tensor] = []

@@ -153,9 +153,8 @@ def frames_to_model_input(
     Args:
         frames_nhwc: ``(N, H, W, 3)`` uint8 RGB, each distinct frame the batch needs, once.
         clip_frame_positions: ``(B, T)`` positions into ``frames_nhwc`` of each clip's frames.
-        channels_last: lay each clip out channels-last in memory (``T, h, w, C``), as a backbone
-            that runs on ``torch.channels_last_3d`` takes it: the frames are channels-last
-            already, so no copy transposes them on the way in or out.
+        channels_last: lay each clip out channels-last in memory (``T, h, w, C``), as a backbone on
+            ``torch.channels_last_3d`` takes it: no copy transposes the (channels-last) frames.
         centre_rounding: where the centre crop sits (:data:`~vfx_tasks.extract.crops.CentreRounding`).
 
     Returns:

@@ -60,37 +60,23 @@ def spec_from_config(
     label = config_name or path.name
     cfg = _read_config(path)
     model = _mapping(cfg.get("model"), label, "model")
-    if model.get("type") not in RECOGNIZERS:
-        raise ConfigurationError(
-            f"Model config {label} describes a {model.get('type')!r}, not a video recognizer. "
-            f"vfx_tasks extracts features with {', '.join(RECOGNIZERS)} configs."
-        )
-    backbone = dict(_mapping(model.get("backbone"), label, "model.backbone"))
-    if reason := unsupported_backbone_reason(str(backbone.get("type"))):
-        raise DependencyError(f"Model {name or label} ({label}) cannot run here: {reason}.")
-    if "pretrained" in backbone:
-        backbone["pretrained"] = None  # initial weights never matter: the checkpoint replaces them
+    backbone = _backbone(model, label, name or label)
     neck = model.get("neck")
     head = _mapping(model.get("cls_head"), label, "model.cls_head")
     steps = _test_pipeline(cfg, label)
     input_format = _input_format(steps, model, label)
-    sampling = _sampling(steps, backbone, head, label)
     mean_rgb, std_rgb = _normalization(model, label)
     feature_dim = head.get("in_channels")
     if not isinstance(feature_dim, int) or feature_dim < 1:
         raise ConfigurationError(
             f"Model config {label}: cls_head.in_channels ({feature_dim!r}) is not a feature size."
         )
-    location = str(checkpoint)
-    is_url = urllib.parse.urlsplit(location).scheme in ("http", "https")
-    checkpoint_file = None if is_url else str(Path(location).expanduser().resolve())
     return ModelSpec(
         name=name or path.stem,
         aliases=aliases,
         backbone_config=backbone,
         feature_dim=feature_dim,
-        checkpoint_filename=Path(urllib.parse.urlsplit(location).path if is_url else location).name,
-        checkpoint_url=location if is_url else Path(checkpoint_file).as_uri(),  # type: ignore[arg-type]
+        **_checkpoint_fields(str(checkpoint)),
         resize_short_side=_short_side(steps, label),
         crop_size=_crop_size(steps, label),
         mean_rgb=mean_rgb,
@@ -103,9 +89,32 @@ def spec_from_config(
         config_path=str(path.resolve()),
         config_name=label,
         config_sha256=_resolved_sha256(cfg),
-        checkpoint_file=checkpoint_file,
-        **sampling,
+        **_sampling(steps, backbone, head, label),
     )
+
+
+def _backbone(model: Mapping[str, Any], label: str, name: str) -> dict[str, Any]:
+    """The recognizer's backbone config, ``pretrained`` disabled; refused if it cannot run here."""
+    if model.get("type") not in RECOGNIZERS:
+        raise ConfigurationError(
+            f"Model config {label} describes a {model.get('type')!r}, not a video recognizer. "
+            f"vfx_tasks extracts features with {', '.join(RECOGNIZERS)} configs."
+        )
+    backbone = dict(_mapping(model.get("backbone"), label, "model.backbone"))
+    if reason := unsupported_backbone_reason(str(backbone.get("type"))):
+        raise DependencyError(f"Model {name} ({label}) cannot run here: {reason}.")
+    if "pretrained" in backbone:
+        backbone["pretrained"] = None  # initial weights never matter: the checkpoint replaces them
+    return backbone
+
+
+def _checkpoint_fields(location: str) -> dict[str, Any]:
+    """A URL is downloaded into the pretrained folder under its file name; a path is read in place."""
+    if urllib.parse.urlsplit(location).scheme in ("http", "https"):
+        filename = Path(urllib.parse.urlsplit(location).path).name
+        return {"checkpoint_filename": filename, "checkpoint_url": location, "checkpoint_file": None}
+    path = Path(location).expanduser().resolve()
+    return {"checkpoint_filename": path.name, "checkpoint_url": path.as_uri(), "checkpoint_file": str(path)}
 
 
 def _read_config(path: Path) -> Any:
