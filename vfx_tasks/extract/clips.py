@@ -69,18 +69,25 @@ def decode_clips(
     frames_per_chunk = max(1, (chunk_bytes or DECODE_CHUNK_BYTES) // frame_bytes)
     resized: list[torch.Tensor] = []
     for start in range(0, len(unique_frames), frames_per_chunk):
-        frames_nhwc = video.read_frames(unique_frames[start : start + frames_per_chunk])
-        if preprocessing == "mmaction2":
-            resized.append(torch.from_numpy(resize_short_side_mmcv(frames_nhwc, short_side)).to(device))
-            continue
-        chunk = torch.from_numpy(frames_nhwc)
-        if device.type == "cuda":
-            chunk = chunk.pin_memory().to(device, non_blocking=True)
-        # A channels-last NCHW view: the fast uint8 path of the resize.
-        resized.append(resize_short_side(chunk.permute(0, 3, 1, 2), short_side).permute(0, 2, 3, 1))
-        del chunk
+        resized.append(_resize_chunk(
+            video.read_frames(unique_frames[start : start + frames_per_chunk]),
+            short_side=short_side, device=device, preprocessing=preprocessing,
+        ))  # the full-size chunk is freed before the next one is decoded
     frames = resized[0] if len(resized) == 1 else torch.cat(resized)
     return DecodedClips(frames, positions.reshape(clips_bt.shape))
+
+
+def _resize_chunk(
+    frames_nhwc: np.ndarray, *, short_side: int, device: torch.device, preprocessing: Preprocessing
+) -> torch.Tensor:
+    """Full-size ``(N, H, W, 3)`` uint8 frames at the model's short side, on ``device``."""
+    if preprocessing == "mmaction2":
+        return torch.from_numpy(resize_short_side_mmcv(frames_nhwc, short_side)).to(device)
+    chunk = torch.from_numpy(frames_nhwc)
+    if device.type == "cuda":
+        chunk = chunk.pin_memory().to(device, non_blocking=True)
+    # A channels-last NCHW view: the fast uint8 path of the resize.
+    return resize_short_side(chunk.permute(0, 3, 1, 2), short_side).permute(0, 2, 3, 1)
 
 
 def transform_clips(
