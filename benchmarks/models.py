@@ -3,9 +3,9 @@
 Each model runs through :meth:`FeatureExtractor.embed` (trunk, pooling as its head pools) on
 random clip-crops of its own input shape, in fp32, one forward of ``--clips`` clip-crops at a
 time; the best of ``--repeats`` timed forwards after one warm-up counts. The I3D seed model is the
-baseline: it is timed again right after each family, and the ratio is taken against that pair's
-I3D time, so that other work on a shared machine moves both sides alike. Decoding and resizing are
-not timed (see supply.py and preprocess.py): this is the model's own cost.
+baseline: its forwards alternate with each family's, and the ratio is taken between the two bests
+of those interleaved runs, so that other work on a shared machine weighs on both sides alike.
+Decoding and resizing are not timed (see supply.py and preprocess.py): this is the model's own cost.
 
 Run from the repository root::
 
@@ -67,28 +67,39 @@ def resolve(model: str, folder: Path) -> ModelSpec:
     return get_model_spec(model)
 
 
-def clip_crops_per_second(extractor: FeatureExtractor, clips: int, repeats: int) -> float:
-    """Best throughput of ``repeats`` forwards of ``clips`` random clip-crops, after a warm-up."""
-    spec = extractor.spec
-    inputs = torch.randn(clips, 1, 3, spec.clip_len, spec.crop_size, spec.crop_size, device=extractor.device)
+def _seconds(extractor: FeatureExtractor, inputs: torch.Tensor) -> float:
+    if extractor.device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
     extractor.embed(inputs)
-    best = float("inf")
+    if extractor.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def interleaved_rates(
+    extractors: list[FeatureExtractor], clips: int, repeats: int
+) -> list[float]:
+    """Clip-crops/s of each extractor: one forward of each in turn, ``repeats`` times after a
+    warm-up; the best forward of each counts."""
+    inputs = []
+    for extractor in extractors:
+        spec = extractor.spec
+        shape = (clips, 1, 3, spec.clip_len, spec.crop_size, spec.crop_size)
+        inputs.append(torch.randn(shape, device=extractor.device))
+        extractor.embed(inputs[-1])
+    best = [float("inf")] * len(extractors)
     for _ in range(repeats):
-        if extractor.device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        extractor.embed(inputs)
-        if extractor.device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - started)
-    return clips / best
+        for index, extractor in enumerate(extractors):
+            best[index] = min(best[index], _seconds(extractor, inputs[index]))
+    return [clips / seconds for seconds in best]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="*", help="only these rows (default: all)")
     parser.add_argument("--clips", type=int, default=2, help="clip-crops per forward")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
@@ -96,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [name for name in MODELS if not args.families or name.split(" ")[0] in args.families]
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {device}, {args.clips} clip-crops per forward")
-    print("| family | D | clip-crop | clip-crops/s | I3D clip-crops/s, same pair | vs I3D |")
+    print("| family | D | clip-crop | clip-crops/s | I3D clip-crops/s, interleaved | vs I3D |")
     results = []
     with tempfile.TemporaryDirectory() as folder:
         baseline_spec = get_model_spec("i3d")
@@ -107,8 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             if spec.name != baseline_spec.name:
                 write_standin_checkpoint(spec, Path(folder))
             extractor = FeatureExtractor(spec, pretrained_dir=folder, device=str(device))
-            rate = clip_crops_per_second(extractor, args.clips, args.repeats)
-            i3d_rate = clip_crops_per_second(baseline, args.clips, args.repeats)
+            rate, i3d_rate = interleaved_rates([extractor, baseline], args.clips, args.repeats)
             shape = f"{'x'.join(map(str, spec.input_shape))} {spec.input_format}"
             results.append({"family": row, "model": spec.name, "feature_dim": spec.feature_dim,
                             "input": shape, "clip_crops_per_second": rate,
