@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from tests.models.test_download import CheckpointServer, payload, server  # noqa: F401 (fixtures)
 from vfx_tasks.cli import download as download_cli
 from vfx_tasks.cli import models as models_cli
+from vfx_tasks.cli import status as status_cli
 from vfx_tasks.errors import CheckpointDownloadError
 from vfx_tasks.models import ModelSpec, get_model_spec, model_names, zoo_entries
 from vfx_tasks.models.standin_checkpoint import write_standin_checkpoint
@@ -120,3 +121,11 @@ def test_unknown_or_unusable_names_exit_2_before_any_download(
     assert result.exit_code == 2
     assert message in result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_model_option_refuses_a_model_that_cannot_run_here(tmp_path: Path) -> None:
+    # --model is checked the same way by every command that takes it
+    name = "tin_kinetics400-pretrained-tsm-r50_1x1x8-50e_kinetics400-rgb"
+    result = CliRunner().invoke(status_cli.main, ["--output-dir", str(tmp_path), "--model", name])
+    assert result.exit_code == 2
+    assert "cannot run here" in result.output and "tin_shift" in result.output
