@@ -12,7 +12,7 @@ from click.core import ParameterSource
 from click.testing import CliRunner
 
 from vfx_tasks import __version__
-from vfx_tasks.cli import download, enqueue, export, status, worker
+from vfx_tasks.cli import download, enqueue, export, models, status, worker
 from vfx_tasks.cli._help import VfxOption
 from vfx_tasks.cli.errors import cli_error
 from vfx_tasks.errors import (
@@ -31,6 +31,7 @@ COMMANDS = {
     "vfx-status": status.main,
     "vfx-download-models": download.main,
     "vfx-export": export.main,
+    "vfx-models": models.main,
 }
 
 #: Every variable each command reads; a rename shows up here first (docker-compose.yml, .env files
@@ -48,7 +49,8 @@ VARIABLES = {
         VFX_CONCURRENCY VFX_POOL VFX_NAME VFX_LOGLEVEL VFX_KEEP_DOWNLOADS VFX_DRY_RUN""".split()
     ),
     "vfx-status": {"VFX_OUTPUT_DIR", "VFX_MODEL", "VFX_BROKER_URL", "VFX_JSON", "VFX_WRITE_INDEX"},
-    "vfx-download-models": {"VFX_PRETRAINED_DIR", "VFX_BASE_URL", "VFX_TIMEOUT_SECONDS"},
+    "vfx-download-models": {"VFX_PRETRAINED_DIR", "VFX_BASE_URL", "VFX_TIMEOUT_SECONDS", "VFX_LIST_ONLY"},
+    "vfx-models": {"VFX_FAMILY", "VFX_PRETRAINED_DIR"},
     "vfx-export": {"VFX_LAYOUT", "VFX_FORMAT", "VFX_COMPRESSION", "VFX_SPLIT", "VFX_LIST"},
 }
 

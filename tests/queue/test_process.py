@@ -25,7 +25,7 @@ from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.worker.models import get_extractor, release_models
 from vfx_tasks.queue.worker.process import forget_ledgers, process_video, skip_if_done
 from vfx_tasks.settings import Settings
-from vfx_tasks.storage import TEMP_PREFIX, find_temp_files, output_path, write_features_atomic
+from vfx_tasks.storage import TEMP_PREFIX, LocalFolder, find_temp_files, output_path, write_features_atomic
 
 WORKER = "me@box"
 I3D_DIM = 2048
@@ -82,7 +82,8 @@ def test_a_repeat_of_a_video_done_with_a_valid_output_is_acknowledged_and_its_cl
     # before the video ended),
     assert ledger.claim(job.run, ["v"]) == [True]
     # when its message comes again, it is acknowledged with a summary saying so,
-    summary = skip_if_done(job, ledger)
+    with LocalFolder.open_under(job.output_dir, settings.output_roots) as folder:
+        summary = skip_if_done(job, ledger, folder)
     assert summary == {"relative_id": "v", "output": str(output), "skipped": "already done"}
     # its claim is dropped (or the video would count as queued forever), the output is untouched.
     assert ledger.entries(job.run_id, "pending") == {}
@@ -109,7 +110,8 @@ def test_a_video_is_computed_again_unless_done_with_a_valid_output(
     ledger.claim(job.run, ["v"])
     # Given no done entry, or one whose file is gone or not the run's features,
     # then the message is not skipped, and its claim stays.
-    assert skip_if_done(job, ledger) is None
+    with LocalFolder.open_under(job.output_dir, settings.output_roots) as folder:
+        assert skip_if_done(job, ledger, folder) is None
     assert set(ledger.entries(job.run_id, "pending")) == {"v"}
 
 

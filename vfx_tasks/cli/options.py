@@ -18,7 +18,7 @@ import click
 from vfx_tasks import __version__
 from vfx_tasks.cli import POOLS
 from vfx_tasks.cli._help import VfxOption
-from vfx_tasks.errors import ConfigurationError
+from vfx_tasks.errors import ConfigurationError, DependencyError
 from vfx_tasks.extract.recipe import Recipe, choices, setting_fields
 from vfx_tasks.models import MODEL_SPECS, get_model_spec
 
@@ -110,12 +110,13 @@ def version_option(prog_name: str) -> Callable[[F], F]:
 
 
 def validate_model(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """The model's full name for a name or alias; ``click.BadParameter`` listing the names if unknown."""
+    """The model's full name for a name or alias; ``click.BadParameter`` listing the names if
+    unknown, or saying why a model-zoo model cannot run here."""
     if value is None:
         return None
     try:
         return get_model_spec(value).name
-    except ConfigurationError as e:
+    except (ConfigurationError, DependencyError) as e:
         raise click.BadParameter(str(e), ctx=ctx, param=param) from None
 
 
