@@ -6,6 +6,10 @@ files would silently replace or pass for the folder's own. Versions and the crea
 recorded too, but a newer torch or a later start does not make a folder another run's.
 """
 
+# long: the file's one format (its facts, their bounds and which are left out at their defaults)
+# and the producer's and workers' checks against it; split, a new fact would have to be followed
+# through several modules.
+
 from __future__ import annotations
 
 import logging
