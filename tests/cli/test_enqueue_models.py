@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from click.testing import CliRunner
 
 from tests.helpers import enqueue_in_process, write_fake_videos
 from tests.models.test_user_model import X3D_CONFIG
+from vfx_tasks.cli.enqueue import main
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.models.standin_checkpoint import write_standin_checkpoint
 from vfx_tasks.outputs.manifest import read_manifest
@@ -103,3 +105,10 @@ def test_a_users_config_is_queued_pinned_and_recorded(
     [meta] = Ledger.from_url(redis_url).runs()
     run = Run.from_meta(meta)
     assert run is not None and run.recipe.model_config == str(config)
+
+
+def test_help_names_popular_zoo_models_and_where_to_find_the_rest() -> None:
+    output = CliRunner().invoke(main, ["--help"], terminal_width=80).output
+    model_help = " ".join(output[output.index("--model TEXT"):output.index("--crop_type")].split())
+    assert "x3d, slowfast, tsm, videomae" in model_help and "vfx-models" in model_help
+    assert "--model_config TEXT" in output and "--checkpoint TEXT" in output
