@@ -172,6 +172,13 @@ class UntrustedMessageError(PermanentError):
     code = "untrusted_message"
 
 
+class ModelFilesChangedError(ConfigurationError):
+    """A user's model config (or a ``_base_`` file) or checkpoint no longer has the sha256 its run
+    recorded when it was queued: it changed since, or the task message was not a producer's."""
+
+    code = "model_files_changed"
+
+
 class ManifestMismatchError(ConfigurationError):
     """A run's settings differ from those recorded in its output folder's ``vfx-run.json``."""
 

@@ -99,6 +99,12 @@ class Settings:
     #: Folders a task's ``output_dir`` must lie in (symlinks followed), separated by ``:`` or ``,``.
     #: Empty: every task is refused, so a worker writes nowhere it was not told to.
     output_roots: tuple[Path, ...] = ()
+    #: Folders a task's own model config (``--model-config``, with its ``_base_`` files) and
+    #: checkpoint file must lie in (symlinks followed), separated by ``:`` or ``,``. A config is
+    #: Python that mmengine runs: keep these folders writable only by people you trust. Empty: no
+    #: task with its own config is accepted (model-zoo names still are; mmaction2's own configs
+    #: are always allowed as ``_base_`` files).
+    model_roots: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -170,8 +176,8 @@ def _to_int(name: str, value: Any) -> int:
         ) from e
 
 
-#: The fields holding lists of folders (``VFX_INPUT_ROOTS``, ``VFX_OUTPUT_ROOTS``).
-ROOT_FIELDS = ("input_roots", "output_roots")
+#: The fields holding lists of folders (``VFX_INPUT_ROOTS``, ``VFX_OUTPUT_ROOTS``, ``VFX_MODEL_ROOTS``).
+ROOT_FIELDS = ("input_roots", "output_roots", "model_roots")
 
 
 def _to_roots(name: str, value: Any) -> tuple[Path, ...]:

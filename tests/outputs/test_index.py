@@ -10,13 +10,17 @@ import numpy as np
 import pytest
 
 from vfx_tasks.errors import ConfigurationError, UnsafeFileError
+from vfx_tasks.extract.sampling import FrameSampler
 from vfx_tasks.outputs.folder import read_labels
 from vfx_tasks.outputs.index import IndexRow, append_row, make_row, read_index, rebuild_index
 from vfx_tasks.outputs.manifest import MANIFEST_NAME
 
+#: 32 frames every second one, as both default models take them.
+I3D_SAMPLER = FrameSampler(clip_len=32, sampling_rate=2)
+
 
 def row_of(relative_id: str, *, labels: dict[str, str] | None = None) -> IndexRow:
-    return make_row(relative_id, shape=(1, 1, 4), frames=16, fps=25.0, clip_len=32, sampling_rate=2,
+    return make_row(relative_id, shape=(1, 1, 4), frames=16, fps=25.0, sampler=I3D_SAMPLER,
                     num_clips_per_video=-1, clip_sampling="sequential", labels=labels)
 
 
@@ -71,7 +75,7 @@ def test_a_damaged_row_is_an_error_naming_its_line_and_a_rebuild_leaves_it_out(t
     with pytest.raises(ConfigurationError, match=r"index.csv line 3 is damaged .*--write-index"):
         read_index(tmp_path)
     # and rebuilding the index from the files leaves the damaged row out, keeping what it knew of a.
-    rows = rebuild_index(tmp_path, summaries={}, clip_len=32, sampling_rate=2, num_clips_per_video=-1,
+    rows = rebuild_index(tmp_path, summaries={}, sampler=I3D_SAMPLER, num_clips_per_video=-1,
                          clip_sampling="sequential", feature_shape=(1, 4))
     assert [(row.relative_id, row.frames) for row in rows] == [("a", 16)]
     assert sorted(read_index(tmp_path)) == ["a"]
@@ -81,7 +85,7 @@ def test_a_rebuild_takes_no_frame_count_from_the_ledger_that_does_not_fit_the_fi
     # The ledger lives in Redis: a summary of 10**15 frames would ask for terabytes of clip starts.
     np.save(tmp_path / "a.npy", np.zeros((2, 1, 4), np.float32))
     summaries = {"a": {"num_frames": 10**15, "fps": 25.0}}
-    rows = rebuild_index(tmp_path, summaries=summaries, clip_len=32, sampling_rate=2, num_clips_per_video=-1,
+    rows = rebuild_index(tmp_path, summaries=summaries, sampler=I3D_SAMPLER, num_clips_per_video=-1,
                          clip_sampling="sequential", feature_shape=(1, 4))
     assert [(row.frames, row.fps, row.clip_start_frames) for row in rows] == [(None, None, ())]
 

@@ -233,7 +233,7 @@ def test_a_video_is_extracted_written_indexed_and_recorded_as_done(
     out = Path(job.output_dir)
     # then its features are written, those of the video,
     features = np.load(out / "v.npy")
-    expected = get_extractor(job.recipe.model, settings=settings, precision="fp32").extract(
+    expected = get_extractor(job.recipe, settings=settings).extract(
         job.video_path, crop_type="center", num_clips_per_video=1
     )
     assert features.shape == (1, 1, I3D_DIM) and features.dtype == np.float32

@@ -12,8 +12,8 @@ import click
 
 from vfx_tasks.cli import EXIT_OK
 from vfx_tasks.cli._plan_and_wait import EnqueueRequest, enqueue_and_maybe_wait
-from vfx_tasks.models import get_model_spec
 from vfx_tasks.models.files import checkpoint_path
+from vfx_tasks.models.user_model import model_folders
 from vfx_tasks.queue.processes.cluster import LocalCluster
 from vfx_tasks.queue.processes.redis_server import RedisServer
 from vfx_tasks.settings import Settings
@@ -30,7 +30,7 @@ def run_locally(
             return enqueue_and_maybe_wait(settings.with_overrides(broker_url=server.url), request, wait=False)
     # The local workers read the weights from this machine: say now, not once per video, if
     # they are missing.
-    checkpoint_path(get_model_spec(request.run.recipe.model), settings.pretrained_dir)
+    checkpoint_path(request.run.recipe.model_spec(), settings.pretrained_dir)
     with _sigterm_as_ctrl_c():
         return _run_on_local_cluster(settings, request, concurrency=concurrency, pool=pool)
 
@@ -55,8 +55,12 @@ def _run_on_local_cluster(
     """Redis first, to plan the run; workers (seconds, and a model load each) only if it has work."""
     source = request.source
     input_dir = source.root if isinstance(source, LocalFolderSource) else None  # Hub videos need none
+    recipe = request.run.recipe
+    # A run of a user's own config: its workers may read that config's files and weights, nothing else.
+    model_roots = model_folders(recipe.model_config, recipe.checkpoint) if recipe.model_config else []
     cluster = LocalCluster(
-        settings, output_dir=request.run.output_dir, input_dir=input_dir, concurrency=concurrency, pool=pool
+        settings, output_dir=request.run.output_dir, input_dir=input_dir, model_roots=model_roots,
+        concurrency=concurrency, pool=pool,
     )
 
     def start_workers() -> None:

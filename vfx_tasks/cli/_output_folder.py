@@ -43,8 +43,7 @@ def output_folder_status(
         rebuild_index(
             output_dir,
             summaries=summaries,
-            clip_len=facts.clip_len,
-            sampling_rate=facts.sampling_rate,
+            sampler=facts.frame_sampler(),
             num_clips_per_video=recipe.num_clips_per_video,
             clip_sampling=recipe.clip_sampling,
             feature_shape=(len(facts.crop_order), facts.feature_dim),

@@ -43,7 +43,7 @@ Examples:
   vfx-enqueue --input_dir videos/ --output_dir features/i3d --wait
   vfx-enqueue --input_dir videos/ --output_dir features/i3d --local
   vfx-enqueue --hf_dataset jherng/xd-violence --split test --wait
-  vfx-enqueue --input_dir videos/ --model swin-t --dry-run
+  vfx-enqueue --input_dir videos/ --model x3d --dry-run
 """
 
 
@@ -139,7 +139,7 @@ Examples:
     "--local",
     group="Local",
     is_flag=True,
-    help="Run here: a private Redis and workers (one per GPU, else on the CPU), then stop.",
+    help="Run here: a private Redis and a worker per GPU (or one on the CPU).",
 )
 @device_option(group="Local", help="cpu: CPU workers even with GPUs. Default: auto.")
 @pretrained_dir_option(group="Local", help="Folder with the model checkpoints.")
@@ -188,7 +188,16 @@ def main(
             hf_video_column=hf_video_column,
             hf_config=hf_config,
         )
-        run = Run.create(output_dir, recipe_from(recipe_params))
+        settings = Settings.from_env(
+            broker_url=broker_url,
+            device=device,
+            pretrained_dir=pretrained_dir,
+            keep_downloads=keep_downloads,
+        )
+        # A user's own config is built and its weights loaded here: one that cannot work stops
+        # before anything is queued, and the run records the sha256 of the files it checked.
+        recipe = recipe_from(recipe_params).pinned(pretrained_dir=settings.pretrained_dir)
+        run = Run.create(output_dir, recipe)
         request = EnqueueRequest(
             run=run,
             source=source,
@@ -198,12 +207,6 @@ def main(
             max_videos=force_stop_after_n_videos,
             poll_seconds=poll_seconds,
             wait_timeout=wait_timeout,
-        )
-        settings = Settings.from_env(
-            broker_url=broker_url,
-            device=device,
-            pretrained_dir=pretrained_dir,
-            keep_downloads=keep_downloads,
         )
         if local:
             code = run_locally(settings, request, concurrency=concurrency, pool=pool)

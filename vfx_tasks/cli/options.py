@@ -20,7 +20,7 @@ from vfx_tasks.cli import POOLS
 from vfx_tasks.cli._help import VfxOption
 from vfx_tasks.errors import ConfigurationError, DependencyError
 from vfx_tasks.extract.recipe import Recipe, choices, setting_fields
-from vfx_tasks.models import MODEL_SPECS, get_model_spec
+from vfx_tasks.models import get_model_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,24 +58,38 @@ def setting_option(*param_decls: str, field: str, group: str | None = None, **at
     )
 
 
+#: Popular model-zoo aliases that ``--model``'s help names (``vfx-models`` lists every model).
+POPULAR_ZOO_ALIASES = ("x3d", "slowfast", "tsm", "videomae")
+
+
 def recipe_options(*, group: str) -> Callable[[F], F]:
-    """One option per :class:`~vfx_tasks.extract.recipe.Recipe` field (``--crop_type`` and
-    ``--crop-type`` for ``crop_type``), each with the field's default, choices and help."""
+    """One option per :class:`~vfx_tasks.extract.recipe.Recipe` field that has one (``--crop_type``
+    and ``--crop-type`` for ``crop_type``), each with the field's default, choices and help.
+
+    ``--model`` and the text fields that may be left empty default to ``None`` (the recipe's
+    default then holds), so that a model name given alongside ``--model-config`` can be told from
+    the default one.
+    """
 
     def decorate(command: F) -> F:
         for name, (kind, default, info) in reversed(setting_fields().items()):
+            if not info.option:
+                continue
             attrs: dict[str, Any] = {"default": default, "help": info.help or None}
             if name == "model":
-                aliases = [alias for spec in MODEL_SPECS.values() for alias in spec.aliases]
                 attrs.update(
+                    default=None,
                     callback=validate_model,
                     show_default=get_model_spec(default).aliases[0],
-                    help=f"One of {', '.join(aliases)}, or a model's full name.",
+                    help=f"i3d, swin-t, or a zoo model: {', '.join(POPULAR_ZOO_ALIASES)}... "
+                    "(see vfx-models).",
                 )
             elif (allowed := choices(kind)) is not None:
                 attrs["type"] = click.Choice(allowed)
             elif kind is int:
                 attrs.update(type=int, callback=minus_one_or_positive(info.maximum))
+            elif default == "":
+                attrs.update(default=None, show_default=False)
             spellings = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
             command = option(*spellings, group=group, **attrs)(command)
         return command
@@ -85,8 +99,23 @@ def recipe_options(*, group: str) -> Callable[[F], F]:
 
 def recipe_from(params: dict[str, Any]) -> Recipe:
     """The :class:`Recipe` of a command's parameters (those made by :func:`recipe_options`), which
-    are taken out of ``params``."""
-    return Recipe(**{name: params.pop(name) for name in setting_fields()})
+    are taken out of ``params``; options left out (``None``) take the recipe's defaults.
+
+    Raises:
+        ConfigurationError: the values do not make a recipe, e.g. a model name and a config.
+    """
+    given = {name: params.pop(name) for name, (_, _, info) in setting_fields().items() if info.option}
+    if given["model"] is not None and given["model_config"] is not None:
+        raise ConfigurationError(
+            f"Give either a model name (--model {given['model']}) or your own config with its weights "
+            "(--model-config and --checkpoint), not both."
+        )
+    if given["checkpoint"] is not None and given["model_config"] is None:
+        raise ConfigurationError(
+            "--checkpoint is the weights of --model-config; a model-zoo model's weights are found in "
+            "--pretrained-dir (vfx-download-models fetches them)."
+        )
+    return Recipe(**{name: value for name, value in given.items() if value is not None})
 
 
 def minus_one_or_positive(maximum: int | None) -> Callable[[click.Context, click.Parameter, int], int]:

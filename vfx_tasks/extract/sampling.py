@@ -4,12 +4,13 @@ mmaction2's test-time samplers for the model-zoo models (:func:`clip_frame_indic
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
 
 from vfx_tasks.errors import ConfigurationError
-from vfx_tasks.models.spec import SEGMENT_SAMPLERS, ModelSpec
+from vfx_tasks.models.spec import SEGMENT_SAMPLERS, ModelSpec, Sampler
 
 ClipSampling = Literal["sequential", "uniform"]
 CLIP_SAMPLINGS: tuple[str, ...] = get_args(ClipSampling)
@@ -91,6 +92,71 @@ def batch_slices(num_clips: int, batch_size: int) -> list[slice]:
     return [slice(start, min(start + batch_size, num_clips)) for start in range(0, num_clips, batch_size)]
 
 
+@dataclass(frozen=True)
+class FrameSampler:
+    """Which frames make a model's clips: the part of a spec that clip starts depend on.
+
+    A manifest records these four values, so that a reader (the index, an export) finds every
+    clip's frames again without model code. See :func:`clip_frame_indices` for the rules.
+    """
+
+    sampler: Sampler = "video_features"
+    clip_len: int = 32
+    sampling_rate: int = 2
+    #: ``SampleFrames(target_fps=...)`` (X3D): frames picked as if the video ran at this rate.
+    target_fps: float | None = None
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> FrameSampler:
+        return cls(spec.sampler, spec.clip_len, spec.sampling_rate, spec.target_fps)
+
+    def clip_indices(
+        self,
+        num_frames: int,
+        *,
+        fps: float | None = None,
+        num_clips_per_video: int = -1,
+        clip_sampling: ClipSampling = "sequential",
+    ) -> np.ndarray:
+        """The frame numbers of every clip, ``(num_clips, clip_len)`` int64 (:func:`clip_frame_indices`)."""
+        validate_num_clips(num_clips_per_video)
+        validate_clip_sampling(clip_sampling)
+        if num_frames <= 0:
+            raise ConfigurationError(f"Cannot sample clips from a video of {num_frames} frames.")
+        if self.sampler in SEGMENT_SAMPLERS:
+            return segment_indices(num_frames, segments=self.clip_len,  # type: ignore[arg-type]
+                                   num_windows=max(1, num_clips_per_video), rule=self.sampler)
+        if self.sampler == "sample_frames" and clip_sampling == "uniform" and num_clips_per_video != -1:
+            return sample_frames_test_indices(
+                num_frames, clip_len=self.clip_len, frame_interval=self.sampling_rate,
+                num_clips=num_clips_per_video, target_fps=self.target_fps, fps=fps,
+            )
+        if self.sampler == "sample_frames" and self.target_fps:
+            return _retimed_sequential_indices(num_frames, self, fps=fps,
+                                               num_clips_per_video=num_clips_per_video)
+        return sample_clip_indices(num_frames, clip_len=self.clip_len, sampling_rate=self.sampling_rate,
+                                   num_clips_per_video=num_clips_per_video, clip_sampling=clip_sampling)
+
+    def num_clips(self, num_frames: int, *, fps: float | None = None, num_clips_per_video: int = -1) -> int:
+        """How many clips :meth:`clip_indices` gives, computed without making them (a frame count
+        read from Redis or a file may be anything; this costs nothing whatever it is)."""
+        if num_clips_per_video != -1:
+            return num_clips_per_video
+        if self.sampler in SEGMENT_SAMPLERS:
+            return 1
+        return math.ceil(num_frames / self.span_frames(fps))
+
+    def span_frames(self, fps: float | None = None) -> float:
+        """Frames from one sequential clip's start to the next: ``clip_len x sampling_rate``, spread
+        to ``fps`` for a ``target_fps`` model (fractional then); 0 for segment samplers, whose clips
+        each cover a share of the video rather than a fixed number of frames."""
+        if self.sampler in SEGMENT_SAMPLERS:
+            return 0
+        if self.sampler == "sample_frames" and self.target_fps:
+            return _retimed_span(self.clip_len, self.sampling_rate, self.target_fps, fps)
+        return self.clip_len * self.sampling_rate
+
+
 def clip_frame_indices(
     spec: ModelSpec,
     num_frames: int,
@@ -113,32 +179,21 @@ def clip_frame_indices(
 
     ``fps`` matters only with ``target_fps``; unknown (``None`` or 0), it counts as the target rate.
     """
-    validate_num_clips(num_clips_per_video)
-    validate_clip_sampling(clip_sampling)
-    if num_frames <= 0:
-        raise ConfigurationError(f"Cannot sample clips from a video of {num_frames} frames.")
-    if spec.sampler in SEGMENT_SAMPLERS:
-        return segment_indices(num_frames, segments=spec.clip_len,  # type: ignore[arg-type]
-                               num_windows=max(1, num_clips_per_video), rule=spec.sampler)
-    if spec.sampler == "sample_frames" and clip_sampling == "uniform" and num_clips_per_video != -1:
-        return sample_frames_test_indices(
-            num_frames, clip_len=spec.clip_len, frame_interval=spec.sampling_rate,
-            num_clips=num_clips_per_video, target_fps=spec.target_fps, fps=fps,
-        )
-    if spec.sampler == "sample_frames" and spec.target_fps:
-        return _retimed_sequential_indices(num_frames, spec, fps=fps, num_clips_per_video=num_clips_per_video)
-    return sample_clip_indices(num_frames, clip_len=spec.clip_len, sampling_rate=spec.sampling_rate,
-                               num_clips_per_video=num_clips_per_video, clip_sampling=clip_sampling)
+    return FrameSampler.of(spec).clip_indices(
+        num_frames, fps=fps, num_clips_per_video=num_clips_per_video, clip_sampling=clip_sampling
+    )
 
 
 def _retimed_span(clip_len: int, frame_interval: int, target_fps: float, fps: float | None) -> float:
     """Frames a clip covers when sampled at ``target_fps`` (mmaction2's ``ori_clip_len``)."""
-    ratio = fps / target_fps if fps else 1.0
+    # A rate that is no rate (0, negative, NaN: a broken container, or a value read from Redis)
+    # counts as unknown.
+    ratio = fps / target_fps if fps and math.isfinite(fps) and fps > 0 else 1.0
     return float(np.maximum(1, clip_len * frame_interval * ratio))
 
 
 def _retimed_sequential_indices(
-    num_frames: int, spec: ModelSpec, *, fps: float | None, num_clips_per_video: int
+    num_frames: int, spec: FrameSampler, *, fps: float | None, num_clips_per_video: int
 ) -> np.ndarray:
     """Sequential clips of a ``target_fps`` model: consecutive spans of ``ori_clip_len`` frames."""
     assert spec.target_fps is not None

@@ -15,10 +15,10 @@ from typing import Any
 
 from torch import nn
 
-from vfx_tasks.errors import ConfigurationError
+from vfx_tasks.errors import ConfigurationError, ModelFilesChangedError
 from vfx_tasks.models._mmaction_compat import build_mmaction_module, import_mmaction_backbones
 from vfx_tasks.models.checkpoint import check_state_dict_fits, read_backbone_state_dict, read_trunk_state_dict
-from vfx_tasks.models.files import checkpoint_path
+from vfx_tasks.models.files import cached_sha256, checkpoint_path
 from vfx_tasks.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -110,8 +110,15 @@ def load_backbone(spec: ModelSpec, pretrained_dir: Path) -> nn.Module:
         CheckpointError: the file cannot be read.
         CheckpointMismatchError: a backbone or neck tensor is missing, unexpected or mis-shaped.
         ConfigurationError: mmaction2 cannot build the config's backbone or neck.
+        ModelFilesChangedError: the file's sha256 is not the one its run pinned (a user's weights).
     """
     path = checkpoint_path(spec, pretrained_dir)
+    if spec.checkpoint_sha256 and (actual := cached_sha256(path)) != spec.checkpoint_sha256:
+        raise ModelFilesChangedError(
+            f"Checkpoint {path} has sha256 {actual[:16]}..., but the run of model {spec.name} was queued "
+            f"with {spec.checkpoint_sha256[:16]}...: it changed since. Restore it, or queue the run again "
+            "with vfx-enqueue --force to use the new weights."
+        )
     if _is_seed(spec):
         state = read_backbone_state_dict(path, spec)
     else:

@@ -68,6 +68,8 @@ class ModelSpec:
         config_sha256: sha256 of the resolved config (its ``_base_`` files merged).
         checkpoint_file: A user's own checkpoint, read from this path instead of the pretrained
             directory (``None``: ``<pretrained_dir>/<checkpoint_filename>``).
+        checkpoint_sha256: The whole sha256 the checkpoint must have, where a run pinned it (a
+            user's own weights); ``None``: only the prefix in the file name is checked.
     """
 
     name: str
@@ -94,6 +96,7 @@ class ModelSpec:
     config_name: str | None = None
     config_sha256: str | None = field(default=None, repr=False)
     checkpoint_file: str | None = field(default=None, repr=False)
+    checkpoint_sha256: str | None = field(default=None, repr=False)
 
     @property
     def clip_span_frames(self) -> int:

@@ -248,7 +248,7 @@ def _video_attrs(
     try:
         row = make_row(
             video.relative_id, shape=video.shape, frames=known.frames if known else None,
-            fps=known.fps if known else None, clip_len=facts.clip_len, sampling_rate=facts.sampling_rate,
+            fps=known.fps if known else None, sampler=facts.frame_sampler(),
             num_clips_per_video=recipe.num_clips_per_video, clip_sampling=recipe.clip_sampling,
             labels=read_labels(source, video.relative_id),
         )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vfx_tasks.errors import ConfigurationError
-from vfx_tasks.extract.sampling import sample_clip_indices
+from vfx_tasks.extract.sampling import FrameSampler
 from vfx_tasks.outputs.folder import iter_feature_files, read_labels
 from vfx_tasks.storage import (
     FolderLike,
@@ -57,8 +56,11 @@ class IndexRow:
     frames: int | None
     fps: float | None
     shape: tuple[int, ...]
+    #: Frames from one clip's start to the next (64 for the default models); 0 for segment models,
+    #: whose clips each cover a share of the video (:meth:`FrameSampler.span_frames`).
     clip_span_frames: int
-    #: First source frame of each clip (``k * 64`` for sequential sampling).
+    #: First source frame of each clip (``k * 64`` for sequential sampling), as the model's sampler
+    #: picks it (for segment models: the frame taken from each clip's first segment).
     clip_start_frames: tuple[int, ...] = ()
     labels: Mapping[str, Any] | None = field(default=None, compare=False)
 
@@ -107,13 +109,15 @@ def make_row(
     shape: tuple[int, ...],
     frames: int | None,
     fps: float | None,
-    clip_len: int,
-    sampling_rate: int,
+    sampler: FrameSampler,
     num_clips_per_video: int,
     clip_sampling: str,
     labels: Mapping[str, Any] | None,
 ) -> IndexRow:
-    """The row of one video; clip starts are recomputed with the extraction's own sampling.
+    """The row of one video; clip starts are recomputed with the model's own sampler.
+
+    ``clip_span_frames`` is the sampler's span for this video: a ``target_fps`` model's (X3D)
+    depends on its frame rate and is rounded to whole frames (its starts are exact).
 
     Raises:
         ConfigurationError: ``frames`` would not make the ``shape[0]`` clips the features hold
@@ -121,25 +125,26 @@ def make_row(
     """
     starts: tuple[int, ...] = ()
     if frames:
-        if not frames_fit(frames, clips=shape[0], clip_len=clip_len, sampling_rate=sampling_rate,
+        if not frames_fit(frames, clips=shape[0], sampler=sampler, fps=fps,
                           num_clips_per_video=num_clips_per_video, clip_sampling=clip_sampling):
             raise ConfigurationError(
                 f"{relative_id}: {frames!r} frames do not make the {shape[0]} clips of its features."
             )
-        clips = sample_clip_indices(
-            frames, clip_len=clip_len, sampling_rate=sampling_rate,
-            num_clips_per_video=num_clips_per_video, clip_sampling=clip_sampling,  # type: ignore[arg-type]
+        clips = sampler.clip_indices(
+            frames, fps=fps, num_clips_per_video=num_clips_per_video,
+            clip_sampling=clip_sampling,  # type: ignore[arg-type]
         )
         starts = tuple(int(i) for i in clips[:, 0])
-    return IndexRow(relative_id, frames, fps, tuple(shape), clip_len * sampling_rate, starts, labels)
+    span = round(sampler.span_frames(fps))
+    return IndexRow(relative_id, frames, fps, tuple(shape), span, starts, labels)
 
 
 def frames_fit(
     frames: Any,
     *,
     clips: int,
-    clip_len: int,
-    sampling_rate: int,
+    sampler: FrameSampler,
+    fps: float | None = None,
     num_clips_per_video: int,
     clip_sampling: str,
 ) -> bool:
@@ -152,9 +157,7 @@ def frames_fit(
         return True
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
         return False
-    if num_clips_per_video != -1:
-        return clips == num_clips_per_video
-    return clips == math.ceil(frames / (clip_len * sampling_rate))
+    return clips == sampler.num_clips(frames, fps=fps, num_clips_per_video=num_clips_per_video)
 
 
 def index_path(output_dir: str | os.PathLike[str]) -> Path:
@@ -221,8 +224,7 @@ def rebuild_index(
     output_dir: FolderLike,
     *,
     summaries: Mapping[str, Mapping[str, Any]],
-    clip_len: int,
-    sampling_rate: int,
+    sampler: FrameSampler,
     num_clips_per_video: int,
     clip_sampling: str,
     feature_shape: tuple[int, int],
@@ -236,8 +238,8 @@ def rebuild_index(
     with open_folder(output_dir, create=True) as folder, folder.locked(INDEX_NAME):
         # Holding the appenders' lock, so no row lands in the file being replaced.
         rows = _rows_from_files(
-            folder, summaries=summaries, old=read_index(folder, skip_damaged=True), clip_len=clip_len,
-            sampling_rate=sampling_rate, num_clips_per_video=num_clips_per_video,
+            folder, summaries=summaries, old=read_index(folder, skip_damaged=True), sampler=sampler,
+            num_clips_per_video=num_clips_per_video,
             clip_sampling=clip_sampling, feature_shape=feature_shape,
         )
         text = ",".join(COLUMNS) + "\n" + "".join(row.to_csv_line() for row in rows)
@@ -250,8 +252,7 @@ def _rows_from_files(
     *,
     summaries: Mapping[str, Mapping[str, Any]],
     old: Mapping[str, IndexRow],
-    clip_len: int,
-    sampling_rate: int,
+    sampler: FrameSampler,
     num_clips_per_video: int,
     clip_sampling: str,
     feature_shape: tuple[int, int],
@@ -265,13 +266,13 @@ def _rows_from_files(
         summary = summaries.get(relative_id, {})
         previous = old.get(relative_id)
         frames = summary.get("num_frames", previous.frames if previous else None)
-        fps = summary.get("fps", previous.fps if previous else None)
-        sampling = {"clip_len": clip_len, "sampling_rate": sampling_rate,
-                    "num_clips_per_video": num_clips_per_video, "clip_sampling": clip_sampling}
-        if not frames_fit(frames, clips=header[0][0], **sampling):
+        fps = _float_or_none(summary.get("fps", previous.fps if previous else None))
+        sampling = {"sampler": sampler, "num_clips_per_video": num_clips_per_video,
+                    "clip_sampling": clip_sampling}
+        if not frames_fit(frames, clips=header[0][0], fps=fps, **sampling):
             frames, fps = None, None  # the ledger is read from Redis: not trusted to size anything
         rows.append(make_row(
-            relative_id, shape=header[0], frames=frames, fps=_float_or_none(fps),
+            relative_id, shape=header[0], frames=frames, fps=fps,
             labels=read_labels(folder, relative_id), **sampling,
         ))
     return rows

@@ -6,6 +6,10 @@ files would silently replace or pass for the folder's own. Versions and the crea
 recorded too, but a newer torch or a later start does not make a folder another run's.
 """
 
+# long: the file's one format (its facts, their bounds and which are left out at their defaults)
+# and the producer's and workers' checks against it; split, a new fact would have to be followed
+# through several modules.
+
 from __future__ import annotations
 
 import logging
@@ -16,14 +20,15 @@ from datetime import datetime, timezone
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from vfx_tasks import __version__
 from vfx_tasks.errors import ConfigurationError, ManifestMismatchError
 from vfx_tasks.extract.crops import crop_names
 from vfx_tasks.extract.recipe import Recipe
-from vfx_tasks.models import get_model_spec
+from vfx_tasks.extract.sampling import FrameSampler
 from vfx_tasks.models.files import cached_sha256
+from vfx_tasks.models.spec import SEGMENT_SAMPLERS, ModelSpec, Sampler
 from vfx_tasks.storage import FolderLike, LocalFolder, folder_exists, open_folder, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -48,13 +53,24 @@ class ModelFacts:
     crop_order: tuple[str, ...]
     clip_len: int
     sampling_rate: int
-    #: Source frames one clip covers (clip_len x sampling_rate): 64 for both backbones.
+    #: Source frames one clip covers (clip_len x sampling_rate): 64 for both backbones; 0 for
+    #: segment samplers, whose clips each cover a share of the video.
     clip_span_frames: int
     resize_short_side: int
     crop_size: int
     mean_rgb: tuple[float, ...]
     std_rgb: tuple[float, ...]
     feature_dim: int
+    # The facts below are left out of the file while they hold these defaults, so that the two
+    # default models' manifests stay as they were before model-zoo models existed.
+    #: The model's sampler (:data:`~vfx_tasks.models.spec.Sampler`), for finding clips' frames again.
+    sampler: str = "video_features"
+    #: ``SampleFrames(target_fps=...)`` of the config (X3D); clip spans are at this frame rate.
+    target_fps: float | None = None
+    #: The config's name (``configs/recognition/<family>/<file>``, or a user's file name).
+    config_name: str | None = None
+    #: sha256 of the resolved config, its ``_base_`` files merged.
+    config_sha256: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse facts no backbone has: readers size arrays with them (clip starts, HDF5 chunks).
@@ -68,14 +84,41 @@ class ModelFacts:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
-        if self.clip_span_frames != self.clip_len * self.sampling_rate:
-            raise ValueError(f"clip_span_frames {self.clip_span_frames!r} is not clip_len x sampling_rate")
+        span = 0 if self.sampler in SEGMENT_SAMPLERS else self.clip_len * self.sampling_rate
+        if self.clip_span_frames != span:
+            raise ValueError(f"clip_span_frames {self.clip_span_frames!r} is not {span} for a "
+                             f"{self.sampler!r} sampler of {self.clip_len} x {self.sampling_rate}")
+        if self.sampler not in _SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(_SAMPLERS)}, not {self.sampler!r}")
+        if self.target_fps is not None and (
+            isinstance(self.target_fps, bool) or not isinstance(self.target_fps, (int, float))
+            or not 0 < self.target_fps <= 1000
+        ):
+            raise ValueError(f"target_fps must be a number from 0 to 1000, not {self.target_fps!r}")
         if not 1 <= len(self.crop_order) <= 10 or not all(isinstance(c, str) for c in self.crop_order):
             raise ValueError(f"crop_order must name 1 to 10 crops, not {self.crop_order!r}")
         if not isinstance(self.checkpoint_file, str) or not (
             self.checkpoint_sha256 is None or isinstance(self.checkpoint_sha256, str)
         ):
             raise ValueError("checkpoint_file and checkpoint_sha256 must be strings")
+        if not all(isinstance(value, (str, type(None))) for value in (self.config_name, self.config_sha256)):
+            raise ValueError("config_name and config_sha256 must be strings")
+
+    def frame_sampler(self) -> FrameSampler:
+        """The clips' sampler these facts describe (for the index and exports)."""
+        return FrameSampler(self.sampler, self.clip_len, self.sampling_rate,  # type: ignore[arg-type]
+                            self.target_fps)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every fact, those at their :data:`_OPTIONAL_FACTS` default left out."""
+        return {key: value for key, value in asdict(self).items()
+                if not (key in _OPTIONAL_FACTS and value == _OPTIONAL_FACTS[key])}
+
+
+#: Facts recorded only when they differ from these values (model-zoo models, a user's config).
+_OPTIONAL_FACTS: dict[str, Any] = {"sampler": "video_features", "target_fps": None, "config_name": None,
+                                   "config_sha256": None}
+_SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
 
 @dataclass(frozen=True)
@@ -88,16 +131,19 @@ class Settings:
 
     def to_json(self) -> dict[str, Any]:
         """One flat object: the recipe's feature settings and the facts."""
-        return {**self.recipe.feature_settings(), **asdict(self.facts)}
+        return {**self.recipe.feature_settings(), **self.facts.to_json()}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Settings:
-        facts = {f.name: raw[f.name] for f in fields(ModelFacts)}
+        facts = {f.name: raw[f.name] for f in fields(ModelFacts) if f.name not in _OPTIONAL_FACTS}
+        facts.update({name: raw.get(name, default) for name, default in _OPTIONAL_FACTS.items()})
         for key in ("crop_order", "mean_rgb", "std_rgb"):
             if not isinstance(facts[key], list):
                 raise ValueError(f"{key} must be a list, not {facts[key]!r}")
             facts[key] = tuple(facts[key])
-        return cls(Recipe.from_mapping(raw), ModelFacts(**facts))
+        # A fact may share its name with a recipe field (checkpoint_sha256): the recipe reads its own.
+        settings = {key: value for key, value in raw.items() if key not in facts}
+        return cls(Recipe.from_mapping(settings), ModelFacts(**facts))
 
 
 @dataclass(frozen=True)
@@ -157,9 +203,10 @@ def _not_a_manifest(where: str, error: Exception) -> ConfigurationError:
 
 
 def manifest_for(recipe: Recipe, *, pretrained_dir: str | os.PathLike[str] | None) -> Manifest:
-    """The manifest of a run of ``recipe``; the checkpoint is hashed if ``pretrained_dir`` has it."""
-    spec = get_model_spec(recipe.model)
-    checkpoint = None if pretrained_dir is None else Path(pretrained_dir, spec.checkpoint_filename)
+    """The manifest of a run of ``recipe``; the checkpoint is hashed if ``pretrained_dir`` has it
+    (a user's own checkpoint file wherever it is)."""
+    spec = recipe.model_spec()
+    checkpoint = _checkpoint_file(spec, pretrained_dir)
     facts = ModelFacts(
         checkpoint_file=spec.checkpoint_filename,
         checkpoint_sha256=cached_sha256(checkpoint) if checkpoint and checkpoint.is_file() else None,
@@ -172,9 +219,19 @@ def manifest_for(recipe: Recipe, *, pretrained_dir: str | os.PathLike[str] | Non
         mean_rgb=tuple(spec.mean_rgb),
         std_rgb=tuple(spec.std_rgb),
         feature_dim=spec.feature_dim,
+        sampler=spec.sampler,
+        target_fps=spec.target_fps,
+        config_name=spec.config_name,
+        config_sha256=spec.config_sha256,
     )
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return Manifest(Settings(recipe, facts), versions(), created)
+
+
+def _checkpoint_file(spec: ModelSpec, pretrained_dir: str | os.PathLike[str] | None) -> Path | None:
+    if spec.checkpoint_file is not None:
+        return Path(spec.checkpoint_file)
+    return None if pretrained_dir is None else Path(pretrained_dir, spec.checkpoint_filename)
 
 
 @cache

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -36,7 +37,8 @@ class LocalCluster:
 
     ``concurrency`` and ``pool`` are each worker's ``--concurrency`` and ``--pool`` (``None``:
     the worker's defaults, see :func:`~.launch.plan_worker`). The workers
-    read only under ``input_dir`` (none: only Hub videos) and write only under ``output_dir``.
+    read only under ``input_dir`` (none: only Hub videos) and write only under ``output_dir``; they
+    read a run's own model config and checkpoint only under ``model_roots``.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class LocalCluster:
         *,
         output_dir: str | os.PathLike[str],
         input_dir: str | os.PathLike[str] | None = None,
+        model_roots: Sequence[Path] = (),
         gpus: list[int] | None = None,
         concurrency: int | None = None,
         pool: str | None = None,
@@ -55,6 +58,7 @@ class LocalCluster:
         self.pool = pool
         self.output_dir = Path(output_dir)
         self.input_dir = Path(input_dir) if input_dir is not None else None
+        self.model_roots = tuple(model_roots)
         self.gpus = gpus
         self._worker_count = 1
         self.stop_grace_seconds = stop_grace_seconds
@@ -141,6 +145,7 @@ class LocalCluster:
         return self.settings.with_overrides(
             input_roots=[self.input_dir.resolve()] if self.input_dir is not None else [],
             output_roots=[self.output_dir.resolve()],
+            model_roots=list(self.model_roots),
             decoders=self.settings.decoders or shared,
         )
 

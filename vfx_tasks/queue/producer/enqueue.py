@@ -20,7 +20,6 @@ from kombu import Producer, Queue
 
 from vfx_tasks.errors import BrokerUnavailableError
 from vfx_tasks.extract.crops import num_crops
-from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK
 from vfx_tasks.queue.job import Job, Run
 from vfx_tasks.queue.ledger import Ledger
@@ -93,7 +92,7 @@ def plan_videos(
 ) -> Plan:
     """Sort videos into those to queue (at most ``max_videos`` unless -1) and those already done."""
     plan = Plan()
-    feature_dim = get_model_spec(run.recipe.model).feature_dim
+    feature_dim = run.recipe.model_spec().feature_dim
     n_crops = num_crops(run.recipe.crop_type)
     output_visible = Path(run.output_dir).is_dir()
     done_in_ledger = set() if force else ledger.done_ids(run.run_id)

@@ -72,10 +72,12 @@ def _say_which_folders_tasks_may_use(worker_name: str, settings: Settings) -> No
             "%s: VFX_OUTPUT_ROOTS is not set, so every task will be refused. Set it (and VFX_INPUT_ROOTS) "
             "to the folders this worker may write to (and read from).", worker_name
         )
-    reads, writes = (
-        os.pathsep.join(map(str, roots)) or "-" for roots in (settings.input_roots, settings.output_roots)
+    reads, writes, configs = (
+        os.pathsep.join(map(str, roots)) or "-"
+        for roots in (settings.input_roots, settings.output_roots, settings.model_roots)
     )
-    logger.info("%s: reads videos under %s, writes features under %s", worker_name, reads, writes)
+    logger.info("%s: reads videos under %s, writes features under %s, runs tasks' own model configs "
+                "from %s", worker_name, reads, writes, configs)
 
 
 @worker_process_init.connect

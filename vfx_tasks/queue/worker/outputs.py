@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vfx_tasks.models import get_model_spec
+from vfx_tasks.extract.sampling import FrameSampler
 from vfx_tasks.outputs.index import INDEX_NAME, append_row, make_row
 from vfx_tasks.outputs.manifest import check_task_settings, manifest_for
 from vfx_tasks.queue.job import Job
@@ -30,14 +30,12 @@ def check_job_settings(job: Job, folder: LocalFolder, *, settings: Settings) -> 
 
 def record_index_row(job: Job, result: VideoFeatures, folder: LocalFolder) -> None:
     """Append the video's row to ``<output_dir>/index.csv`` (after its features are in place)."""
-    spec = get_model_spec(job.recipe.model)
     row = make_row(
         job.relative_id,
         shape=result.shape,
         frames=result.num_frames,
         fps=result.fps,
-        clip_len=spec.clip_len,
-        sampling_rate=spec.sampling_rate,
+        sampler=FrameSampler.of(job.recipe.model_spec()),
         num_clips_per_video=job.recipe.num_clips_per_video,
         clip_sampling=job.recipe.clip_sampling,
         labels=job.labels,

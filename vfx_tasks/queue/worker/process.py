@@ -13,10 +13,10 @@ from typing import Any
 
 from vfx_tasks.errors import WorkerDiedError
 from vfx_tasks.extract.crops import num_crops
-from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue.job import Job
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.worker.message import check_job
+from vfx_tasks.queue.worker.model_files import check_model_files
 from vfx_tasks.queue.worker.models import extract_job
 from vfx_tasks.queue.worker.outputs import check_job_settings, record_index_row
 from vfx_tasks.settings import Settings
@@ -59,6 +59,7 @@ def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str
             folders are, planted before the task or while it ran.
     """
     check_job(job, settings=settings)  # before anything is read, written or recorded
+    check_model_files(job.recipe, settings=settings)  # before a config of the message's runs
     ledger = get_ledger(settings)
     # Opened once, walking down from its root without following a link: a folder swapped for a
     # link while the video is extracted stops the write instead of redirecting it.
@@ -123,7 +124,7 @@ def skip_if_done(job: Job, ledger: Ledger, folder: LocalFolder) -> dict[str, Any
     valid = features_match(
         npy_header(folder, features_name(job.relative_id)),
         n_crops=num_crops(recipe.crop_type),
-        feature_dim=get_model_spec(recipe.model).feature_dim,
+        feature_dim=recipe.model_spec().feature_dim,
         num_clips_per_video=recipe.num_clips_per_video,
     )
     if not valid:
