@@ -30,6 +30,7 @@ from vfx_tasks.cli.options import (
     pretrained_dir_option,
     recipe_from,
     recipe_options,
+    storage_options_option,
     version_option,
 )
 from vfx_tasks.errors import VfxError
@@ -53,7 +54,8 @@ Examples:
     "--input-dir",
     group="Input",
     type=click.Path(file_okay=False),
-    help="Folder of videos, searched recursively (or --hf_dataset).",
+    help="Folder of videos, searched recursively, or a prefix in object storage (s3://bucket/videos, "
+    "gs://...); or --hf_dataset.",
 )
 @option(
     "--hf_dataset",
@@ -94,7 +96,8 @@ Examples:
     help="With --hf_dataset: dataset config (XD-Violence: video).",
 )
 @recipe_options(group="Model")
-@output_dir_option(group="Run", help="Where <relative_dir>/<id>.npy go.")
+@storage_options_option(group="Input")
+@output_dir_option(group="Run", help="Where <relative_dir>/<id>.npy go (a folder, or s3://..., gs://...).")
 @option(
     "--force_stop_after_n_videos",
     "--force-stop-after-n-videos",
@@ -174,11 +177,19 @@ def main(
     concurrency: int | None,
     pool: str | None,
     keep_downloads: bool | None,
+    storage_options: str | None,
     **recipe_params: Any,
 ) -> None:
     """Queue feature extraction for every video not done yet."""
     check_arguments(hf_dataset=hf_dataset, input_dir=input_dir, local=local, broker_url=broker_url)
     try:
+        settings = Settings.from_env(
+            broker_url=broker_url,
+            device=device,
+            pretrained_dir=pretrained_dir,
+            keep_downloads=keep_downloads,
+            storage_options=storage_options,
+        )
         source = make_source(
             hf_dataset=hf_dataset,
             input_dir=input_dir,
@@ -187,6 +198,7 @@ def main(
             hf_pattern=hf_pattern,
             hf_video_column=hf_video_column,
             hf_config=hf_config,
+            storage_options=settings.storage_kwargs(),
         )
         run = Run.create(output_dir, recipe_from(recipe_params))
         request = EnqueueRequest(
@@ -198,12 +210,6 @@ def main(
             max_videos=force_stop_after_n_videos,
             poll_seconds=poll_seconds,
             wait_timeout=wait_timeout,
-        )
-        settings = Settings.from_env(
-            broker_url=broker_url,
-            device=device,
-            pretrained_dir=pretrained_dir,
-            keep_downloads=keep_downloads,
         )
         if local:
             code = run_locally(settings, request, concurrency=concurrency, pool=pool)
