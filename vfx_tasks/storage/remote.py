@@ -110,6 +110,11 @@ def storage_error(error: BaseException, url: str, doing: str, *, missing: Missin
         )
     if isinstance(error, ValueError):
         return ConfigurationError(f"Invalid location {url} ({detail}). Check the bucket and path.")
+    if isinstance(error, TypeError):  # the client refused an option when it first connected
+        return ConfigurationError(
+            f"The storage options do not fit the client of {url} ({detail}); fix --storage-options or "
+            "VFX_STORAGE_OPTIONS."
+        )
     return StorageUnavailableError(
         f"Object storage failed while {doing} {url} ({detail}); retried later. If it persists, check "
         "the endpoint and the network."
