@@ -147,7 +147,8 @@ def test_an_object_deleted_after_the_listing_fails_as_not_found_and_the_others_f
     start_worker(**worker_env(s3_env, queue_env))
     ledger = Ledger.from_url(redis_url)
     run = run_spec(f"s3://{s3_bucket}/out")  # type: ignore[arg-type]
-    counts = wait_until(lambda: (c := ledger.counts(run.run_id)).done + c.failed == 2 and c, "both videos to end")
+    counts = wait_until(lambda: (c := ledger.counts(run.run_id)).done + c.failed == 2 and c,
+                        "both videos to end")
     # then that one fails at once as not_found, with what to do, and the other is done.
     assert (counts.done, counts.failed) == (1, 1)
     reason = ledger.entries(run.run_id, "failed")["sub/deep"]
@@ -245,5 +246,6 @@ def test_a_bucket_without_access_stops_the_run_before_anything_is_queued(
     # then each run stops with exit 2 and a message that says what to check, and queues nothing.
     for result in (missing_out, missing_in):
         assert result.exit_code == 2 and "the bucket does not exist" in result.output, result.output
-    assert refused.exit_code == 2 and "Access denied" in refused.output and "AWS_ACCESS_KEY_ID" in refused.output
+    assert refused.exit_code == 2, refused.output
+    assert "Access denied" in refused.output and "AWS_ACCESS_KEY_ID" in refused.output
     assert Ledger.from_url(redis_url).runs() == []

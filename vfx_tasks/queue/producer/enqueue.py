@@ -113,7 +113,7 @@ def plan_videos(
         StorageAccessError: the output folder's bucket cannot be listed (nothing is queued).
     """
     plan = Plan()
-    has_valid_output = None if force else _output_check(run, storage_options)
+    has_valid_output = None if force else valid_output_check(run, storage_options)
     output_visible = is_url(run.output_dir) or Path(run.output_dir).is_dir()
     done_in_ledger = set() if force else ledger.done_ids(run.run_id)
     stale: list[str] = []
@@ -138,7 +138,7 @@ def plan_videos(
     return plan
 
 
-def _output_check(run: Run, storage_options: Mapping[str, Any] | None) -> Callable[[str], bool]:
+def valid_output_check(run: Run, storage_options: Mapping[str, Any] | None) -> Callable[[str], bool]:
     """Whether a video of ``run`` has a valid output: one listing for a URL, a header per file else."""
     shape = {
         "n_crops": num_crops(run.recipe.crop_type),
