@@ -12,7 +12,7 @@ from vfx_tasks.outputs.folder import iter_feature_files
 from vfx_tasks.outputs.index import IndexRow, read_index, rebuild_index
 from vfx_tasks.outputs.manifest import MANIFEST_NAME, Manifest, read_manifest
 from vfx_tasks.queue.ledger import Ledger, State
-from vfx_tasks.storage import FolderLike
+from vfx_tasks.storage import FolderLike, is_open_folder
 
 #: Folders listed by the text output (all of them are in ``--json``).
 _FOLDERS_SHOWN = 20
@@ -36,7 +36,7 @@ def output_folder_status(
     }
     if write_index:
         if manifest is None:
-            shown = output_dir.path if hasattr(output_dir, "path") else Path(output_dir)
+            shown = output_dir.path if is_open_folder(output_dir) else Path(output_dir)  # type: ignore[union-attr]
             raise click.UsageError(f"--write-index needs {shown / MANIFEST_NAME}; it has none.")
         write_index_from_ledger(ledger, output_dir, manifest, [run["run_id"] for run in runs])
     described["index_rows"] = len(read_index(output_dir))

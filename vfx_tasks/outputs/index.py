@@ -13,6 +13,9 @@ with a ``'`` in front, so a spreadsheet shows a video named ``=HYPERLINK(...)`` 
 running it as a formula; :func:`read_index` takes the ``'`` off again.
 """
 
+# long: one file format (its cells, rows, appends, reads and the rebuild from files or a listing);
+# split, a change to a column would have to be made in several places.
+
 from __future__ import annotations
 
 import csv

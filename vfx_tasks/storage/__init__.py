@@ -7,6 +7,7 @@ methods; :func:`open_folder` picks one by location. The functions of
 :mod:`~vfx_tasks.storage.paths` do the same for a caller holding a local path.
 """
 
+from vfx_tasks.storage._client import ObjectInfo, storage_errors
 from vfx_tasks.storage.files import (
     NpyHeader,
     encode_json,
@@ -51,7 +52,7 @@ from vfx_tasks.storage.paths import (
     write_labels_atomic,
     write_text_atomic,
 )
-from vfx_tasks.storage.remote import ObjectInfo, RemoteFolder, fetch_object, list_objects, storage_errors
+from vfx_tasks.storage.remote import RemoteFolder, fetch_object, list_objects
 from vfx_tasks.storage.urls import UrlPath, is_url, join_url, normalize_url, url_is_under
 
 __all__ = [

@@ -1,17 +1,13 @@
 """A folder in object storage (``s3://``, ``gs://``, any fsspec URL): the same methods as LocalFolder.
 
-The one user of fsspec (and of its S3 and GCS back ends' errors). An object store has no links,
-no partial objects and no appends, so what :class:`~vfx_tasks.storage.local.LocalFolder` guards
-against with descriptors is here a matter of names: every name is checked to stay below the
-folder's URL, and a write is one PUT, which no reader sees half done. What a folder cannot do
-(append to ``index.csv``, rename, give HDF5 a file) it says with :attr:`RemoteFolder.can_append`
-or a clear error; callers keep the index rows in the ledger instead (see ``outputs/index.py``).
+An object store has no links, no partial objects and no appends, so what
+:class:`~vfx_tasks.storage.local.LocalFolder` guards against with descriptors is here a matter of
+names: every name is checked to stay below the folder's URL, and a write is one PUT, which no
+reader sees half done. What a folder cannot do (append to ``index.csv``, rename, give HDF5 a file)
+it says with :attr:`RemoteFolder.can_append` or a clear error; callers keep the index rows in the
+ledger instead (see ``outputs/index.py``).
 
-Errors are sorted once, in :func:`storage_error`: no credentials, refused ones, no permission or
-no bucket are :class:`~vfx_tasks.errors.StorageAccessError` (permanent); a missing object
-:class:`~vfx_tasks.errors.ObjectNotFoundError`; throttling, 5xx and the network
-:class:`~vfx_tasks.errors.StorageUnavailableError` (transient: the queue retries). The client's
-own retries (botocore's, s3fs's) come first.
+The client and its errors are :mod:`vfx_tasks.storage._client`'s.
 """
 
 from __future__ import annotations
@@ -19,141 +15,16 @@ from __future__ import annotations
 import io
 import logging
 import os
-import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
-from vfx_tasks.errors import (
-    ConfigurationError,
-    DependencyError,
-    ObjectNotFoundError,
-    OutputError,
-    StorageAccessError,
-    StorageUnavailableError,
-    UnsafeFileError,
-    VfxError,
-)
-from vfx_tasks.storage.urls import UrlPath, join_url, normalize_url, protocol_of, url_is_under
+from vfx_tasks.errors import ConfigurationError, OutputError, StorageUnavailableError, UnsafeFileError
+from vfx_tasks.storage._client import ObjectInfo, filesystem, mtime_ns, storage_errors
+from vfx_tasks.storage.urls import UrlPath, join_url, normalize_url, url_is_under
 
 logger = logging.getLogger(__name__)
-
-#: The package each common protocol needs, for the message when it is missing.
-_PACKAGES = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
-#: A missing object is ``not_found`` where a file was expected, an access problem where a
-#: bucket or prefix was (a listing that finds no bucket).
-Missing = Literal["not_found", "access"]
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """What :meth:`RemoteFolder.lstat` says of an object: the fields of ``os.stat_result`` callers read."""
-
-    st_size: int
-    st_mtime_ns: int
-    st_mode: int = stat.S_IFREG | 0o644
-
-
-def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:
-    """The fsspec file system for ``url``'s protocol (one per process and options: fsspec caches them).
-
-    Listings are not cached: another process may add or delete objects at any time.
-
-    Raises:
-        DependencyError: the protocol's package (s3fs, gcsfs) is not installed.
-        ConfigurationError: an unknown protocol, or options it does not take.
-    """
-    protocol = protocol_of(url)
-    try:
-        import fsspec
-
-        cls = fsspec.get_filesystem_class(protocol)
-    except ImportError as e:
-        extra = _PACKAGES.get(protocol)
-        fix = f"pip install 'vfx_tasks[{extra}]'" if extra else "install the fsspec back end for it"
-        raise DependencyError(f"{protocol}:// needs a package that is not installed ({e}); {fix}.") from e
-    except ValueError as e:
-        raise ConfigurationError(f"Unknown storage protocol {protocol}:// ({e}). Use s3://, gs://...") from e
-    options = {"use_listings_cache": False, **(storage_options or {})}
-    try:
-        return cls(**options)
-    except TypeError as e:
-        raise ConfigurationError(
-            f"Storage options {sorted(options)} do not fit {protocol}:// ({e}); fix --storage-options "
-            "or VFX_STORAGE_OPTIONS."
-        ) from e
-
-
-def storage_error(error: BaseException, url: str, doing: str, *, missing: Missing = "not_found") -> VfxError:
-    """The error of our tree for ``error`` met while ``doing`` at ``url``."""
-    if isinstance(error, VfxError):
-        return error
-    detail = f"{type(error).__name__}: {error}"
-    if isinstance(error, PermissionError) or _is_credentials_error(error):
-        return StorageAccessError(
-            f"Access denied while {doing} {url} ({detail}). Check the credentials this machine uses "
-            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS, "
-            "VFX_STORAGE_OPTIONS) and that they may read and write there."
-        )
-    if isinstance(error, FileNotFoundError):
-        if missing == "access":
-            return StorageAccessError(
-                f"Cannot list {url}: the bucket does not exist or these credentials cannot see it "
-                f"({detail}). Check the URL, the endpoint (VFX_STORAGE_OPTIONS) and the credentials."
-            )
-        return ObjectNotFoundError(
-            f"{url} is gone ({detail}): deleted or moved after it was listed. Put it back and run the "
-            "same vfx-enqueue again, or leave it out."
-        )
-    if isinstance(error, ValueError):
-        return ConfigurationError(f"Invalid location {url} ({detail}). Check the bucket and path.")
-    if isinstance(error, TypeError):  # the client refused an option when it first connected
-        return ConfigurationError(
-            f"The storage options do not fit the client of {url} ({detail}); fix --storage-options or "
-            "VFX_STORAGE_OPTIONS."
-        )
-    return StorageUnavailableError(
-        f"Object storage failed while {doing} {url} ({detail}); retried later. If it persists, check "
-        "the endpoint and the network."
-    )
-
-
-def _is_credentials_error(error: BaseException) -> bool:
-    try:
-        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
-    except ImportError:
-        return False
-    return isinstance(error, (NoCredentialsError, PartialCredentialsError))
-
-
-@contextmanager
-def storage_errors(url: str, doing: str, *, missing: Missing = "not_found") -> Iterator[None]:
-    """Within the block, any error of the storage client is raised as :func:`storage_error`'s."""
-    try:
-        yield
-    except VfxError:
-        raise
-    except Exception as e:  # fsspec back ends raise OSError, their client's own errors, ValueError...
-        raise storage_error(e, url, doing, missing=missing) from e
-
-
-def _mtime_ns(info: Mapping[str, Any]) -> int:
-    """An object's modification time from a listing entry (S3 ``LastModified``, GCS ``updated``)."""
-    for key in ("LastModified", "last_modified", "updated", "mtime", "modified"):
-        value = info.get(key)
-        if isinstance(value, datetime):
-            return int(value.timestamp() * 1e9)
-        if isinstance(value, (int, float)):
-            return int(value * 1e9)
-        if isinstance(value, str):
-            try:
-                return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1e9)
-            except ValueError:
-                continue
-    return 0
 
 
 def _split(name: str) -> str:
@@ -236,7 +107,7 @@ class RemoteFolder:
 
         Raises:
             UnsafeFileError: larger than ``limit`` bytes.
-            StorageAccessError, StorageUnavailableError: as :func:`storage_error`.
+            StorageAccessError, StorageUnavailableError: as :func:`~vfx_tasks.storage._client.storage_error`.
         """
         with storage_errors(self.url_of(name), "reading"):
             try:
@@ -278,20 +149,20 @@ class RemoteFolder:
                 return None
         if info.get("type") != "file":
             return None
-        return ObjectInfo(int(info.get("size") or 0), _mtime_ns(info))
+        return ObjectInfo(int(info.get("size") or 0), mtime_ns(info))
 
     def listing(self) -> dict[str, ObjectInfo]:
         """Every object below, by name, from one paged listing (1,000 keys a request on S3).
 
         Raises:
             StorageAccessError: the bucket does not exist or cannot be listed.
-            StorageUnavailableError: as :func:`storage_error`.
+            StorageUnavailableError: as :func:`~vfx_tasks.storage._client.storage_error`.
         """
         with storage_errors(self.url, "listing", missing="access"):
             found = self._fs.find(self._root, detail=True, withdirs=False)
         prefix = self._root + "/"
         return {
-            key[len(prefix):]: ObjectInfo(int(info.get("size") or 0), _mtime_ns(info))
+            key[len(prefix):]: ObjectInfo(int(info.get("size") or 0), mtime_ns(info))
             for key, info in sorted(found.items())
             if key.startswith(prefix) and info.get("type", "file") == "file"
         }
@@ -318,7 +189,7 @@ class RemoteFolder:
         and the store sets the time.
 
         Raises:
-            StorageAccessError, StorageUnavailableError: as :func:`storage_error`.
+            StorageAccessError, StorageUnavailableError: as :func:`~vfx_tasks.storage._client.storage_error`.
         """
         buffer = io.BytesIO()
         save(buffer)
@@ -383,7 +254,7 @@ def fetch_object(
     Raises:
         ObjectNotFoundError: the object is gone (deleted after the listing).
         UnsafeFileError: it is larger than ``max_bytes``.
-        StorageAccessError, StorageUnavailableError: as :func:`storage_error`.
+        StorageAccessError, StorageUnavailableError: as :func:`~vfx_tasks.storage._client.storage_error`.
     """
     url = normalize_url(url, what="video URL")
     fs = filesystem(url, storage_options)
