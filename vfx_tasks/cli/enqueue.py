@@ -40,8 +40,8 @@ from vfx_tasks.sources.hub_dataset import SPLITS, Split
 
 EPILOG = """\b
 Examples:
-  vfx-enqueue --input_dir videos/ --output_dir features/i3d   # queue, return
-  vfx-enqueue --input_dir videos/ --output_dir features/i3d --wait
+  vfx-enqueue --input_dir videos/ --output_dir features/i3d [--wait]
+  vfx-enqueue --input_dir s3://bkt/videos --output_dir s3://bkt/features --wait
   vfx-enqueue --input_dir videos/ --output_dir features/i3d --local
   vfx-enqueue --hf_dataset jherng/xd-violence --split test --wait
   vfx-enqueue --input_dir videos/ --model swin-t --dry-run
@@ -54,8 +54,7 @@ Examples:
     "--input-dir",
     group="Input",
     type=click.Path(file_okay=False),
-    help="Folder of videos, searched recursively, or a prefix in object storage (s3://bucket/videos, "
-    "gs://...); or --hf_dataset.",
+    help="Folder (or s3://...) of videos, searched recursively.",
 )
 @option(
     "--hf_dataset",
@@ -97,7 +96,7 @@ Examples:
 )
 @recipe_options(group="Model")
 @storage_options_option(group="Input")
-@output_dir_option(group="Run", help="Where <relative_dir>/<id>.npy go (a folder, or s3://..., gs://...).")
+@output_dir_option(group="Run", help="Where <relative_dir>/<id>.npy go.")
 @option(
     "--force_stop_after_n_videos",
     "--force-stop-after-n-videos",

@@ -209,8 +209,7 @@ def _no_secrets(ctx: click.Context, param: click.Parameter, value: str | None) -
 def storage_options_option(*, group: str | None = None) -> Callable[[F], F]:
     """``--storage-options``: the object-storage client's options as JSON, secrets refused."""
     return setting_option(
-        "--storage-options", "--storage_options", field="storage_options", group=group,
-        callback=_no_secrets, metavar="JSON",
-        help="Object-storage client options (s3fs/gcsfs), e.g. '{\"endpoint_url\": \"http://minio:9000\"}'; "
-        "credentials only through the environment.",
+        "--storage-options", field="storage_options", group=group, callback=_no_secrets, metavar="JSON",
+        # One line in --help (vfx-enqueue's fits two screens); docs/many-machines.md says the rest.
+        help="S3/GCS options.",
     )
