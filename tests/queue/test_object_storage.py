@@ -24,11 +24,13 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import PROCESS_TIMEOUT_SECONDS, run_cli, run_spec, wait_until
-from tests.helpers import ENQUEUE, RUN_SPEC_OPTIONS, start_enqueue_wait
+from tests.helpers import ENQUEUE, RUN_SPEC_OPTIONS, start_enqueue, start_enqueue_wait
 from tests.s3_replica import FaultyProxy, storage_options
 from vfx_tasks.cli.enqueue import main as enqueue_main
 from vfx_tasks.cli.export import main as export_main
 from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.processes.cluster import LocalCluster
+from vfx_tasks.settings import Settings
 
 #: The sample videos each run extracts, by relative id (small: the run is about storage, not models).
 VIDEOS = {"top": "carphone_pristine.mp4", "sub/deep": "carphone_distorted.mp4", "sub/other": "bikes.mp4"}
@@ -105,10 +107,12 @@ def test_local_to_s3_and_s3_to_local_and_exports_both_ways(
     videos = write_videos(tmp_path / "videos", sample_videos_dir, ["top", "sub/deep"])
     upload_videos(s3_server, s3_bucket, "in", videos)
     start_worker(**worker_env(s3_env, queue_env))
-    # Given local videos written to a bucket, and videos in a bucket written to a folder,
+    # Given local videos written to a bucket by a worker, and videos in a bucket written to a folder
+    # by a --local run (its own Redis and worker, the bucket's options handed over in the environment),
     to_s3 = start_enqueue_wait(s3_env, "--input_dir", str(videos), "--output_dir", f"s3://{s3_bucket}/out")
-    to_local = start_enqueue_wait(s3_env, "--input_dir", f"s3://{s3_bucket}/in", "--output_dir",
-                                  str(tmp_path / "out"))
+    to_local = start_enqueue({**s3_env, "VFX_BROKER_URL": ""}, "--input_dir", f"s3://{s3_bucket}/in",
+                             "--output_dir", str(tmp_path / "out"), *RUN_SPEC_OPTIONS, "--local",
+                             "--wait-timeout", str(PROCESS_TIMEOUT_SECONDS))
     for process in (to_s3, to_local):
         code, stderr = finish(process)
         assert code == 0 and "2 done, 0 failed of 2" in stderr, stderr
@@ -249,3 +253,23 @@ def test_a_bucket_without_access_stops_the_run_before_anything_is_queued(
     assert refused.exit_code == 2, refused.output
     assert "Access denied" in refused.output and "AWS_ACCESS_KEY_ID" in refused.output
     assert Ledger.from_url(redis_url).runs() == []
+
+
+def test_local_workers_get_the_bucket_and_its_secrets_through_their_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
+    settings = Settings.from_env({}, device="cpu", storage_options='{"endpoint_url": "http://minio:9000", '
+                                                                    '"secret": "options-secret-value"}')
+    cluster = LocalCluster(settings, output_dir="s3://bucket/features/", input_dir="s3://bucket/videos")
+    try:
+        command, environ = cluster.worker_launch(0, None)
+    finally:
+        shutil.rmtree(cluster.log_dir)
+    # The roots are this run's prefixes, the options and credentials are in the environment,
+    assert environ["VFX_INPUT_ROOTS"] == "s3://bucket/videos"
+    assert environ["VFX_OUTPUT_ROOTS"] == "s3://bucket/features"
+    assert "options-secret-value" in environ["VFX_STORAGE_OPTIONS"]
+    assert environ["AWS_SECRET_ACCESS_KEY"] == "aws-secret-value"
+    # and nothing of them is on the command line, which every user of the machine can read.
+    assert not any("secret-value" in part or "minio" in part for part in command)

@@ -102,8 +102,9 @@ def storage_error(error: BaseException, url: str, doing: str, *, missing: Missin
             "VFX_STORAGE_OPTIONS."
         )
     return StorageUnavailableError(
-        f"Object storage failed while {doing} {url} ({detail}); retried later. If it persists, check "
-        "the endpoint and the network."
+        f"Object storage failed while {doing} {url} ({detail}): throttled, unreachable or failing for "
+        "now. Workers retry such errors; run a command again. If it persists, check the endpoint "
+        "(VFX_STORAGE_OPTIONS) and the network."
     )
 
 

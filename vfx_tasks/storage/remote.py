@@ -271,7 +271,7 @@ def fetch_object(
     got = part.stat().st_size
     if got != size:
         part.unlink(missing_ok=True)
-        raise StorageUnavailableError(f"Fetched {got} of the {size} bytes of {url}; retried later.")
+        raise StorageUnavailableError(f"Fetched {got} of the {size} bytes of {url}; the task is retried.")
     part.rename(destination)
     return destination
 
