@@ -35,6 +35,8 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITABLE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: What ``link`` fails with on a file system that has no hard links.
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
 _NO_LINKS = "an output folder's files and folders must be themselves, not links to elsewhere"
 
 
@@ -344,6 +346,14 @@ class LocalFolder:
                         os.link(tmp, base, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
                     except FileExistsError:
                         return False
+                    except OSError as e:
+                        if e.errno not in _NO_HARD_LINKS:
+                            raise
+                        # A file system without hard links (some FUSE and SMB mounts): check, then
+                        # rename, as before this existed (two writers may still race there).
+                        if _lstat_or_none(parent, base) is not None:
+                            return False
+                        os.replace(tmp, base, src_dir_fd=parent, dst_dir_fd=parent)
                 finally:
                     _unlink_quietly(parent, tmp)
         except OSError as e:
