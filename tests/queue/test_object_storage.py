@@ -166,27 +166,33 @@ def test_an_object_deleted_after_the_listing_fails_as_not_found_and_the_others_f
 @pytest.mark.slow
 def test_a_run_resumes_after_its_worker_is_killed(
     tmp_path: Path, sample_videos_dir: Path, s3_server: Any, s3_bucket: str, s3_env: dict[str, str],
-    queue_env: dict[str, str], start_worker: Any,
+    queue_env: dict[str, str], redis_url: str, start_worker: Any,
 ) -> None:
     folder = tmp_path / "videos"
-    for index in range(4):
+    for index in range(3):
         folder.mkdir(exist_ok=True)
-        shutil.copy(sample_videos_dir / "carphone_pristine.mp4", folder / f"v{index}.mp4")
+        shutil.copy(sample_videos_dir / "bikes.mp4", folder / f"v{index}.mp4")
     upload_videos(s3_server, s3_bucket, "in", folder)
     extra = worker_env(s3_env, queue_env)
     worker = start_worker(name="s3worker@%h", **extra)
-    run = start_enqueue_wait(s3_env, "--input_dir", f"s3://{s3_bucket}/in", "--output_dir", f"s3://{s3_bucket}/out")
-    # Given a run whose worker has written its first object,
-    wait_until(lambda: any(k.endswith(".npy") for k in s3_server.keys(s3_bucket, "out/")), "a first output")
-    # when the worker is killed outright (no goodbye, its video in flight) and started again,
+    # (every clip of each video: seconds of work each, so that the kill finds one in flight)
+    run = start_enqueue_wait(s3_env, "--input_dir", f"s3://{s3_bucket}/in", "--output_dir",
+                             f"s3://{s3_bucket}/out", "--num_clips_per_video", "-1")
+    ledger, run_id = Ledger.from_url(redis_url), run_spec(  # type: ignore[arg-type]
+        f"s3://{s3_bucket}/out", num_clips_per_video=-1).run_id
+    # Given a run whose worker has written its first object and is running the next video,
+    wait_until(lambda: ledger.counts(run_id).done >= 1 and ledger.entries(run_id, "running"),
+               "a first output and a video in flight")
     os.killpg(worker.pid, signal.SIGKILL)
     worker.process.wait(30)
-    start_worker(name="s3worker@%h", **extra)
-    # then the same --wait ends with every video done, each output complete.
+    restarted = start_worker(name="s3worker@%h", **extra)
+    # then it takes back the video in flight at once, and the same --wait ends with every video
+    # done, each output complete.
     code, stderr = finish(run)
-    assert code == 0 and "4 done, 0 failed of 4" in stderr, stderr
-    for index in range(4):
-        assert s3_array(s3_server, s3_bucket, f"out/v{index}.npy").shape == (1, 1, 2048)
+    assert code == 0 and "3 done, 0 failed of 3" in stderr, stderr
+    assert "Requeued 1 video(s) that an earlier run of s3worker@" in restarted.log(), restarted.log()
+    for index in range(3):
+        assert s3_array(s3_server, s3_bucket, f"out/v{index}.npy").shape == (4, 1, 2048)
 
 
 @pytest.mark.slow
