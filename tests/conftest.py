@@ -401,3 +401,51 @@ def nested_videos(tmp_path: Path, sample_videos_dir: Path) -> Path:
     write_avi_copy(sample_videos_dir / "carphone_pristine.mp4", root / "a" / "other.avi")
     (root / "a" / "notes.txt").write_text("not a video")
     return root
+
+
+# -- object storage: a real S3-compatible server (moto), fake credentials ----------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """moto's S3 server for the whole session; the clients of this process get fake credentials.
+
+    Skipped without moto, except in CI (``CI`` set), where its absence is a failed install.
+    """
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("s3fs") is None:
+        missing = "moto[server] and s3fs are not installed: pip install -e '.[test]'"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    from tests.s3_replica import CREDENTIALS, S3Server
+
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    with S3Server() as server:
+        yield server
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server: Any) -> str:
+    """A new, empty bucket on :func:`s3_server` (its name)."""
+    return s3_server.make_bucket(f"vfx-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def s3_env(queue_env: dict[str, str], s3_server: Any, s3_bucket: str, trusted_roots: Path) -> dict[str, str]:
+    """:func:`queue_env` for runs reading and writing in :func:`s3_bucket`: credentials, endpoint, and
+    the bucket as a root beside pytest's temporary folder."""
+    from tests.s3_replica import CREDENTIALS, storage_options
+
+    return {
+        **queue_env,
+        **CREDENTIALS,
+        "VFX_STORAGE_OPTIONS": storage_options(s3_server.endpoint_url),
+        "VFX_INPUT_ROOTS": f"{trusted_roots},s3://{s3_bucket}",
+        "VFX_OUTPUT_ROOTS": f"{trusted_roots},s3://{s3_bucket}",
+    }

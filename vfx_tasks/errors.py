@@ -191,6 +191,24 @@ class TaskTimeoutError(PermanentError):
     code = "timeout"
 
 
+class StorageAccessError(PermanentError):
+    """Object storage refuses access: no credentials, credentials refused, no permission, no such bucket."""
+
+    code = "storage_access_denied"
+
+
+class ObjectNotFoundError(PermanentError):
+    """An object listed earlier is gone (deleted or moved between the listing and the fetch)."""
+
+    code = "not_found"
+
+
+class StorageUnavailableError(TransientError):
+    """Object storage cannot be reached, throttles (503 SlowDown) or answers 5xx for now."""
+
+    code = "storage_unavailable"
+
+
 class BrokerBusyError(BrokerUnavailableError):
     """Redis answers but refuses the command for now: out of memory, loading its data, or read-only."""
 

@@ -67,3 +67,45 @@ def test_a_manifest_planted_as_a_fifo_a_link_or_a_huge_file_is_refused_without_r
     assert "fifo/vfx-run.json is not a regular file" in outcomes["fifo"]
     assert "zero/vfx-run.json is a symbolic link" in outcomes["zero"]
     assert f"huge/vfx-run.json holds {5 << 30} bytes, more than the 1048576" in outcomes["huge"]
+
+
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_two_producers_claiming_one_new_folder_at_once_cannot_both_win(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from vfx_tasks.errors import ManifestMismatchError
+    from vfx_tasks.outputs.manifest import claim_output_dir
+    from vfx_tasks.storage import open_folder
+
+    if where == "bucket":
+        server = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        locations = [f"s3://{bucket}/run{i}" for i in range(8)]
+        options = {"endpoint_url": server.endpoint_url}
+    else:
+        locations, options = [str(tmp_path / f"run{i}") for i in range(8)], None
+    manifests = [manifest_for(Recipe(model="i3d", crop_type=crop), pretrained_dir=None)
+                 for crop in ("center", "5-crop")]
+    for location in locations:
+        # Given two producers with other settings claiming the same new folder at the same moment,
+        outcomes: list[str] = []
+        barrier = threading.Barrier(2)
+
+        def claim(
+            manifest: object, location: str = location, outcomes: list[str] = outcomes,
+            barrier: threading.Barrier = barrier,
+        ) -> None:
+            with open_folder(location, create=True, storage_options=options) as folder:
+                barrier.wait()
+                try:
+                    outcomes.append(claim_output_dir(folder, manifest))  # type: ignore[arg-type]
+                except ManifestMismatchError:
+                    outcomes.append("refused")
+
+        threads = [threading.Thread(target=claim, args=(manifest,)) for manifest in manifests]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        # then one creates the manifest, and the other is refused instead of writing over it.
+        assert sorted(outcomes) == ["created", "refused"], (location, outcomes)

@@ -6,6 +6,7 @@ import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -18,6 +19,7 @@ from vfx_tasks.queue.processes.cluster import LocalCluster
 from vfx_tasks.queue.processes.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import LocalFolderSource
+from vfx_tasks.sources.objects import ObjectStoreSource
 
 
 def run_locally(
@@ -54,7 +56,11 @@ def _run_on_local_cluster(
 ) -> int:
     """Redis first, to plan the run; workers (seconds, and a model load each) only if it has work."""
     source = request.source
-    input_dir = source.root if isinstance(source, LocalFolderSource) else None  # Hub videos need none
+    input_dir: str | Path | None = None  # Hub videos need none
+    if isinstance(source, LocalFolderSource):
+        input_dir = source.root
+    elif isinstance(source, ObjectStoreSource):
+        input_dir = source.url
     recipe = request.run.recipe
     # A run of a user's own config: its workers may read that config's files and weights, nothing else.
     model_roots = model_folders(recipe.model_config, recipe.checkpoint) if recipe.model_config else []

@@ -10,6 +10,7 @@ The options of a :class:`~vfx_tasks.extract.recipe.Recipe` are made from its fie
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, get_args
 
@@ -201,4 +202,44 @@ def keep_downloads_option(*, help: str, group: str | None = None) -> Callable[[F
     # default None, not False: given neither as flag nor as variable, the settings' default holds.
     return setting_option(
         "--keep-downloads/--no-keep-downloads", field="keep_downloads", group=group, help=help
+    )
+
+
+#: Words that mark an option's value as a secret: such values never go on a command line, where
+#: every user of the machine can read them (``ps``, /proc/<pid>/cmdline).
+_SECRET_WORDS = ("secret", "token", "password", "credential", "private_key")
+
+
+def _no_secrets(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a ``--storage-options`` object with a secret in it, at any depth."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise click.BadParameter(f"not JSON ({e}); give an object, e.g. '{{\"endpoint_url\": \"...\"}}'.") \
+            from None
+    stack, found = [parsed], []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            found += [str(key) for key in node if any(word in str(key).lower() for word in _SECRET_WORDS)]
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    if found:
+        raise click.BadParameter(
+            f"{', '.join(sorted(found))} would put a secret on the command line, where any user of this "
+            "machine can read it. Set it in VFX_STORAGE_OPTIONS or the store's own variables "
+            "(AWS_SECRET_ACCESS_KEY, AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS) instead."
+        )
+    return value
+
+
+def storage_options_option(*, group: str | None = None) -> Callable[[F], F]:
+    """``--storage-options``: the object-storage client's options as JSON, secrets refused."""
+    return setting_option(
+        "--storage-options", field="storage_options", group=group, callback=_no_secrets, metavar="JSON",
+        # One line in --help (vfx-enqueue's fits two screens); docs/many-machines.md says the rest.
+        help="S3/GCS options.",
     )

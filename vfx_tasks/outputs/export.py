@@ -9,16 +9,19 @@ Every file goes to a temporary name and is renamed into place, with the source's
 whose header and mtime match its source is complete and skipped, so a killed export resumes
 where it stopped. A destination that holds another run's export (other settings, other layout)
 is refused. ``DEST/vfx-run.json`` is a copy of the source's manifest.
+
+Either folder may be in object storage (``s3://...``): a PUT sets its object's time, so there a
+file is current when it is at least as new as its source.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -33,10 +36,12 @@ from vfx_tasks.outputs.manifest import (
 )
 from vfx_tasks.storage import (
     LABELS_TEMP_SUFFIX,
-    LocalFolder,
+    Folder,
     features_name,
+    is_url,
     labels_name,
     npy_header,
+    open_folder,
     read_features,
     read_json,
     reserved_name_problem,
@@ -80,7 +85,7 @@ class ExportReport:
     entries: list[str] = field(default_factory=list)
 
 
-def source_manifest(source: LocalFolder) -> Manifest:
+def source_manifest(source: Folder) -> Manifest:
     """The source folder's manifest.
 
     Raises:
@@ -95,7 +100,7 @@ def source_manifest(source: LocalFolder) -> Manifest:
     return manifest
 
 
-def source_videos(source: LocalFolder, manifest: Manifest, *, split: Split) -> list[SourceVideo]:
+def source_videos(source: Folder, manifest: Manifest, *, split: Split) -> list[SourceVideo]:
     """The complete feature files of ``source`` in ``split``, sorted by relative id.
 
     Raises:
@@ -144,11 +149,17 @@ def check_destination_manifest(dest_manifest: Manifest | None, source: Manifest,
 
 
 def export_folder(
-    source: str | os.PathLike[str], dest: str | os.PathLike[str], *, layout: Layout, split: Split = "all"
+    source: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    layout: Layout,
+    split: Split = "all",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ExportReport:
     """Export ``source`` into the folder ``dest`` in ``layout``; resumable, atomic per file.
 
-    No link inside either folder is followed: one is refused, and so is a damaged file, with its name.
+    Either may be a URL (``storage_options`` for its client). No link inside either folder is
+    followed: one is refused, and so is a damaged file, with its name.
 
     Raises:
         ConfigurationError: no source manifest, unknown layout, a split the source does not know,
@@ -160,15 +171,16 @@ def export_folder(
     if layout not in LAYOUTS:
         raise ConfigurationError(f"Invalid layout ({layout!r}). Supported values are {', '.join(LAYOUTS)}.")
     started = time.perf_counter()
-    with LocalFolder.open(source) as src:
+    with open_folder(source, storage_options=storage_options) as src:
         manifest = source_manifest(src)
         videos = source_videos(src, manifest, split=split)
-        if Path(dest).exists() and not Path(dest).is_dir():
+        if not is_url(str(dest)) and Path(dest).exists() and not Path(dest).is_dir():
             raise ConfigurationError(
                 f"{dest} exists and is not a folder. Give a folder, or a .h5 file with --format hdf5."
             )
-        with LocalFolder.open(dest, create=True) as out:
-            _claim_destination(out, manifest, layout=layout, source=Path(source))
+        with open_folder(dest, create=True, storage_options=storage_options) as out:
+            shown = str(source) if is_url(str(source)) else str(Path(source).resolve())
+            _claim_destination(out, manifest, layout=layout, source=shown)
             out.remove_temp_files()  # left by an export that was killed: nothing else writes here
             report = ExportReport(videos=len(videos))
             n_crops = len(manifest.settings.facts.crop_order)
@@ -179,7 +191,7 @@ def export_folder(
 
 
 def _export_video(
-    src: LocalFolder, out: LocalFolder, video: SourceVideo, *, n_crops: int, layout: str, report: ExportReport
+    src: Folder, out: Folder, video: SourceVideo, *, n_crops: int, layout: str, report: ExportReport
 ) -> None:
     if layout == "per-crop":
         targets = [(f"{video.relative_id}__{k}.npy", k) for k in range(n_crops)]
@@ -205,7 +217,7 @@ def _export_video(
                              temp_suffix=LABELS_TEMP_SUFFIX)
 
 
-def read_source_features(src: LocalFolder, video: SourceVideo) -> np.ndarray:
+def read_source_features(src: Folder, video: SourceVideo) -> np.ndarray:
     """The video's features, as listed.
 
     Raises:
@@ -220,7 +232,7 @@ def read_source_features(src: LocalFolder, video: SourceVideo) -> np.ndarray:
     return features
 
 
-def _claim_destination(dest: LocalFolder, manifest: Manifest, *, layout: str, source: Path) -> None:
+def _claim_destination(dest: Folder, manifest: Manifest, *, layout: str, source: str) -> None:
     check_destination_manifest(read_manifest(dest), manifest, dest=str(dest.path))
     description = read_json(
         dest, EXPORT_NAME, limit=_MAX_EXPORT_DESCRIPTION_BYTES, what="(an export description)"
@@ -233,16 +245,19 @@ def _claim_destination(dest: LocalFolder, manifest: Manifest, *, layout: str, so
                 "Export into another destination."
             )
     write_manifest(dest, manifest)
-    write_json(dest, EXPORT_NAME, {"layout": layout, "source": str(source.resolve())},
+    write_json(dest, EXPORT_NAME, {"layout": layout, "source": source},
                what="the export description")
 
 
-def _is_current(folder: LocalFolder, target: str, shape: tuple[int, ...], mtime_ns: int) -> bool:
+def _is_current(folder: Folder, target: str, shape: tuple[int, ...], mtime_ns: int) -> bool:
     header = npy_header(folder, target)
     if header is None or header[0] != tuple(shape) or header[1] != "float32":
         return False
     info = folder.lstat(target)
-    return info is not None and info.st_mtime_ns == mtime_ns
+    if info is None:
+        return False
+    # A local copy carries its source's time; an object gets the time of its PUT, after the source's.
+    return info.st_mtime_ns == mtime_ns if folder.keeps_mtime else info.st_mtime_ns >= mtime_ns
 
 
 def write_list(list_file: str | os.PathLike[str], entries: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -39,7 +40,7 @@ from vfx_tasks.outputs.export import (
 from vfx_tasks.outputs.folder import read_labels
 from vfx_tasks.outputs.index import INDEX_NAME, IndexRow, make_row, read_index
 from vfx_tasks.outputs.manifest import Manifest
-from vfx_tasks.storage import LocalFolder
+from vfx_tasks.storage import Folder, LocalFolder, is_url, open_folder
 
 if TYPE_CHECKING:
     import h5py
@@ -67,8 +68,10 @@ def export_hdf5(
     layout: Layout = "video",
     split: Split = "all",
     compression: Compression = "gzip",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ExportReport:
-    """Export ``source`` into the HDF5 file ``dest``; resumable; renamed into place when complete.
+    """Export ``source`` (a folder or a URL) into the local HDF5 file ``dest``; resumable; renamed
+    into place when complete.
 
     Raises:
         ConfigurationError: no source manifest, a split the source does not know, names HDF5
@@ -82,9 +85,14 @@ def export_hdf5(
         raise ConfigurationError(
             f"Invalid compression ({compression!r}). Supported values are {', '.join(COMPRESSIONS)}."
         )
+    if is_url(str(dest)):
+        raise ConfigurationError(
+            f"--format hdf5 writes one local file, not {dest}: HDF5 needs a file it can seek in. Export to "
+            "a local .h5 and copy it (aws s3 cp, gsutil cp), or use --format npy for object storage."
+        )
     started = time.perf_counter()
     final = Path(dest)
-    with LocalFolder.open(source) as src:
+    with open_folder(source, storage_options=storage_options) as src:
         manifest = source_manifest(src)
         videos = source_videos(src, manifest, split=split)
         names = _dataset_names(videos, layout=layout, n_crops=len(manifest.settings.facts.crop_order))
@@ -117,7 +125,7 @@ def _dataset_names(videos: list[SourceVideo], *, layout: str, n_crops: int) -> l
     return [[f"{video.relative_id}__{k}" for k in range(n_crops)] for video in videos]
 
 
-def _check_names(names: list[list[str]], *, source: Path, dest: Path) -> None:
+def _check_names(names: list[list[str]], *, source: Any, dest: Path) -> None:
     """Refuse a dataset name that is also a group on another's path (``a`` and ``a/b``).
 
     Raises:
@@ -171,7 +179,7 @@ def _claim_file(f: h5py.File, manifest: Manifest, *, layout: str, dest: str) -> 
 
 def _write_videos(
     f: h5py.File,
-    source: LocalFolder,
+    source: Folder,
     videos: list[SourceVideo],
     names: list[list[str]],
     attrs: list[dict[str, Any]],
@@ -236,7 +244,7 @@ def _write_dataset(
 
 
 def _video_attrs(
-    source: LocalFolder, video: SourceVideo, manifest: Manifest, index: dict[str, IndexRow]
+    source: Folder, video: SourceVideo, manifest: Manifest, index: dict[str, IndexRow]
 ) -> dict[str, Any]:
     """The video's index row as attributes (``frames``/``fps`` -1 where the index lacks them).
 

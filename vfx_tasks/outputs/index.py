@@ -4,12 +4,17 @@ Workers append a row after each video's features are renamed into place: one ``w
 line on a file opened with ``O_APPEND``, under ``flock``, then ``fsync``. A reader keeps the last
 row of each video and ignores a torn last line, so a duplicate task or a killed worker does no
 harm. ``vfx-status --write-index`` rebuilds the whole file from the feature files, the ledger's
-summaries and the labels beside the features.
+summaries and the labels beside the features. Object storage cannot append: there the ledger's
+done summaries hold the rows, and the index is rebuilt whole from them and one listing (at the end
+of ``vfx-enqueue --wait``, and by ``vfx-status --write-index``).
 
 A cell that starts with ``=``, ``+``, ``-``, ``@``, a tab, a carriage return or ``'`` is written
 with a ``'`` in front, so a spreadsheet shows a video named ``=HYPERLINK(...)`` as text instead of
 running it as a formula; :func:`read_index` takes the ``'`` off again.
 """
+
+# long: one file format (its cells, rows, appends, reads and the rebuild from files or a listing);
+# split, a change to a column would have to be made in several places.
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +31,16 @@ from vfx_tasks.errors import ConfigurationError
 from vfx_tasks.extract.sampling import FrameSampler
 from vfx_tasks.outputs.folder import iter_feature_files, read_labels
 from vfx_tasks.storage import (
+    Folder,
     FolderLike,
-    LocalFolder,
+    NpyHeader,
     features_match,
     folder_exists,
+    header_from_size,
+    labels_name,
     npy_header,
     open_folder,
+    reserved_name_problem,
     write_text,
 )
 
@@ -248,7 +257,7 @@ def rebuild_index(
 
 
 def _rows_from_files(
-    folder: LocalFolder,
+    folder: Folder,
     *,
     summaries: Mapping[str, Mapping[str, Any]],
     old: Mapping[str, IndexRow],
@@ -258,8 +267,9 @@ def _rows_from_files(
     feature_shape: tuple[int, int],
 ) -> list[IndexRow]:
     rows = []
+    header_of, has_labels = _file_facts(folder, feature_shape)
     for relative_id in iter_feature_files(folder):
-        header = npy_header(folder, relative_id + ".npy")
+        header = header_of(relative_id)
         if not features_match(header, n_crops=feature_shape[0], feature_dim=feature_shape[1]):
             continue
         assert header is not None
@@ -272,10 +282,30 @@ def _rows_from_files(
         if not frames_fit(frames, clips=header[0][0], fps=fps, **sampling):
             frames, fps = None, None  # the ledger is read from Redis: not trusted to size anything
         rows.append(make_row(
-            relative_id, shape=header[0], frames=frames, fps=fps,
-            labels=read_labels(folder, relative_id), **sampling,
+            relative_id, shape=header[0], frames=frames, fps=_float_or_none(fps),
+            labels=read_labels(folder, relative_id) if has_labels(relative_id) else None, **sampling,
         ))
     return rows
+
+
+def _file_facts(
+    folder: Folder, feature_shape: tuple[int, int]
+) -> tuple[Callable[[str], NpyHeader | None], Callable[[str], bool]]:
+    """How to learn a video's header and whether it has labels: from the files on disk; in object
+    storage from one listing (sizes for headers: an object is never partial), not 2 requests a video."""
+    if folder.can_append:
+        return (lambda relative_id: npy_header(folder, relative_id + ".npy")), (lambda relative_id: True)
+    listing = folder.listing()
+
+    def header_of(relative_id: str) -> NpyHeader | None:
+        info = listing.get(relative_id + ".npy")
+        shape = {"n_crops": feature_shape[0], "feature_dim": feature_shape[1]}
+        return None if info is None else header_from_size(info.st_size, **shape)
+
+    def has_labels(relative_id: str) -> bool:
+        return reserved_name_problem(relative_id) is None and labels_name(relative_id) in listing
+
+    return header_of, has_labels
 
 
 def _float_or_none(value: Any) -> float | None:

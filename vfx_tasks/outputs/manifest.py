@@ -23,13 +23,21 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from vfx_tasks import __version__
-from vfx_tasks.errors import ConfigurationError, ManifestMismatchError
+from vfx_tasks.errors import ConfigurationError, ManifestMismatchError, OutputError
 from vfx_tasks.extract.crops import crop_names
 from vfx_tasks.extract.recipe import Recipe
 from vfx_tasks.extract.sampling import FrameSampler
 from vfx_tasks.models.files import cached_sha256
 from vfx_tasks.models.spec import SEGMENT_SAMPLERS, ModelSpec, Sampler
-from vfx_tasks.storage import FolderLike, LocalFolder, folder_exists, open_folder, read_json, write_json
+from vfx_tasks.storage import (
+    FolderLike,
+    encode_json,
+    folder_exists,
+    is_open_folder,
+    open_folder,
+    read_json,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +254,9 @@ def versions() -> dict[str, str]:
     return found
 
 
-def manifest_path(output_dir: str | os.PathLike[str]) -> Path:
-    return Path(output_dir) / MANIFEST_NAME
+def manifest_path(output_dir: str | os.PathLike[str]) -> str:
+    """Where a folder's manifest is (for messages)."""
+    return f"{str(output_dir).rstrip('/')}/{MANIFEST_NAME}"
 
 
 def read_manifest(output_dir: FolderLike) -> Manifest | None:
@@ -308,9 +317,35 @@ def claim_output_dir(
         outcome = "adopted"
     else:
         outcome = "created"
-    if not dry_run:
+    if dry_run:
+        return outcome
+    if outcome == "replaced":
         write_manifest(output_dir, manifest)
-    return outcome
+        return outcome
+    # Created only if still absent (an object store's conditional PUT, a hard link on disk): of two
+    # producers claiming a new folder at once, one writes, the other reads what that one wrote.
+    with open_folder(output_dir, create=True) as folder:
+        if folder.write_new(MANIFEST_NAME, encode_json(manifest.to_json()), what="the manifest"):
+            return outcome
+    return _claimed_meanwhile(output_dir, manifest)
+
+
+def _claimed_meanwhile(output_dir: FolderLike, manifest: Manifest) -> ManifestCheck:
+    """The outcome when another producer wrote the manifest between our read and our write."""
+    existing = read_manifest(output_dir)
+    if existing is None:
+        raise OutputError(
+            f"{manifest_path(_shown(output_dir))} appeared and vanished while this run claimed the folder. "
+            "Run the command again."
+        )
+    differences = manifest.differences(existing)
+    if differences:
+        raise ManifestMismatchError(
+            f"Another run claimed {_shown(output_dir)} at the same time, with other settings: "
+            f"{describe_differences(differences, ours='this run', theirs='the folder')}. Write this run "
+            "to another --output_dir."
+        )
+    return "matched"
 
 
 _warned_without_manifest: set[str] = set()
@@ -350,5 +385,5 @@ def _has_feature_files(output_dir: FolderLike) -> bool:
 
 
 def _shown(output_dir: FolderLike) -> str:
-    """The folder's path, for messages."""
-    return str(output_dir.path if isinstance(output_dir, LocalFolder) else output_dir)
+    """The folder's path or URL, for messages."""
+    return str(output_dir.path if is_open_folder(output_dir) else output_dir)  # type: ignore[union-attr]

@@ -7,9 +7,9 @@ bytes. Every read goes through the folder's bounded, link-refusing open.
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import sys
 from collections.abc import Mapping
 from typing import Any, BinaryIO
@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from vfx_tasks.errors import ConfigurationError, OutputError, UnsafeFileError
-from vfx_tasks.storage.local import LocalFolder
+from vfx_tasks.storage.folders import Folder
 from vfx_tasks.storage.names import LABELS_TEMP_SUFFIX, TEMP_SUFFIX, TEXT_TEMP_SUFFIX
 
 NpyHeader = tuple[tuple[int, ...], np.dtype]
@@ -26,7 +26,7 @@ _ANY_SIZE = sys.maxsize
 
 
 def write_features(
-    folder: LocalFolder, name: str, features: np.ndarray, *, mtime_ns: int | None = None
+    folder: Folder, name: str, features: np.ndarray, *, mtime_ns: int | None = None
 ) -> None:
     """Save ``features`` as ``.npy`` at ``name`` in ``folder``, atomically.
 
@@ -41,17 +41,21 @@ def write_features(
     folder.write_atomic(name, save, what="features", temp_suffix=TEMP_SUFFIX, mtime_ns=mtime_ns)
 
 
-def write_json(folder: LocalFolder, name: str, data: Mapping[str, Any], *, what: str = "labels") -> None:
+def encode_json(data: Mapping[str, Any]) -> bytes:
+    """``data`` as this package writes JSON files: UTF-8, sorted keys, one space of indent."""
+    return (json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
+def write_json(folder: Folder, name: str, data: Mapping[str, Any], *, what: str = "labels") -> None:
     """Save ``data`` as UTF-8 JSON (sorted keys, one space of indent) at ``name``, atomically."""
 
     def save(f: BinaryIO) -> None:
-        text = json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
-        f.write(text.encode("utf-8"))
+        f.write(encode_json(data))
 
     folder.write_atomic(name, save, what=what, temp_suffix=LABELS_TEMP_SUFFIX)
 
 
-def write_text(folder: LocalFolder, name: str, text: str, *, what: str = "text") -> None:
+def write_text(folder: Folder, name: str, text: str, *, what: str = "text") -> None:
     """Save ``text`` as UTF-8 at ``name``, atomically."""
 
     def save(f: BinaryIO) -> None:
@@ -60,7 +64,7 @@ def write_text(folder: LocalFolder, name: str, text: str, *, what: str = "text")
     folder.write_atomic(name, save, what=what, temp_suffix=TEXT_TEMP_SUFFIX)
 
 
-def read_json(folder: LocalFolder, name: str, *, limit: int, what: str) -> Any:
+def read_json(folder: Folder, name: str, *, limit: int, what: str) -> Any:
     """The JSON value in ``name`` (at most ``limit`` bytes), or ``None`` when it is missing.
 
     Raises:
@@ -80,7 +84,7 @@ def read_json(folder: LocalFolder, name: str, *, limit: int, what: str) -> Any:
         ) from e
 
 
-def npy_header(folder: LocalFolder, name: str) -> NpyHeader | None:
+def npy_header(folder: Folder, name: str) -> NpyHeader | None:
     """Shape and dtype of a complete ``.npy`` at ``name``; ``None`` when missing, incomplete, a link
     or not a regular file (a link is then replaced, never followed, by the next write)."""
     try:
@@ -90,7 +94,7 @@ def npy_header(folder: LocalFolder, name: str) -> NpyHeader | None:
         return None
 
 
-def read_features(folder: LocalFolder, name: str) -> np.ndarray:
+def read_features(folder: Folder, name: str) -> np.ndarray:
     """The array in the complete ``.npy`` at ``name``.
 
     Raises:
@@ -104,17 +108,29 @@ def read_features(folder: LocalFolder, name: str) -> np.ndarray:
         if header is None:
             raise OutputError(f"{folder.path / name} is not a complete .npy file. Compute it again.")
         f.seek(data_start)
+        array = np.empty(math.prod(header[0]), dtype=header[1])
         try:
-            array = np.fromfile(f, dtype=header[1], count=math.prod(header[0]))
+            _read_into(f, memoryview(array).cast("B"))
         except (OSError, ValueError) as e:
             raise OutputError(f"Cannot read {folder.path / name}: {e}.") from e
     return array.reshape(header[0])
 
 
+def _read_into(f: BinaryIO, buffer: memoryview) -> None:
+    """Fill ``buffer`` from ``f`` (a local file or an object read by ranges); short means damaged."""
+    filled = 0
+    while filled < len(buffer):
+        got = f.readinto(buffer[filled:])  # type: ignore[attr-defined]
+        if not got:
+            raise OSError(f"the file ended after {filled} of {len(buffer)} bytes")
+        filled += got
+
+
 def _header(f: BinaryIO) -> tuple[NpyHeader | None, int]:
     """The header of the open ``.npy`` ``f`` if its size is what the header says; where its data starts."""
-    size = os.fstat(f.fileno()).st_size
     try:
+        size = f.seek(0, io.SEEK_END)
+        f.seek(0)
         major, _minor = np.lib.format.read_magic(f)
         fmt = np.lib.format
         read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
@@ -127,6 +143,39 @@ def _header(f: BinaryIO) -> tuple[NpyHeader | None, int]:
     if size != data_start + math.prod(shape) * dtype.itemsize:
         return None, 0  # truncated or padded
     return (tuple(shape), dtype), data_start
+
+
+def header_from_size(
+    size: int, *, n_crops: int, feature_dim: int, num_clips_per_video: int = -1
+) -> NpyHeader | None:
+    """The header of the ``(num_clips, n_crops, feature_dim)`` float32 ``.npy`` that ``np.save``
+    writes in exactly ``size`` bytes, or ``None`` when no clip count gives that size.
+
+    For a listing of object storage, where sizes come free and headers cost a request each: an
+    object is never partial (one PUT), so a size that fits is a complete file of the right shape.
+    """
+    clip_bytes = n_crops * feature_dim * 4
+    if clip_bytes <= 0:
+        return None
+    counts = [num_clips_per_video] if num_clips_per_video != -1 else None
+    # np.save pads its header to a multiple of 64 bytes; a few sizes cover every clip count.
+    for header_bytes in range(64, 64 * 8, 64):
+        clips = (size - header_bytes) // clip_bytes
+        if clips < 1 or header_bytes + clips * clip_bytes != size or (counts and clips not in counts):
+            continue
+        shape = (clips, n_crops, feature_dim)
+        if _header_bytes(shape) == header_bytes:
+            return shape, np.dtype(np.float32)
+    return None
+
+
+def _header_bytes(shape: tuple[int, ...]) -> int:
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+              "shape": shape}
+    )
+    return out.tell()
 
 
 def features_match(

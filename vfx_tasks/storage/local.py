@@ -10,7 +10,7 @@ open) and refuses one larger than its bound before reading a byte. A write goes 
 temporary file (``O_EXCL``) and is renamed into place inside the same folder descriptor.
 
 Outside this package nothing opens a file of an output folder by its path. A folder in object
-storage (``s3://``, issue 20) would be another class beside this one with the same public methods.
+storage is :class:`~vfx_tasks.storage.remote.RemoteFolder`, with the same public methods.
 """
 
 # long: every way into the folder (walking down, reading, writing, appending, listing) shares one
@@ -28,13 +28,15 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from vfx_tasks.errors import OutputError, UnsafeFileError, VfxError
-from vfx_tasks.storage.names import is_temp_name, temp_name, temp_name_pattern
+from vfx_tasks.storage.names import TEXT_TEMP_SUFFIX, is_temp_name, temp_name, temp_name_pattern
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITABLE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: What ``link`` fails with on a file system that has no hard links.
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
 _NO_LINKS = "an output folder's files and folders must be themselves, not links to elsewhere"
 
 
@@ -43,6 +45,11 @@ class LocalFolder:
 
     Names given to its methods are relative POSIX paths below it (``a/b/v.npy``).
     """
+
+    #: Rows are appended to ``index.csv`` under a lock as videos finish.
+    can_append = True
+    #: A write can give a file its source's modification time (exports compare them exactly).
+    keeps_mtime = True
 
     def __init__(self, fd: int, path: Path) -> None:
         self._fd = fd
@@ -318,6 +325,50 @@ class LocalFolder:
         except OSError as e:
             raise self._failure(name, e, f"write {what} to") from e
 
+    def write_new(self, name: str, data: bytes, *, what: str) -> bool:
+        """Write ``data`` at ``name`` only if nothing is there (a temporary file hard-linked into
+        place, which fails when the name exists); whether it was written.
+
+        Raises:
+            UnsafeFileError: a folder on the way is a link.
+            OutputError: it cannot be written.
+        """
+        try:
+            with self._parent(name, create=True) as (parent, base):
+                tmp = temp_name(base, TEXT_TEMP_SUFFIX)
+                fd = os.open(tmp, _NEW_FILE_FLAGS, 0o644, dir_fd=parent)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(fd)
+                    try:
+                        os.link(tmp, base, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
+                    except FileExistsError:
+                        return False
+                    except OSError as e:
+                        if e.errno not in _NO_HARD_LINKS:
+                            raise
+                        # A file system without hard links (some FUSE and SMB mounts): check, then
+                        # rename, as before this existed (two writers may still race there).
+                        if _lstat_or_none(parent, base) is not None:
+                            return False
+                        os.replace(tmp, base, src_dir_fd=parent, dst_dir_fd=parent)
+                finally:
+                    _unlink_quietly(parent, tmp)
+        except OSError as e:
+            raise self._failure(name, e, f"write {what} to") from e
+        return True
+
+    def listing(self) -> dict[str, os.stat_result]:
+        """Every regular file below (links left out), by name, with what ``lstat`` says of it."""
+        found = {}
+        for name, is_link in self.walk():
+            info = None if is_link else self.lstat(name)
+            if info is not None and stat.S_ISREG(info.st_mode):
+                found[name] = info
+        return found
+
     @contextmanager
     def locked(self, name: str) -> Iterator[int]:
         """``name`` open for appending (made if missing) under an exclusive ``flock``; yields its fd.
@@ -487,22 +538,3 @@ def _unlink_quietly(parent: int, base: str) -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-#: An open folder, or the path of one.
-FolderLike = LocalFolder | str | os.PathLike[str]
-
-
-def folder_exists(folder: FolderLike) -> bool:
-    """Whether ``folder`` is open, or a path to a folder (readers of a missing folder find nothing)."""
-    return isinstance(folder, LocalFolder) or os.path.isdir(folder)
-
-
-@contextmanager
-def open_folder(folder: FolderLike, *, create: bool = False) -> Iterator[LocalFolder]:
-    """``folder`` itself when it is open already (left open), else the folder at that path, closed after."""
-    if isinstance(folder, LocalFolder):
-        yield folder
-        return
-    with LocalFolder.open(folder, create=create) as opened:
-        yield opened

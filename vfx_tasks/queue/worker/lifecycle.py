@@ -13,7 +13,6 @@ when it ends.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from celery import bootsteps
@@ -72,8 +71,9 @@ def _say_which_folders_tasks_may_use(worker_name: str, settings: Settings) -> No
             "%s: VFX_OUTPUT_ROOTS is not set, so every task will be refused. Set it (and VFX_INPUT_ROOTS) "
             "to the folders this worker may write to (and read from).", worker_name
         )
+    # ", " between roots: a URL root holds a ':' of its own.
     reads, writes, configs = (
-        os.pathsep.join(map(str, roots)) or "-"
+        ", ".join(map(str, roots)) or "-"
         for roots in (settings.input_roots, settings.output_roots, settings.model_roots)
     )
     logger.info("%s: reads videos under %s, writes features under %s, runs tasks' own model configs "

@@ -9,13 +9,13 @@ from vfx_tasks.outputs.index import INDEX_NAME, append_row, make_row
 from vfx_tasks.outputs.manifest import check_task_settings, manifest_for
 from vfx_tasks.queue.job import Job
 from vfx_tasks.settings import Settings
-from vfx_tasks.storage import LocalFolder
+from vfx_tasks.storage import Folder
 
 if TYPE_CHECKING:
     from vfx_tasks.extract.pipeline import VideoFeatures
 
 
-def check_job_settings(job: Job, folder: LocalFolder, *, settings: Settings) -> None:
+def check_job_settings(job: Job, folder: Folder, *, settings: Settings) -> None:
     """Refuse a task whose settings (or checkpoint) differ from its output folder's manifest, or
     whose folder's index could take no row (before minutes of work, not after).
 
@@ -28,8 +28,15 @@ def check_job_settings(job: Job, folder: LocalFolder, *, settings: Settings) -> 
     folder.check_appendable(INDEX_NAME)
 
 
-def record_index_row(job: Job, result: VideoFeatures, folder: LocalFolder) -> None:
-    """Append the video's row to ``<output_dir>/index.csv`` (after its features are in place)."""
+def record_index_row(job: Job, result: VideoFeatures, folder: Folder) -> None:
+    """Append the video's row to ``<output_dir>/index.csv`` (after its features are in place).
+
+    Object storage cannot append: there the ledger's done summary (frames, fps, shape) is the row,
+    and the index is written whole at the end of ``vfx-enqueue --wait`` or by
+    ``vfx-status --write-index``.
+    """
+    if not folder.can_append:
+        return
     row = make_row(
         job.relative_id,
         shape=result.shape,

@@ -22,11 +22,14 @@ from vfx_tasks.queue.worker.outputs import check_job_settings, record_index_row
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.fetch import fetched_video
 from vfx_tasks.storage import (
-    LocalFolder,
+    Folder,
     features_match,
     features_name,
+    is_url,
+    join_url,
     labels_name,
     npy_header,
+    open_folder_under,
     output_path,
     write_features,
     write_json,
@@ -62,13 +65,21 @@ def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str
     check_model_files(job.recipe, settings=settings)  # before a config of the message's runs
     ledger = get_ledger(settings)
     # Opened once, walking down from its root without following a link: a folder swapped for a
-    # link while the video is extracted stops the write instead of redirecting it.
-    with LocalFolder.open_under(job.output_dir, settings.output_roots) as folder:
+    # link while the video is extracted stops the write instead of redirecting it. (A URL below a
+    # URL root has no links to follow.)
+    storage_options = settings.storage_kwargs()
+    with open_folder_under(job.output_dir, settings.output_roots, storage_options=storage_options) as folder:
         return _process_in(folder, job, ledger, settings=settings, worker_name=worker_name)
 
 
+def _output_location(job: Job) -> str:
+    if is_url(job.output_dir):
+        return join_url(job.output_dir, features_name(job.relative_id))
+    return str(output_path(job.output_dir, job.relative_id))
+
+
 def _process_in(
-    folder: LocalFolder, job: Job, ledger: Ledger, *, settings: Settings, worker_name: str
+    folder: Folder, job: Job, ledger: Ledger, *, settings: Settings, worker_name: str
 ) -> dict[str, Any]:
     if (duplicate := skip_if_done(job, ledger, folder)) is not None:
         return duplicate
@@ -90,7 +101,10 @@ def _process_in(
         for leftover in folder.remove_temp_files(of=features_name(job.relative_id)):
             logger.info("%s: removed %s, left by the attempt that died", job.relative_id, leftover)
     check_job_settings(job, folder, settings=settings)
-    with fetched_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
+    with fetched_video(
+        job.video_path, keep_downloads=settings.keep_downloads, storage_options=settings.storage_kwargs(),
+        max_bytes=settings.max_video_bytes,
+    ) as video_path:
         result = extract_job(job, video_path, settings=settings)
         # Labels first: a video counts as done once its .npy exists, and then its labels must too.
         if job.labels is not None:
@@ -99,7 +113,7 @@ def _process_in(
     record_index_row(job, result, folder)
     summary = {
         "relative_id": job.relative_id,
-        "output": str(output_path(job.output_dir, job.relative_id)),
+        "output": _output_location(job),
         "shape": list(result.shape),
         "num_frames": result.num_frames,
         "fps": result.fps,
@@ -110,7 +124,7 @@ def _process_in(
     return summary
 
 
-def skip_if_done(job: Job, ledger: Ledger, folder: LocalFolder) -> dict[str, Any] | None:
+def skip_if_done(job: Job, ledger: Ledger, folder: Folder) -> dict[str, Any] | None:
     """A summary if this message repeats one for a video done with a valid output, else ``None``.
 
     A rerun of ``vfx-enqueue`` sends a video again when it cannot find its message (see
@@ -133,8 +147,7 @@ def skip_if_done(job: Job, ledger: Ledger, folder: LocalFolder) -> dict[str, Any
     # drop it, or the video would count as queued forever.
     ledger.release(job.run_id, [job.relative_id])
     logger.info("%s: already done with a valid output; acknowledged without work", job.relative_id)
-    destination = output_path(job.output_dir, job.relative_id)
-    return {"relative_id": job.relative_id, "output": str(destination), "skipped": "already done"}
+    return {"relative_id": job.relative_id, "output": _output_location(job), "skipped": "already done"}
 
 
 def record_failure(key: tuple[str, str], reason: dict[str, str], *, settings: Settings) -> None:
