@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from vfx_tasks.extract.clips import preprocess_clips
 from vfx_tasks.extract.crops import CROP_TYPES, CropType, num_crops
+from vfx_tasks.extract.decoders import open_video, validate_decoder
 from vfx_tasks.extract.sampling import batch_slices, sample_clip_indices
 from vfx_tasks.extract.video import VideoReader
 from vfx_tasks.models import DEFAULT_MODEL, ModelSpec, get_model_spec, model_names
@@ -81,21 +82,41 @@ def run_ours(
 
 
 def run_naive(
-    video_path: Path, *, spec: ModelSpec, crop_type: CropType, batch_size: int, num_clips_per_video: int
+    video_path: Path, *, spec: ModelSpec, crop_type: CropType, batch_size: int, num_clips_per_video: int,
+    decoder: str = "decord",
 ) -> ClipBatches:
-    """Yield each batch's model input, computed the straightforward way (same clips as ours)."""
-    reader = decord.VideoReader(str(video_path), ctx=decord.cpu(0))
-    clips = sample_clips(len(reader), spec=spec, num_clips_per_video=num_clips_per_video)
-    for batch in batch_slices(len(clips), batch_size):
-        yield _naive_batch(reader, clips[batch], spec=spec, crop_type=crop_type)
+    """Yield each batch's model input, computed the straightforward way (same clips as ours).
+
+    ``decoder="decord"`` reads each clip with decord's own ``get_batch``, as the original tool
+    does; ``"pyav"`` reads each clip through our PyAV reader, still one clip at a time.
+    """
+    if decoder == "decord":
+        reader = decord.VideoReader(str(video_path), ctx=decord.cpu(0))
+        clips = sample_clips(len(reader), spec=spec, num_clips_per_video=num_clips_per_video)
+        for batch in batch_slices(len(clips), batch_size):
+            yield _naive_batch(lambda clip: reader.get_batch([int(i) for i in clip]).asnumpy(),
+                               clips[batch], spec=spec, crop_type=crop_type)
+        return
+    with open_video(video_path, decoder=validate_decoder(decoder)) as video:
+        clips = sample_clips(video.info.num_frames, spec=spec, num_clips_per_video=num_clips_per_video)
+
+        def read_clip(clip: np.ndarray) -> np.ndarray:
+            # The reader takes sorted, distinct frames; a clip that loops repeats some.
+            unique, positions = np.unique(clip, return_inverse=True)
+            return video.read_frames(unique)[positions]
+
+        for batch in batch_slices(len(clips), batch_size):
+            yield _naive_batch(read_clip, clips[batch], spec=spec, crop_type=crop_type)
 
 
 def _naive_batch(
-    reader: decord.VideoReader, clips_bt: np.ndarray, *, spec: ModelSpec, crop_type: CropType
+    read_clip: Callable[[np.ndarray], np.ndarray], clips_bt: np.ndarray, *, spec: ModelSpec,
+    crop_type: CropType,
 ) -> torch.Tensor:
-    """``(B, T)`` frame numbers -> ``(B, n_crops, 3, T, crop, crop)`` float32."""
+    """``(B, T)`` frame numbers -> ``(B, n_crops, 3, T, crop, crop)`` float32; ``read_clip`` gives
+    one clip's ``(T, H, W, 3)`` uint8 frames."""
     clip_count, clip_len = clips_bt.shape
-    frames_nhwc = np.concatenate([reader.get_batch([int(i) for i in clip]).asnumpy() for clip in clips_bt])
+    frames_nhwc = np.concatenate([read_clip(clip) for clip in clips_bt])
     frames = torch.from_numpy(frames_nhwc).permute(0, 3, 1, 2).float()  # (B*T, 3, H, W)
     height, width = frames.shape[-2:]
     short = spec.resize_short_side
@@ -194,7 +215,8 @@ def max_abs_difference(
     """
     reader = decord.VideoReader(str(video_path), ctx=decord.cpu(0))
     last_clip = sample_clips(len(reader), spec=spec, num_clips_per_video=num_clips_per_video)[-1:]
-    naive = _naive_batch(reader, last_clip, spec=spec, crop_type=crop_type)
+    naive = _naive_batch(lambda clip: reader.get_batch([int(i) for i in clip]).asnumpy(), last_clip,
+                         spec=spec, crop_type=crop_type)
     with VideoReader(video_path) as video:
         ours = preprocess_clips(video, last_clip, spec=spec, crop_type=crop_type, device=_CPU)
     if naive.shape != ours.shape:

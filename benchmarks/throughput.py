@@ -60,18 +60,19 @@ TOLERANCE = {"fp32": 0.01, "fp16": 0.01, "bf16": 0.05}
 
 
 def run_naive_video(extractor: FeatureExtractor, video: Path, *, crop_type: str, batch_size: int,
-                    num_clips: int) -> np.ndarray:
+                    num_clips: int, decoder: str = "decord") -> np.ndarray:
     """The original tool's order: CPU float preprocessing, then the backbone, strictly in turn."""
     batches = []
     for model_input in run_naive(video, spec=extractor.spec, crop_type=crop_type,  # type: ignore[arg-type]
-                                 batch_size=batch_size, num_clips_per_video=num_clips):
+                                 batch_size=batch_size, num_clips_per_video=num_clips, decoder=decoder):
         batches.append(extractor.embed(model_input.to(extractor.device)).cpu().numpy())
     return np.concatenate(batches)
 
 
 def run_naive_videos(extractor: FeatureExtractor, videos: list[Path], *, crop_type: str, batch_size: int,
-                     num_clips: int) -> list[np.ndarray]:
-    return [run_naive_video(extractor, video, crop_type=crop_type, batch_size=batch_size, num_clips=num_clips)
+                     num_clips: int, decoder: str = "decord") -> list[np.ndarray]:
+    return [run_naive_video(extractor, video, crop_type=crop_type, batch_size=batch_size, num_clips=num_clips,
+                            decoder=decoder)
             for video in videos]
 
 
@@ -127,6 +128,8 @@ def measure(work: Callable[[], list[np.ndarray]], device: torch.device
             torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         ),
         "gpu_busy_percent": sampler.busy_percent,
+        # NVML's view: the whole process (CUDA context and cuDNN workspaces too) and any other.
+        "peak_nvml_mib": sampler.peak_used_mib,
     }
     return result, stats
 

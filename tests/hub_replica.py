@@ -11,7 +11,9 @@ and ``file_download.get_hf_file_metadata``/``http_get``):
 
 Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) as the Hub's
 do, which is how huggingface_hub tells them apart. Faults can be injected per file: listed but
-missing (404), truncated (shorter than announced), or a connection dropped once mid-body.
+missing (404), truncated (shorter than announced), or a connection dropped once mid-body. A file
+can be held (:meth:`HubReplica.hold`): its download waits until the test lets it go, which pauses
+the worker fetching it at a known point.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 #: Tree entries per page; small so that tests cross page boundaries.
 DEFAULT_PAGE_SIZE = 4
+#: A held download goes on after this long even if the test never releases it (a failed test).
+HOLD_TIMEOUT_SECONDS = 120
 
 
 @dataclass
@@ -43,6 +47,14 @@ class Revision:
     def files(self) -> list[str]:
         real = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()]
         return sorted(set(real) | set(self.phantom_files))
+
+
+@dataclass
+class Hold:
+    """A download the replica holds back: ``arrived`` is set when it is asked for, ``released`` lets it go."""
+
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -66,6 +78,8 @@ class HubReplica:
         self.drop_once: set[str] = set()
         #: Paths answered with 403 (no access to this file).
         self.forbidden: set[str] = set()
+        #: Paths whose GET waits for its ``Hold`` to be released.
+        self.held: dict[str, Hold] = {}
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._server = _ReplicaServer(self)
@@ -96,6 +110,11 @@ class HubReplica:
         commit = digest.hexdigest()
         self.repos.setdefault(repo_id, {})[revision] = Revision(commit, root, list(phantom_files))
         return commit
+
+    def hold(self, path: str) -> Hold:
+        """Make the next downloads of ``path`` wait until the returned hold is released."""
+        self.held[path] = Hold()
+        return self.held[path]
 
     def find_revision(self, repo_id: str, revision: str) -> Revision | None:
         revisions = self.repos.get(repo_id, {})
@@ -270,6 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
         if range_header and range_header.startswith("bytes=") and method == "GET":
             start = int(range_header[len("bytes=") :].split("-")[0])
         body = data[start:]
+        if method == "GET" and (hold := self.replica.held.get(path)) is not None:
+            hold.arrived.set()
+            hold.released.wait(HOLD_TIMEOUT_SECONDS)
         cut_once = method == "GET" and path in self.replica.drop_once and start == 0
         if method == "GET" and path in self.replica.truncated:
             body = body[: len(body) // 2]

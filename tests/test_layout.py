@@ -20,7 +20,7 @@ ALLOWED = {
     "redaction": set(),
     "models": {"errors"},
     "extract": {"errors", "settings", "models"},
-    "sources": {"errors", "extract"},
+    "sources": {"errors", "extract", "storage"},
     "queue": {"errors", "settings", "storage", "redaction", "models", "extract", "sources", "outputs"},
     "outputs": {"errors", "storage", "models", "extract", ""},
     # cli may import everything, the package root included (for __version__).

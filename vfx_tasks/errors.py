@@ -99,6 +99,13 @@ class UnsafePathError(PermanentError):
     code = "unsafe_path"
 
 
+class UnsafeFileError(PermanentError):
+    """A path inside an output folder is a symbolic link, not a regular file or folder, or larger than
+    anything vfx_tasks writes there: it is neither followed nor read, since its target could be anywhere."""
+
+    code = "unsafe_file"
+
+
 class DependencyError(PermanentError):
     """A program or package the requested feature needs is missing (no ``redis-server`` for ``--local``)."""
 
@@ -165,6 +172,13 @@ class UntrustedMessageError(PermanentError):
     code = "untrusted_message"
 
 
+class ModelFilesChangedError(ConfigurationError):
+    """A user's model config (or a ``_base_`` file) or checkpoint no longer has the sha256 its run
+    recorded when it was queued: it changed since, or the task message was not a producer's."""
+
+    code = "model_files_changed"
+
+
 class ManifestMismatchError(ConfigurationError):
     """A run's settings differ from those recorded in its output folder's ``vfx-run.json``."""
 
@@ -175,6 +189,24 @@ class TaskTimeoutError(PermanentError):
     """A video's task ran past its time limit (a hung decoder or download, or a video too long for it)."""
 
     code = "timeout"
+
+
+class StorageAccessError(PermanentError):
+    """Object storage refuses access: no credentials, credentials refused, no permission, no such bucket."""
+
+    code = "storage_access_denied"
+
+
+class ObjectNotFoundError(PermanentError):
+    """An object listed earlier is gone (deleted or moved between the listing and the fetch)."""
+
+    code = "not_found"
+
+
+class StorageUnavailableError(TransientError):
+    """Object storage cannot be reached, throttles (503 SlowDown) or answers 5xx for now."""
+
+    code = "storage_unavailable"
 
 
 class BrokerBusyError(BrokerUnavailableError):

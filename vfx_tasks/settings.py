@@ -9,10 +9,11 @@ Everything else receives a :class:`Settings` (or single values taken from one) a
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -93,12 +94,27 @@ class Settings:
     decoder_threads: int = 0
     # -- what a task message may name (see docs/deployment.md#trusted-folders) --
     #: Folders a task's local ``video_path`` must lie in (symlinks followed), separated by ``:`` or
-    #: ``,``. Empty: no local video is accepted (``hf://`` locations still are). A task message is
-    #: untrusted input: anyone who can write to Redis or log into Flower can send one.
-    input_roots: tuple[Path, ...] = ()
-    #: Folders a task's ``output_dir`` must lie in (symlinks followed), separated by ``:`` or ``,``.
-    #: Empty: every task is refused, so a worker writes nowhere it was not told to.
-    output_roots: tuple[Path, ...] = ()
+    #: ``,``, or object-storage prefixes (``s3://bucket/prefix``) its URL must start with. Empty: no
+    #: local video is accepted (``hf://`` locations still are). A task message is untrusted input:
+    #: anyone who can write to Redis or log into Flower can send one.
+    input_roots: tuple[Root, ...] = ()
+    #: Folders a task's ``output_dir`` must lie in (symlinks followed), or object-storage prefixes,
+    #: separated by ``:`` or ``,``. Empty: every task is refused, so a worker writes nowhere it was
+    #: not told to.
+    output_roots: tuple[Root, ...] = ()
+    #: Options of the object-storage client as a JSON object (fsspec's: for S3 ``endpoint_url``,
+    #: ``client_kwargs``, ``anon``...). Credentials belong in each machine's environment
+    #: (``AWS_ACCESS_KEY_ID``..., a profile) or in this variable, never on a command line.
+    storage_options: str = field(default="", repr=False)
+    #: Largest video a worker fetches from object storage, in bytes (0: no limit); a larger object
+    #: fails as ``unsafe_file`` before a byte is fetched, so a planted object cannot fill the disk.
+    max_video_bytes: int = 64 << 30
+    #: Folders a task's own model config (``--model-config``, with its ``_base_`` files) and
+    #: checkpoint file must lie in (symlinks followed), separated by ``:`` or ``,``. A config is
+    #: Python that mmengine runs: keep these folders writable only by people you trust. Empty: no
+    #: task with its own config is accepted (model-zoo names still are; mmaction2's own configs
+    #: are always allowed as ``_base_`` files). Local folders only.
+    model_roots: tuple[Root, ...] = ()
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -112,6 +128,12 @@ class Settings:
                 )
         for name in ROOT_FIELDS:
             object.__setattr__(self, name, _to_roots(name, getattr(self, name)))
+        if any(isinstance(root, str) for root in self.model_roots):
+            raise ConfigurationError(
+                "Invalid model_roots: give local folders (a config is read from this machine's disk), "
+                "not object-storage URLs (VFX_MODEL_ROOTS)."
+            )
+        object.__setattr__(self, "storage_options", _to_storage_options(self.storage_options))
         soft, hard = self.task_soft_time_limit_seconds, self.task_time_limit_seconds
         if soft and hard and soft >= hard:
             raise ConfigurationError(
@@ -143,6 +165,10 @@ class Settings:
                 values[f.name] = _to_bool(f.name, values[f.name])
         return cls(**values)
 
+    def storage_kwargs(self) -> dict[str, Any]:
+        """:attr:`storage_options` as keyword arguments of the storage client."""
+        return dict(json.loads(self.storage_options)) if self.storage_options else {}
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """Return a copy with the non-``None`` overrides applied."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -151,7 +177,8 @@ class Settings:
         """The ``VFX_*`` variables that rebuild these settings in a child process."""
         environ = {f"VFX_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
         for name in ROOT_FIELDS:
-            environ[f"VFX_{name.upper()}"] = os.pathsep.join(map(str, getattr(self, name)))
+            # ',' separates URLs and folders alike (a ':' inside a URL would need reading twice).
+            environ[f"VFX_{name.upper()}"] = ",".join(map(str, getattr(self, name)))
         return environ
 
 
@@ -170,15 +197,30 @@ def _to_int(name: str, value: Any) -> int:
         ) from e
 
 
-#: The fields holding lists of folders (``VFX_INPUT_ROOTS``, ``VFX_OUTPUT_ROOTS``).
-ROOT_FIELDS = ("input_roots", "output_roots")
+#: The fields holding lists of folders (``VFX_INPUT_ROOTS``, ``VFX_OUTPUT_ROOTS``, ``VFX_MODEL_ROOTS``).
+ROOT_FIELDS = ("input_roots", "output_roots", "model_roots")
+#: A root: a local folder, or an object-storage prefix kept as its canonical URL text.
+Root = Path | str
+#: ``scheme://`` where a root starts: the ``:`` in it separates nothing.
+_URL_START = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _to_roots(name: str, value: Any) -> tuple[Path, ...]:
-    """Absolute folders from a ``:``- or ``,``-separated string, or from any iterable of paths."""
-    parts = re.split(f"[,{re.escape(os.pathsep)}]", value) if isinstance(value, str) else list(value)
-    roots = tuple(Path(part).expanduser() for part in (str(p).strip() for p in parts) if part)
-    relative = [str(root) for root in roots if not root.is_absolute()]
+def _split_roots(value: str) -> list[str]:
+    """``a:b,s3://x/y:c`` -> ``["a", "b", "s3://x/y", "c"]``: a ``:`` that starts ``//`` is a URL's."""
+    return re.split(rf",|{re.escape(os.pathsep)}(?!//)", value)
+
+
+def _to_roots(name: str, value: Any) -> tuple[Root, ...]:
+    """Absolute folders and canonical URLs from a ``:``- or ``,``-separated string, or any iterable."""
+    parts = _split_roots(value) if isinstance(value, str) else list(value)
+    texts = [text for text in (str(p).strip() for p in parts) if text]
+    urls = {text for text in texts if _URL_START.match(text) and not text.lower().startswith("file://")}
+    for text in urls:
+        _check_url_root(name, text)
+    roots: tuple[Root, ...] = tuple(
+        text.rstrip("/") if text in urls else Path(text).expanduser() for text in texts
+    )
+    relative = [str(root) for root in roots if isinstance(root, Path) and not root.is_absolute()]
     if relative:
         # A relative root would mean something different in every worker's current directory.
         raise ConfigurationError(
@@ -186,6 +228,39 @@ def _to_roots(name: str, value: Any) -> tuple[Path, ...]:
             f"{os.pathsep!r} or ',' (VFX_{name.upper()})."
         )
     return roots
+
+
+def _check_url_root(name: str, url: str) -> None:
+    """The same rules as every stored URL (see ``storage/urls.py``), without importing storage."""
+    scheme, _, rest = url.partition("://")
+    segments = rest.rstrip("/").split("/")
+    if (not rest.strip("/") or "@" in segments[0] or any(ch in rest for ch in "?#\\")
+            or any(segment in ("", ".", "..") for segment in segments) or scheme.lower() != scheme):
+        raise ConfigurationError(
+            f"Invalid {name} ({url}): give a prefix as scheme://bucket/prefix in lower-case scheme, "
+            f"without credentials, '..' or empty segments (VFX_{name.upper()})."
+        )
+
+
+def _to_storage_options(value: Any) -> str:
+    """Canonical JSON text of a JSON object (given as text or a mapping)."""
+    if isinstance(value, Mapping):
+        value = json.dumps(dict(value))
+    text = str(value or "").strip()
+    if not text:
+        return ""
+    try:
+        parsed = json.loads(text)
+    except ValueError as e:
+        raise ConfigurationError(
+            f"Invalid storage_options: not JSON ({e}). Give an object, e.g. "
+            '\'{"endpoint_url": "http://minio:9000"}\' (VFX_STORAGE_OPTIONS).'
+        ) from None  # the text may hold a secret: not chained into tracebacks
+    if not isinstance(parsed, dict):
+        raise ConfigurationError(
+            f"Invalid storage_options: a JSON {type(parsed).__name__}, not an object (VFX_STORAGE_OPTIONS)."
+        )
+    return json.dumps(parsed, sort_keys=True)
 
 
 #: The spellings of a yes or no, the same as click's boolean type (so that a variable means the

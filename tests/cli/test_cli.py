@@ -12,7 +12,7 @@ from click.core import ParameterSource
 from click.testing import CliRunner
 
 from vfx_tasks import __version__
-from vfx_tasks.cli import download, enqueue, export, status, worker
+from vfx_tasks.cli import download, enqueue, export, models, status, worker
 from vfx_tasks.cli._help import VfxOption
 from vfx_tasks.cli.errors import cli_error
 from vfx_tasks.errors import (
@@ -31,6 +31,7 @@ COMMANDS = {
     "vfx-status": status.main,
     "vfx-download-models": download.main,
     "vfx-export": export.main,
+    "vfx-models": models.main,
 }
 
 #: Every variable each command reads; a rename shows up here first (docker-compose.yml, .env files
@@ -39,17 +40,21 @@ VARIABLES = {
     "vfx-enqueue": set(
         """VFX_INPUT_DIR VFX_HF_DATASET VFX_SPLIT VFX_REVISION VFX_HF_PATTERN VFX_HF_VIDEO_COLUMN
         VFX_HF_CONFIG VFX_MODEL VFX_CROP_TYPE VFX_NUM_CLIPS_PER_VIDEO VFX_CLIP_SAMPLING VFX_PRECISION
-        VFX_DECODER VFX_BATCH_SIZE VFX_OUTPUT_DIR VFX_FORCE_STOP_AFTER_N_VIDEOS VFX_CHECK_PROGRESS VFX_FORCE
+        VFX_DECODER VFX_BATCH_SIZE VFX_MODEL_CONFIG VFX_CHECKPOINT VFX_OUTPUT_DIR
+        VFX_FORCE_STOP_AFTER_N_VIDEOS VFX_CHECK_PROGRESS VFX_FORCE
         VFX_DRY_RUN VFX_BROKER_URL VFX_WAIT VFX_WAIT_TIMEOUT VFX_POLL_SECONDS VFX_LOCAL VFX_DEVICE
-        VFX_PRETRAINED_DIR VFX_CONCURRENCY VFX_POOL VFX_KEEP_DOWNLOADS""".split()
+        VFX_PRETRAINED_DIR VFX_CONCURRENCY VFX_POOL VFX_KEEP_DOWNLOADS VFX_STORAGE_OPTIONS""".split()
     ),
     "vfx-worker": set(
         """VFX_GPU VFX_GPUS VFX_DEVICE VFX_BROKER_URL VFX_RESULT_BACKEND VFX_PRETRAINED_DIR
         VFX_CONCURRENCY VFX_POOL VFX_NAME VFX_LOGLEVEL VFX_KEEP_DOWNLOADS VFX_DRY_RUN""".split()
     ),
-    "vfx-status": {"VFX_OUTPUT_DIR", "VFX_MODEL", "VFX_BROKER_URL", "VFX_JSON", "VFX_WRITE_INDEX"},
-    "vfx-download-models": {"VFX_PRETRAINED_DIR", "VFX_BASE_URL", "VFX_TIMEOUT_SECONDS"},
-    "vfx-export": {"VFX_LAYOUT", "VFX_FORMAT", "VFX_COMPRESSION", "VFX_SPLIT", "VFX_LIST"},
+    "vfx-status": {"VFX_OUTPUT_DIR", "VFX_MODEL", "VFX_BROKER_URL", "VFX_JSON", "VFX_WRITE_INDEX",
+                   "VFX_STORAGE_OPTIONS"},
+    "vfx-download-models": {"VFX_PRETRAINED_DIR", "VFX_BASE_URL", "VFX_TIMEOUT_SECONDS", "VFX_LIST_ONLY"},
+    "vfx-models": {"VFX_FAMILY", "VFX_PRETRAINED_DIR"},
+    "vfx-export": {"VFX_LAYOUT", "VFX_FORMAT", "VFX_COMPRESSION", "VFX_SPLIT", "VFX_LIST",
+                   "VFX_STORAGE_OPTIONS"},
 }
 
 

@@ -14,7 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import REPO_DIR, alive_pids, descendant_pids
+from tests.conftest import REPO_DIR, alive_pids, descendant_pids, wait_until
 from vfx_tasks.cli.worker import main, parse_gpus
 from vfx_tasks.queue.processes.launch import (
     VIDEOS_PER_DECODER,
@@ -117,10 +117,9 @@ def test_supervisor_restarts_crashed_workers_and_forwards_sigterm(tmp_path: Path
     supervisor = subprocess.Popen([sys.executable, "-c", script], env=env)
     try:
         # Given a supervised worker that keeps crashing, it is restarted each time,
-        deadline = time.monotonic() + 60
-        while not (starts.exists() and len(starts.read_text()) >= 2):
-            assert time.monotonic() < deadline, "the crashed worker was not restarted"
-            time.sleep(0.1)
+        wait_until(
+            lambda: starts.exists() and len(starts.read_text()) >= 2, "the crashed worker to be restarted", 60
+        )
         children = descendant_pids(supervisor.pid)
         # and on SIGTERM every worker is stopped and the supervisor exits.
         supervisor.send_signal(signal.SIGTERM)

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from tests.conftest import run_cli, run_spec
+from tests.helpers import enqueue_in_process, write_fake_videos
 from vfx_tasks.cli.enqueue import main
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue.ledger import Ledger
@@ -26,14 +27,8 @@ COMMON = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1
 def fake_videos(tmp_path: Path) -> Path:
     """Five empty files with video names (enough to plan and queue; no worker runs here)."""
     root = tmp_path / "in"
-    for name in ["v0.mp4", "v1.avi", "sub/v2.mp4", "sub/deeper/v3.mkv", "v4.MOV"]:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(b"")
+    write_fake_videos(root, ["v0.mp4", "v1.avi", "sub/v2.mp4", "sub/deeper/v3.mkv", "v4.MOV"])
     return root
-
-
-def enqueue(redis_url: str, *args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env={"VFX_BROKER_URL": redis_url}, catch_exceptions=False)
 
 
 def queued_messages(redis_url: str) -> list[dict]:
@@ -46,8 +41,8 @@ def test_queues_every_video_once_with_deterministic_ids(
 ) -> None:
     out = tmp_path / "out"
     # Given a folder of five videos, when it is enqueued twice,
-    first = enqueue(redis_url, "--input_dir", str(fake_videos), "--output_dir", str(out), *COMMON)
-    second = enqueue(redis_url, "--input-dir", str(fake_videos), "--output-dir", str(out), *COMMON)
+    first = enqueue_in_process(redis_url, "--input_dir", str(fake_videos), "--output_dir", str(out), *COMMON)
+    second = enqueue_in_process(redis_url, "--input-dir", str(fake_videos), "--output-dir", str(out), *COMMON)
     # then the second producer queues nothing: every video is already queued.
     assert first.exit_code == 0 and "Queued 5 of 5" in first.output
     assert (
@@ -77,22 +72,23 @@ def test_resume_skips_done_videos_and_requeues_deleted_outputs(
         write_features_atomic(output_path(out, relative_id), np.zeros((1, 1, I3D_DIM), np.float32))
         ledger.mark_done(run.run_id, relative_id, {"shape": [1, 1, I3D_DIM]})
     args = ["--input_dir", str(fake_videos), "--output_dir", str(out), *COMMON, "--dry-run"]
-    nothing = enqueue(redis_url, *args)
+    nothing = enqueue_in_process(redis_url, *args)
     assert nothing.exit_code == 0 and nothing.stdout == "" and "Would queue 0 of 5" in nothing.output
 
     # when one output is deleted and another is invalid, only those two are queued again;
     output_path(out, "v1").unlink()
     output_path(out, "sub/v2").write_bytes(b"\x93NUMPY garbage")
-    assert sorted(enqueue(redis_url, *args).stdout.split()) == ["sub/v2", "v1"]
+    assert sorted(enqueue_in_process(redis_url, *args).stdout.split()) == ["sub/v2", "v1"]
 
     # a video listed in --check_progress is skipped even without its output,
     progress = tmp_path / "progress.txt"
     progress.write_text("./v1\n")
-    assert enqueue(redis_url, *args, "--check_progress", str(progress)).stdout.split() == ["sub/v2"]
+    with_progress = enqueue_in_process(redis_url, *args, "--check_progress", str(progress))
+    assert with_progress.stdout.split() == ["sub/v2"]
 
     # --force redoes all, --force_stop_after_n_videos caps what is queued,
-    assert len(enqueue(redis_url, *args, "--force").stdout.split()) == 5
-    capped = enqueue(redis_url, *args[:-1], "--force_stop_after_n_videos", "1")
+    assert len(enqueue_in_process(redis_url, *args, "--force").stdout.split()) == 5
+    capped = enqueue_in_process(redis_url, *args[:-1], "--force_stop_after_n_videos", "1")
     assert "Queued 1 of 5" in capped.output
     assert [m["headers"]["id"] for m in queued_messages(redis_url)] == [run.task_id("v1")]
 
@@ -115,7 +111,7 @@ def test_usage_errors_exit_2_with_a_hint(
     redis_url: str, fake_videos: Path, args: list[str], message: str
 ) -> None:
     args = [str(fake_videos) if a == "IN" else a for a in args]
-    result = enqueue(redis_url, *args)
+    result = enqueue_in_process(redis_url, *args)
     assert result.exit_code == 2, result.output
     assert message in result.output
 
@@ -153,19 +149,17 @@ def test_wait_timeout_ends_the_wait_with_exit_code_4(
 ) -> None:
     # Given no worker at all, --wait would wait forever; --wait-timeout stops it.
     args = ["--input_dir", str(fake_videos), "--output_dir", str(tmp_path / "out"), *COMMON]
-    result = enqueue(redis_url, *args, "--wait", "--wait-timeout", "0.5", "--poll_seconds", "0.1")
+    result = enqueue_in_process(redis_url, *args, "--wait", "--wait-timeout", "0.5", "--poll_seconds", "0.1")
     assert result.exit_code == 4
     assert "0/5 done" in result.output and "Stopped waiting after 0.5 s" in result.output
 
 
 def test_enqueueing_many_videos_takes_seconds(redis_url: str, tmp_path: Path) -> None:
     root = tmp_path / "many"
-    for folder in range(20):
-        (root / f"d{folder}").mkdir(parents=True)
-        for index in range(250):
-            (root / f"d{folder}" / f"v{index}.mp4").write_bytes(b"")
+    write_fake_videos(root, (f"d{folder}/v{index}.mp4" for folder in range(20) for index in range(250)))
+    args = ["--input_dir", str(root), "--output_dir", str(tmp_path / "out"), *COMMON]
     started = time.perf_counter()
-    result = enqueue(redis_url, "--input_dir", str(root), "--output_dir", str(tmp_path / "out"), *COMMON)
+    result = enqueue_in_process(redis_url, *args)
     seconds = time.perf_counter() - started
     assert "Queued 5000 of 5000" in result.output
     assert redis.Redis.from_url(redis_url).llen("vfx") == 5000

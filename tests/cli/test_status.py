@@ -10,7 +10,7 @@ import redis
 from click.testing import CliRunner
 
 from tests.conftest import run_spec
-from tests.queue.test_recovery import hold_unacknowledged
+from tests.queue.helpers import hold_unacknowledged
 from vfx_tasks.cli.status import main
 from vfx_tasks.models import DEFAULT_MODEL
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app

@@ -19,6 +19,7 @@ from vfx_tasks.errors import CheckpointDownloadError, ChecksumMismatchError
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.models.download import PART_SUFFIX, download_checkpoint
 from vfx_tasks.models.spec import ModelSpec
+from vfx_tasks.queue.processes.redis_server import free_port
 
 PAYLOAD_BYTES = 3 * (1 << 20) + 12345  # several read chunks, not a multiple of the chunk size
 
@@ -113,12 +114,6 @@ def server() -> Iterator[CheckpointServer]:
 @pytest.fixture(scope="module")
 def payload() -> bytes:
     return os.urandom(PAYLOAD_BYTES)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_right_hash_is_saved_under_its_final_name(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,3 +183,89 @@ def test_a_finished_export_is_skipped_and_a_changed_source_file_rewritten(tmp_pa
     assert np.load(dest / "b.npy").tobytes() == replaced.tobytes()
     write_manifest(source, read_manifest(source))  # unchanged settings: still the same export
     assert CliRunner().invoke(main, [str(source), str(dest), "--layout", "video"]).exit_code == 0
+
+
+def files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")} if folder.exists() else set()
+
+
+@pytest.mark.parametrize("linked", ["labels", "features", "folder"])
+def test_links_in_the_source_are_refused_and_their_targets_never_copied(tmp_path: Path, linked: str) -> None:
+    # Given an output folder where someone replaced a file (or a folder) with a link to a secret,
+    source, dest, secret = tmp_path / "features", tmp_path / "exported", tmp_path / "secret"
+    make_output_folder(source, videos={"train/v1": (2, "train"), "train/v2": (3, "train")})
+    secret.mkdir()
+    (secret / "v1.json").write_text(json.dumps({"split": "train", "password": "hunter2"}))
+    np.save(secret / "v1.npy", np.full((2, 5, 2048), 7, np.float32))
+    if linked == "folder":
+        shutil.move(source / "train", tmp_path / "moved")
+        (source / "train").symlink_to(secret, target_is_directory=True)
+    else:
+        name = "train/v1.json" if linked == "labels" else "train/v1.npy"
+        (source / name).unlink()
+        (source / name).symlink_to(secret / Path(name).name)
+    # when it is exported with its labels,
+    result = export(str(source), str(dest), "--layout", "video")
+    # then the export stops with exit 2, naming the link, and nothing of the secret is copied.
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "is a symbolic link" in result.output and "train" in result.output
+    copied = [p for p in dest.rglob("*") if p.is_file()] if dest.exists() else []
+    assert not any(b"hunter2" in p.read_bytes() for p in copied)
+    assert not any(p.suffix == ".npy" and np.load(p).flat[0] == 7 for p in copied)
+
+
+def write_index_rows(source: Path, rows: list[str]) -> None:
+    header = "relative_id,feature_file,frames,fps,clips,shape,clip_span_frames,clip_start_frames,labels\n"
+    (source / "index.csv").write_text(header + "".join(row + "\n" for row in rows))
+
+
+def damage(source: Path, how: str) -> list[str]:
+    """Damage the folder ``how``; return the export's arguments that meet the damage."""
+    if how == "deep labels":
+        (source / "a.json").write_text("[" * 100_000 + "]" * 100_000)
+        return ["--split", "train"]
+    if how == "frames=abc":
+        write_index_rows(source, ["a,a.npy,abc,25.0,2,2x5x2048,64,0 64,"])
+        return ["--format", "hdf5"]
+    if how == "terabyte frames":
+        write_index_rows(source, [f"a,a.npy,{10**15},25.0,2,2x5x2048,64,0 64,"])
+        return ["--format", "hdf5"]
+    if how == "terabyte clips":
+        manifest = json.loads((source / "vfx-run.json").read_text())
+        manifest["settings"].update(clip_len=10**12, clip_span_frames=2 * 10**12)
+        (source / "vfx-run.json").write_text(json.dumps(manifest))
+        return ["--format", "hdf5"]
+    if how == "file beside folder":
+        (source / "a").mkdir()
+        np.save(source / "a" / "b.npy", np.zeros((1, 5, 2048), np.float32))
+        return ["--format", "hdf5", "--layout", "video"]
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    ("how", "named"),
+    [
+        ("deep labels", "a.json is not valid JSON labels (nested too deep)"),
+        ("frames=abc", "index.csv line 2 is damaged"),
+        ("terabyte frames", "index.csv is damaged: a: 1000000000000000 frames do not make the 2 clips"),
+        ("terabyte clips", "vfx-run.json is not a vfx_tasks manifest"),
+        ("file beside folder", "a.npy and the folder"),
+    ],
+)
+def test_a_damaged_source_ends_in_a_clear_error_and_leaves_nothing(
+    tmp_path: Path, how: str, named: str
+) -> None:
+    # Given a source folder damaged (or crafted) in one way,
+    source, dest = tmp_path / "features", tmp_path / "exported"
+    make_output_folder(source, videos={"a": (2, "train")})
+    args = damage(source, how)
+    target = tmp_path / "features.h5" if "hdf5" in args else dest
+    # when it is exported,
+    result = export(str(source), str(target), *args)
+    # then the export stops with a usage error naming the file, without a traceback,
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit)
+    assert named in result.output and str(source) in result.output, result.output
+    # and leaves nothing behind: no destination, no .part, no temporary file.
+    assert list(tmp_path.iterdir()) == [source]
+    assert not [name for name in files_under(source) if TEMP_PREFIX in name or name.endswith(".part")]

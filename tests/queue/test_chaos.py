@@ -44,7 +44,7 @@ from tests.conftest import (
     wait_until,
     write_test_video,
 )
-from tests.queue.test_outages import COMMON, start_enqueue_wait
+from tests.helpers import ENQUEUE, RUN_SPEC_OPTIONS, start_enqueue_wait
 from vfx_tasks.errors import VfxError
 from vfx_tasks.extract.pipeline import FeatureExtractor
 from vfx_tasks.queue.app import create_app
@@ -54,7 +54,7 @@ from vfx_tasks.queue.recovery.stranded import StrandedVideo, stranded_videos
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import find_temp_files
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.restartable_redis]
 
 #: Distinct contents (one or two clips each, as their frame counts say), each copied into several
 #: videos: 30 videos, and few reference extractions to compare the outputs with.
@@ -118,12 +118,6 @@ def write_videos(folder: Path) -> dict[str, Path]:
             shutil.copy(original, folder / "videos" / f"copy{copy}" / f"c{i}.mp4")
             videos[f"copy{copy}/c{i}"] = original
     return videos
-
-
-@pytest.fixture
-def redis_url(restartable_redis: RestartableRedis) -> str:
-    """The queue fixtures (workers, environment) on a Redis this test restarts."""
-    return restartable_redis.url
 
 
 @pytest.fixture
@@ -309,7 +303,8 @@ def test_random_kills_and_redis_restarts_lose_nothing(
         return f"now {time.time():.1f}; unacked {delivered}; ledger running {running}, pending {pending}"
 
     # Given two workers (prefork, one pool child each), 30 videos and `vfx-enqueue --wait`,
-    waiting = start_enqueue_wait(queue_env, tmp_path / "videos", out, "--num_clips_per_video", "-1")
+    args = ["--input_dir", str(tmp_path / "videos"), "--output_dir", str(out), "--num_clips_per_video", "-1"]
+    waiting = start_enqueue_wait(queue_env, *args, wait_timeout=2 * PROCESS_TIMEOUT_SECONDS)
     host = socket.gethostname()
     wait_until(lambda: bool(ledger.entries(run_id, "running")), "a worker to run a video")
     # when pool children and whole workers are SIGKILLed (the whole ones restarted under their
@@ -353,10 +348,7 @@ def test_random_kills_and_redis_restarts_lose_nothing(
     expected = {"queued": 0, "running": 0, "done": len(videos), "failed": 0, "stranded": 0}
     assert totals == expected, status.stdout
     # and running the same command again queues nothing.
-    rerun = run_cli(
-        "vfx_tasks.cli.enqueue", "--input_dir", str(tmp_path / "videos"), "--output_dir", str(out), *COMMON,
-        "--num_clips_per_video", "-1", env=queue_env,
-    )  # fmt: skip
+    rerun = run_cli(ENQUEUE, *RUN_SPEC_OPTIONS, *args, env=queue_env)
     assert rerun.returncode == 0 and f"Queued 0 of {len(videos)}" in rerun.stderr, rerun.stderr
     delays = ", ".join(f"{o.delay:.1f}" for o in chaos.outages if o.delay is not None)
     print(

@@ -7,8 +7,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,12 +15,12 @@ import pytest
 
 from tests.conftest import (
     PROCESS_TIMEOUT_SECONDS,
-    REPO_DIR,
     WorkerProcess,
     run_spec,
     wait_until,
     write_test_video,
 )
+from tests.helpers import start_enqueue_wait
 from vfx_tasks.extract.pipeline import FeatureExtractor
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.storage import find_temp_files
@@ -55,15 +53,9 @@ def test_videos_share_batches_through_a_corrupt_video_and_a_killed_worker(
     decoders = min(4, len(os.sched_getaffinity(0)))  # one per core, at most one per video in flight
     plan = f"threads pool, 4 video(s) in flight sharing one inference loop, {decoders} decoding at a time"
     assert plan in worker.log()
-    waiting = subprocess.Popen(
-        [
-            sys.executable, "-m", "vfx_tasks.cli.enqueue",
-            "--input_dir", str(videos), "--output_dir", str(out), "--model", "i3d", "--crop_type", "center",
-            "--batch_size", "2", "--poll_seconds", "0.2",
-            "--wait", "--wait-timeout", str(WAIT_TIMEOUT_SECONDS),
-        ],  # fmt: skip
-        env=queue_env, cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    args = ["--input_dir", str(videos), "--output_dir", str(out)]
+    args += ["--num_clips_per_video", "-1", "--batch_size", "2"]  # every clip, two per forward
+    waiting = start_enqueue_wait(queue_env, *args, wait_timeout=WAIT_TIMEOUT_SECONDS)
     # when the whole worker is SIGKILLed with videos half done (once every video has started or
     # ended: a message taken from the queue but not started yet is not held by anyone the
     # ledger knows, see the session note on issue 12),

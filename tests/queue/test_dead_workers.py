@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +13,12 @@ import pytest
 
 from tests.conftest import (
     PROCESS_TIMEOUT_SECONDS,
-    REPO_DIR,
     WorkerProcess,
     run_spec,
     wait_until,
     write_test_video,
 )
+from tests.helpers import start_enqueue_wait
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
@@ -42,15 +40,8 @@ def test_videos_of_a_worker_that_never_comes_back_are_requeued(
     doomed, survivor = start_worker(), start_worker()
     for worker in (doomed, survivor):
         wait_until(lambda w=worker: " ready." in w.log(), "the workers to be ready")
-    waiting = subprocess.Popen(
-        [
-            sys.executable, "-m", "vfx_tasks.cli.enqueue",
-            "--input_dir", str(videos), "--output_dir", str(out),
-            "--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2",
-            "--wait", "--wait-timeout", str(WAIT_TIMEOUT_SECONDS),
-        ],  # fmt: skip
-        env=queue_env, cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    args = ["--input_dir", str(videos), "--output_dir", str(out)]
+    waiting = start_enqueue_wait(queue_env, *args, wait_timeout=WAIT_TIMEOUT_SECONDS)
     # when one whole worker is SIGKILLed in the middle of a video (a lost machine) and never restarted,
     wait_until(lambda: doomed_name in ledger.entries(run_id, "running").values(), "the worker to run a video")
     (lost,) = [video for video, worker in ledger.entries(run_id, "running").items() if worker == doomed_name]

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,17 +20,15 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, wait_until
-from vfx_tasks.cli import enqueue
-from vfx_tasks.queue.processes.redis_server import RedisServer
+from tests.helpers import RUN_SPEC_OPTIONS, enqueue_in_process
+from vfx_tasks.queue.processes.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
 
 FLOWER_USER, FLOWER_PASSWORD = "watcher", "s3cret-for-tests"
 WORKER_NAME = "flowertest@localhost"
-COMMON = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
 
 
 @dataclass(frozen=True)
@@ -42,12 +39,6 @@ class FlowerRun:
     process: subprocess.Popen[bytes]
     log_path: Path
     enqueue_stderr: str
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, *, auth: tuple[str, str] | None = (FLOWER_USER, FLOWER_PASSWORD)) -> tuple[int, bytes]:
@@ -127,11 +118,10 @@ def flower_run(pretrained_dir: Path, sample_videos_dir: Path, tmp_path_factory: 
             worker = WorkerProcess(env, folder / "worker.log", WORKER_NAME)
             # Flower hears about tasks from events, so the worker and Flower run before anything is queued.
             wait_until(lambda: " ready." in worker.log(), "the worker to be ready")
-            result = CliRunner().invoke(
-                enqueue.main,
-                ["--input_dir", str(videos), "--output_dir", str(folder / "features"), *COMMON, "--wait"],
-                env={"VFX_BROKER_URL": redis_server.url}, catch_exceptions=False,
-            )
+            result = enqueue_in_process(
+                redis_server.url, "--input_dir", str(videos), "--output_dir", str(folder / "features"),
+                *RUN_SPEC_OPTIONS, "--wait",
+            )  # fmt: skip
             assert result.exit_code == 1, result.stderr  # one video failed, as intended
             # Events travel independently of results: wait until Flower has both final states.
             wait_until(lambda: {t["state"] for t in tasks_by_video(url).values()} == {"SUCCESS", "FAILURE"},

@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
-from click.testing import CliRunner, Result
 
 from tests.conftest import (
     PROCESS_TIMEOUT_SECONDS,
-    REPO_DIR,
     WorkerProcess,
     run_cli,
     run_spec,
     wait_until,
     write_test_video,
 )
-from vfx_tasks.cli.enqueue import main
+from tests.helpers import ENQUEUE, enqueue_in_process, start_enqueue, write_fake_videos
 from vfx_tasks.queue.app import create_app
 from vfx_tasks.queue.job import Run
 from vfx_tasks.queue.ledger import Ledger
@@ -40,15 +36,7 @@ QUEUE = "vfx"
 
 def fake_videos(root: Path, count: int) -> list[str]:
     """``count`` empty video files in ten folders; their relative ids."""
-    ids = [f"d{index % 10}/v{index}" for index in range(count)]
-    for relative_id in ids:
-        (root / relative_id).parent.mkdir(parents=True, exist_ok=True)
-        (root / f"{relative_id}.mp4").write_bytes(b"")
-    return ids
-
-
-def enqueue(redis_url: str, *args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env={"VFX_BROKER_URL": redis_url}, catch_exceptions=False)
+    return write_fake_videos(root, (f"d{index % 10}/v{index}.mp4" for index in range(count)))
 
 
 def message_task_ids(client: redis.Redis) -> list[str]:
@@ -69,7 +57,7 @@ def test_a_rerun_sends_again_every_claimed_video_whose_message_was_lost(
     out = tmp_path / "out"
     run = run_spec(out)
     args = ["--input_dir", str(tmp_path / "in"), "--output_dir", str(out), *COMMON]
-    assert "Queued 30 of 30" in enqueue(redis_url, *args).output
+    assert "Queued 30 of 30" in enqueue_in_process(redis_url, *args).output
     client = redis.Redis.from_url(redis_url)
     # Given Redis came back without the last 20 messages but with all 30 claims (the 10 newest
     # messages kept), a worker holding 5 of those 10 unacknowledged, and one of the lost videos
@@ -82,7 +70,7 @@ def test_a_rerun_sends_again_every_claimed_video_whose_message_was_lost(
     lost = [r for r in ids if run.task_id(r) not in kept]
     Ledger.from_url(redis_url).mark_started(run.run_id, lost[0], "gpu0@elsewhere")
     # when the same command runs again,
-    rerun = enqueue(redis_url, *args)
+    rerun = enqueue_in_process(redis_url, *args)
     # then it sends the 19 lost videos again, and only those: each video not running has one message.
     assert rerun.exit_code == 0, rerun.output
     assert "Queued 19 of 30 videos (19 sent again" in rerun.output
@@ -90,20 +78,9 @@ def test_a_rerun_sends_again_every_claimed_video_whose_message_was_lost(
     messages = message_task_ids(client)
     assert sorted(messages) == sorted(run.task_id(r) for r in ids if r != lost[0])
     # And a third run finds nothing missing: reruns never pile up duplicates.
-    third = enqueue(redis_url, *args)
+    third = enqueue_in_process(redis_url, *args)
     assert "Queued 0 of 30" in third.output and "30 were already queued" in third.output
     assert len(message_task_ids(client)) == 29
-
-
-def start_enqueue(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vfx_tasks.cli.enqueue", *args],
-        env=env,
-        cwd=REPO_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_a_producer_killed_between_claims_and_messages_loses_nothing(
@@ -128,7 +105,7 @@ def test_a_producer_killed_between_claims_and_messages_loses_nothing(
     claimed, messages = pending(client, run), client.llen(QUEUE)
     assert claimed > messages, f"the kill came too late: {claimed} claims, {messages} messages"
     # when the same command runs again,
-    rerun = enqueue(redis_url, *args)
+    rerun = enqueue_in_process(redis_url, *args)
     # then every video that is not done has exactly one message.
     assert rerun.exit_code == 0, rerun.output
     assert sorted(message_task_ids(client)) == sorted(run.task_id(r) for r in ids)
@@ -157,7 +134,7 @@ def test_an_interrupted_enqueue_says_what_it_queued_and_the_rerun_queues_the_res
     assert "Traceback" not in stderr
     assert client.llen(QUEUE) == pending(client, run)
     # and the same command again queues the rest, each video once.
-    rerun = enqueue(redis_url, *args)
+    rerun = enqueue_in_process(redis_url, *args)
     assert rerun.exit_code == 0, rerun.output
     assert sorted(message_task_ids(client)) == sorted(run.task_id(r) for r in ids)
 
@@ -177,7 +154,7 @@ def test_a_duplicate_message_for_a_done_video_is_acknowledged_without_work(
     worker = start_worker()
     # Given a video extracted and recorded as done,
     args = ["--input_dir", str(video.parent), "--output_dir", str(out), *COMMON, "--poll_seconds", "0.2"]
-    first = run_cli("vfx_tasks.cli.enqueue", *args, "--wait", "--wait-timeout", "120", env=queue_env)
+    first = run_cli(ENQUEUE, *args, "--wait", "--wait-timeout", "120", env=queue_env)
     assert first.returncode == 0, first.stderr
     wait_until(lambda: succeeded_lines(worker, task_id) == 1, "the first task to be logged")
     output = out / "clip.npy"

@@ -18,6 +18,7 @@ from celery import Celery
 from celery.exceptions import Retry
 from kombu import Connection
 
+from tests.queue.helpers import take_without_ack
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
 from vfx_tasks.queue.recovery.internals import (
     in_flight_deliveries,
@@ -36,13 +37,9 @@ def held_app(redis_url: str) -> Celery:
     return create_app(Settings.from_env({}, broker_url=redis_url, queue_name=QUEUE))
 
 
-def take_without_ack(connection: Connection) -> dict[str, object]:
+def take_kwargs_without_ack(connection: Connection) -> dict[str, object]:
     """The kwargs of the next task on the queue, taken as a worker does, and left unacknowledged."""
-    deadline = time.monotonic() + 10
-    while (message := connection.default_channel.basic_get(QUEUE, no_ack=False)) is None:
-        assert time.monotonic() < deadline, "no task reached the queue"
-        time.sleep(0.05)
-    return message.decode()[1]
+    return take_without_ack(connection, QUEUE).decode()[1]
 
 
 def test_unacked_messages_are_kept_in_the_hash_the_module_reads(redis_url: str) -> None:
@@ -51,7 +48,7 @@ def test_unacked_messages_are_kept_in_the_hash_the_module_reads(redis_url: str) 
     sent = app.send_task(EXTRACT_VIDEO_TASK, kwargs={"run_id": "r", "relative_id": "a/v"})
     with app.connection_for_read() as connection:
         before = time.time()
-        assert take_without_ack(connection) == {"run_id": "r", "relative_id": "a/v"}
+        assert take_kwargs_without_ack(connection) == {"run_id": "r", "relative_id": "a/v"}
         # then kombu keeps it in the "unacked" hash: tag -> JSON [message, exchange, routing_key],
         (tag,) = client.hkeys("unacked")
         message, exchange, routing_key = json.loads(client.hget("unacked", tag))
@@ -76,7 +73,7 @@ def test_restoring_puts_the_message_back_at_the_head_of_its_queue(redis_url: str
     for relative_id in ("first", "second"):
         app.send_task(EXTRACT_VIDEO_TASK, kwargs={"relative_id": relative_id})
     with app.connection_for_read() as dead:
-        assert take_without_ack(dead)["relative_id"] == "first"
+        assert take_kwargs_without_ack(dead)["relative_id"] == "first"
         # when it is restored,
         (unacked,) = unacked_deliveries(app)
         assert restore_unchanged(app, [unacked]) == [unacked]
@@ -84,7 +81,7 @@ def test_restoring_puts_the_message_back_at_the_head_of_its_queue(redis_url: str
         assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
         assert unacked_deliveries(app) == []
         with app.connection_for_read() as alive:
-            assert take_without_ack(alive)["relative_id"] == "first"
+            assert take_kwargs_without_ack(alive)["relative_id"] == "first"
             # under the same delivery tag, delivered anew.
             (again,) = unacked_deliveries(app)
             assert again.delivery_tag == unacked.delivery_tag
@@ -98,9 +95,7 @@ def test_a_settled_delivery_is_not_restored(redis_url: str) -> None:
     app, client = held_app(redis_url), redis.Redis.from_url(redis_url)
     app.send_task(EXTRACT_VIDEO_TASK, kwargs={"relative_id": "v"})
     with app.connection_for_read() as connection:
-        channel = connection.default_channel
-        while (message := channel.basic_get(QUEUE, no_ack=False)) is None:
-            time.sleep(0.05)
+        message = take_without_ack(connection, QUEUE)
         (seen,) = unacked_deliveries(app)
         # Given a delivery acknowledged after it was seen unacknowledged,
         message.ack()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,6 @@ import redis
 
 from tests.conftest import (
     PROCESS_TIMEOUT_SECONDS,
-    REPO_DIR,
     alive_pids,
     descendant_pids,
     processes_with_marker,
@@ -22,6 +19,7 @@ from tests.conftest import (
     run_spec,
     wait_until,
 )
+from tests.helpers import ENQUEUE, start_enqueue
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.processes.cluster import LocalCluster
@@ -48,46 +46,34 @@ pytestmark = pytest.mark.slow
 
 def assert_no_process_left(marker: str, started: set[int], timeout: float = 10) -> None:
     """Neither a process started by the run (seen while it ran) nor one with its environment is alive."""
-    deadline = time.monotonic() + timeout
-    while (left := alive_pids(started) | set(processes_with_marker(marker))) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert left == set(), f"processes left behind: {left}"
+
+    def left() -> set[int]:
+        return alive_pids(started) | set(processes_with_marker(marker))
+
+    wait_until(lambda: not left(), lambda: f"the run's processes to end; left behind: {left()}", timeout)
 
 
 def start_local(videos: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vfx_tasks.cli.enqueue",
-            "--input_dir",
-            str(videos),
-            "--output_dir",
-            str(out),
-            *ARGS,
-            "--local",
-        ],
-        env={**env, "VFX_BROKER_URL": ""},  # --local needs no Redis of its own
-        cwd=REPO_DIR,
+    return start_enqueue(
+        {**env, "VFX_BROKER_URL": ""},  # --local needs no Redis of its own
+        "--input_dir", str(videos), "--output_dir", str(out), *ARGS, "--local",
         # Ctrl-C as a terminal delivers it: whatever this test process inherited or was given by
         # the libraries it loaded, the run starts with SIGINT's default disposition.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    )  # fmt: skip
 
 
 def watch_descendants(process: subprocess.Popen[str], until: int | None = None) -> set[int]:
     """Pids below ``process`` seen until it exits (or until ``until`` of them run at once)."""
     seen: set[int] = set()
-    deadline = time.monotonic() + PROCESS_TIMEOUT_SECONDS
-    while process.poll() is None and time.monotonic() < deadline:
+
+    def ended_or_enough() -> bool:
         current = descendant_pids(process.pid)
-        seen |= current
-        if until is not None and len(current) >= until:
-            break
-        time.sleep(0.1)
+        seen.update(current)
+        return process.poll() is not None or (until is not None and len(current) >= until)
+
+    what = "the run to end" if until is None else f"{until} processes below the run"
+    wait_until(ended_or_enough, what, PROCESS_TIMEOUT_SECONDS)
     return seen
 
 
@@ -171,7 +157,7 @@ def test_missing_weights_stop_a_local_run_before_anything_starts(
     empty.mkdir()
     # When the local run starts
     result = run_cli(
-        "vfx_tasks.cli.enqueue", "--local", "--input_dir", str(videos), "--output_dir", str(tmp_path / "out"),
+        ENQUEUE, "--local", "--input_dir", str(videos), "--output_dir", str(tmp_path / "out"),
         "--pretrained_dir", str(empty), *ARGS,
         env={k: v for k, v in queue_env.items() if k != "VFX_BROKER_URL"}, timeout=120,
     )

@@ -6,8 +6,6 @@ Real redis-server with an append-only file on a fixed port, real workers, real v
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,25 +13,17 @@ import pytest
 
 from tests.conftest import (
     PROCESS_TIMEOUT_SECONDS,
-    REPO_DIR,
     RestartableRedis,
     WorkerProcess,
     run_spec,
     wait_until,
     write_test_video,
 )
+from tests.helpers import start_enqueue_wait
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
-pytestmark = pytest.mark.slow
-
-COMMON = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
-
-
-@pytest.fixture
-def redis_url(restartable_redis: RestartableRedis) -> str:
-    """The queue fixtures (workers, environment) on a Redis this module's tests restart."""
-    return restartable_redis.url
+pytestmark = [pytest.mark.slow, pytest.mark.restartable_redis]
 
 
 def write_short_videos(folder: Path, count: int) -> Path:
@@ -41,27 +31,6 @@ def write_short_videos(folder: Path, count: int) -> Path:
     for i in range(count):
         write_test_video(folder / f"v{i:02d}.mp4", width=96 + 2 * i, height=64, num_frames=40)
     return folder
-
-
-def start_enqueue_wait(env: dict[str, str], videos: Path, out: Path, *args: str) -> subprocess.Popen[str]:
-    """``vfx-enqueue ... --wait`` in the background (``args`` after the common ones override them)."""
-    command = [
-        sys.executable,
-        "-m",
-        "vfx_tasks.cli.enqueue",
-        "--input_dir",
-        str(videos),
-        "--output_dir",
-        str(out),
-    ]
-    return subprocess.Popen(
-        [*command, *COMMON, *args, "--wait", "--wait-timeout", str(2 * PROCESS_TIMEOUT_SECONDS)],
-        env=env,
-        cwd=REPO_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "crash"])
@@ -76,7 +45,8 @@ def test_a_redis_restart_loses_nothing_and_the_wait_goes_on(
     ledger, run_id = Ledger.from_url(restartable_redis.url), run_spec(out).run_id
     # Given two workers busy with a run that `vfx-enqueue --wait` follows,
     workers = [start_worker(), start_worker()]
-    waiting = start_enqueue_wait(queue_env, videos, out)
+    args = ["--input_dir", str(videos), "--output_dir", str(out)]
+    waiting = start_enqueue_wait(queue_env, *args, wait_timeout=2 * PROCESS_TIMEOUT_SECONDS)
     wait_until(lambda: len(ledger.entries(run_id, "running")) == 2, "both workers running a video")
     # when Redis stops (SIGTERM: a restart; SIGKILL: a crash, the AOF fsynced every second) and
     # comes back 2 s later on the same port and folder,

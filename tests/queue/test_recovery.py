@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from kombu import Connection
 
 from tests.conftest import WorkerProcess, run_spec
-from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
-from vfx_tasks.queue.job import Job, Run
+from tests.queue.helpers import HELD_QUEUE, hold_unacknowledged, take_without_ack, wait_until_answering
+from vfx_tasks.queue.app import create_app
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.recovery.holders import Holders
 from vfx_tasks.queue.recovery.internals import restore_unchanged, unacked_deliveries
@@ -23,27 +23,7 @@ from vfx_tasks.queue.recovery.reconciler import Reconciler
 from vfx_tasks.queue.recovery.sweeper import Sweeper
 from vfx_tasks.settings import Settings
 
-#: A queue no worker of these tests consumes: messages sent there stay where the test puts them.
-HELD_QUEUE = "held"
 GRACE = 15.0
-
-
-def hold_unacknowledged(redis_url: str, run: Run, relative_id: str, *, queue: str = HELD_QUEUE) -> Connection:
-    """Send a video's task and take it off the queue without acknowledging it, as a worker that
-    died would.
-
-    Returns the open connection: closing it would give the task back, as a worker that stops does.
-    """
-    app = create_app(Settings.from_env({}, broker_url=redis_url, queue_name=queue))
-    job = Job.create(run, relative_id=relative_id, video_path="/nowhere.mp4")
-    app.send_task(EXTRACT_VIDEO_TASK, kwargs=job.to_message(), task_id=run.task_id(relative_id))
-    connection = app.connection_for_read()
-    channel = connection.default_channel
-    deadline = time.monotonic() + 10
-    while channel.basic_get(queue, no_ack=False) is None:
-        assert time.monotonic() < deadline, "the task never reached the queue"
-        time.sleep(0.05)
-    return connection
 
 
 @pytest.fixture
@@ -53,9 +33,10 @@ def holding(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., str]]:
     app = create_app(Settings.from_env({}, broker_url=redis_url, queue_name=HELD_QUEUE))
     connections = []
 
-    def hold(relative_id: str, *, queue: str = HELD_QUEUE) -> str:
-        connections.append(hold_unacknowledged(redis_url, run, relative_id, queue=queue))
-        (tag,) = [d.delivery_tag for d in unacked_deliveries(app) if d.task_id == run.task_id(relative_id)]
+    def hold(relative_id: str, *, queue: str = HELD_QUEUE, task_id: str | None = None) -> str:
+        connections.append(hold_unacknowledged(redis_url, run, relative_id, queue=queue, task_id=task_id))
+        wanted = task_id or run.task_id(relative_id)
+        (tag,) = [d.delivery_tag for d in unacked_deliveries(app) if d.task_id == wanted]
         return tag
 
     yield hold
@@ -84,6 +65,8 @@ def test_a_delivery_no_live_process_holds_goes_back_after_the_grace(
     # and one of another queue, not this worker's business,
     tags = {relative_id: holding(relative_id) for relative_id in ("held", "cut", "dead", "waiting")}
     other_queue = holding("elsewhere", queue="other")
+    # and one forged with the held video's arguments under another task id,
+    forged = holding("held", task_id=str(uuid.uuid4()))
     holders.write("me-1", "me@box", {tags["held"]: run.task_id("held")}, ttl_seconds=60)
     for relative_id, worker in [("held", "me@box"), ("cut", "me@box"), ("dead", "gone@box")]:
         ledger.mark_started(run.run_id, relative_id, worker)
@@ -98,11 +81,12 @@ def test_a_delivery_no_live_process_holds_goes_back_after_the_grace(
     # and then the three nobody holds go back to the queue,
     clock.now = GRACE
     restored = {d.delivery_tag for d in sweeper.sweep(ledger, holders)}
-    assert restored == {tags["cut"], tags["dead"], tags["waiting"]}
-    assert client.llen(HELD_QUEUE) == 3 and client.hexists("unacked", tags["held"])
+    assert restored == {tags["cut"], tags["dead"], tags["waiting"], forged}
+    assert client.llen(HELD_QUEUE) == 4 and client.hexists("unacked", tags["held"])
     assert client.hexists("unacked", other_queue)
     # their running entries released: the cut-off attempt not counted, the dead worker's counted
-    # as a death, both marked as possibly cut off mid-write; the held video left as it was.
+    # as a death, both marked as possibly cut off mid-write; the held video left as it was (a
+    # video is found by its task id, never by what a message says).
     assert ledger.entries(run.run_id, "running") == {"held": "me@box"}
     assert ledger.entries(run.run_id, "deliveries") == {"held": "1", "dead": "1"}
     assert ledger.take_interrupted(run.run_id, "cut") and ledger.take_interrupted(run.run_id, "dead")
@@ -126,8 +110,7 @@ def test_a_delivery_taken_again_meanwhile_is_left_to_its_new_holder(
     (seen,) = unacked_deliveries(app)
     assert restore_unchanged(app, [seen]) == [seen]
     with app.connection_for_read() as again:
-        while again.default_channel.basic_get(HELD_QUEUE, no_ack=False) is None:
-            time.sleep(0.05)
+        take_without_ack(again, HELD_QUEUE)
         # when the sweeper looks past the grace of the first delivery, the new one is not due,
         clock.now = GRACE
         assert sweeper.sweep(ledger, holders) == []
@@ -172,10 +155,7 @@ def test_only_what_dead_earlier_processes_of_the_same_name_held_goes_back(
     # Given a live worker (up and answering), and unacknowledged tasks: one the ledger shows
     # running on a worker that is gone, one an earlier process of that worker had received and
     # not started (only its record knows), one on the live worker, one on no worker at all,
-    worker = start_worker()
-    deadline = time.monotonic() + 60
-    while not app.control.ping(destination=[live], timeout=1):
-        assert time.monotonic() < deadline, f"worker {live} never answered:\n{worker.log()}"
+    wait_until_answering(app, live, start_worker())
     tags = {relative_id: holding(relative_id) for relative_id in ("lost", "waiting", "busy", "other")}
     ledger.mark_started(run.run_id, "lost", "gone@box")
     ledger.mark_started(run.run_id, "busy", live)

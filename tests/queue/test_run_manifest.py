@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import WorkerProcess, run_cli, run_spec, wait_until, write_test_video
+from tests.helpers import ENQUEUE, RUN_SPEC_OPTIONS
 from vfx_tasks.cli import status
 from vfx_tasks.outputs.index import read_index
 from vfx_tasks.outputs.manifest import read_manifest
@@ -18,9 +19,6 @@ from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.producer.enqueue import job_of
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import VideoItem
-
-ENQUEUE = "vfx_tasks.cli.enqueue"
-COMMON = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +31,7 @@ def test_other_settings_are_refused_forced_or_failed_and_the_index_matches(
     write_test_video(videos / "a.mp4", width=64, height=48, num_frames=40)
     write_test_video(videos / "sub" / "b.mp4", width=64, height=48, num_frames=70, fps=30.0)
     start_worker()
-    args = ["--input_dir", str(videos), "--output_dir", str(out), *COMMON]
+    args = ["--input_dir", str(videos), "--output_dir", str(out), *RUN_SPEC_OPTIONS]
     first = run_cli(ENQUEUE, *args, "--wait", env=queue_env)
     assert first.returncode == 0, first.stderr
     # then the folder records its settings, with the checkpoint's hash and the crop order,

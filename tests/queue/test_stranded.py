@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +19,12 @@ import redis
 
 from tests.conftest import (
     PROCESS_TIMEOUT_SECONDS,
-    REPO_DIR,
     WorkerProcess,
     run_spec,
     wait_until,
     write_test_video,
 )
+from tests.helpers import start_enqueue_wait
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
@@ -43,14 +42,8 @@ def write_videos(folder: Path, count: int, *, clips: int = 2) -> Path:
 
 
 def enqueue_and_wait(env: dict[str, str], videos: Path, out: Path) -> subprocess.Popen[str]:
-    command = [
-        sys.executable, "-m", "vfx_tasks.cli.enqueue", "--input_dir", str(videos), "--output_dir", str(out),
-        "--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "-1", "--poll_seconds", "0.2",
-        "--wait", "--wait-timeout", str(WAIT_TIMEOUT_SECONDS),
-    ]  # fmt: skip
-    return subprocess.Popen(
-        command, env=env, cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    args = ["--input_dir", str(videos), "--output_dir", str(out), "--num_clips_per_video", "-1"]
+    return start_enqueue_wait(env, *args, wait_timeout=WAIT_TIMEOUT_SECONDS)
 
 
 def assert_all_done(waiting: subprocess.Popen[str], out: Path, count: int, logs: Callable[[], str]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WorkerProcess, run_cli, run_spec, wait_until
+from tests.helpers import ENQUEUE
 from vfx_tasks.errors import ConfigurationError
 from vfx_tasks.queue.app import celery_config
 from vfx_tasks.queue.job import Run
@@ -35,7 +36,7 @@ def enqueue_and_wait(tmp_path: Path, sample_videos_dir: Path, env: dict[str, str
     videos.mkdir()
     shutil.copy(sample_videos_dir / "bigbuckbunny.mp4", videos / "slow.mp4")
     result = run_cli(
-        "vfx_tasks.cli.enqueue", "--input_dir", str(videos), "--output_dir", str(out), *COMMON,
+        ENQUEUE, "--input_dir", str(videos), "--output_dir", str(out), *COMMON,
         "--wait", "--wait-timeout", "60", env=env, timeout=90,
     )
     # A failed video, reported with its reason: exit 1, not the wait timeout's 4.

@@ -16,6 +16,7 @@ import pytest
 from celery.states import READY_STATES
 
 from tests.conftest import WorkerProcess, run_cli, wait_until, write_test_video
+from tests.helpers import ENQUEUE, files_under
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.processes.cluster import LocalCluster
@@ -35,10 +36,6 @@ def nested(depth: int) -> dict[str, Any]:
     return labels
 
 
-def files_under(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
-
-
 def test_crafted_messages_fail_permanently_with_the_setting_to_change_and_write_nothing(
     tmp_path: Path, redis_url: str, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -49,7 +46,7 @@ def test_crafted_messages_fail_permanently_with_the_setting_to_change_and_write_
     shutil.copy(video, outside_video)
     out.mkdir()
     (out / "link").symlink_to(home, target_is_directory=True)
-    before = files_under(tmp_path)
+    before = set(files_under(tmp_path))
     base = {
         "video_path": str(video), "output_dir": str(out), "run_id": RUN_ID, "model": "i3d",
         "crop_type": "center", "clip_sampling": "sequential", "num_clips_per_video": 1,
@@ -107,7 +104,7 @@ def test_crafted_messages_fail_permanently_with_the_setting_to_change_and_write_
     assert worker.log().count("nothing to record") >= 3, worker.log()
     # nothing was written anywhere but the well-formed task's outputs, and nothing was retried,
     assert good.state == "SUCCESS", good.result
-    written = files_under(tmp_path) - before - {"worker-0.log"}
+    written = set(files_under(tmp_path)) - before - {"worker-0.log"}
     assert written == {"out/ok/v.npy", "out/ok/v.json", "out/index.csv"}
     assert "Retry in" not in worker.log()
 
@@ -124,7 +121,7 @@ def test_local_workers_accept_the_folders_they_were_given(tmp_path: Path, queue_
     assert cluster.worker_settings().input_roots == (inputs.resolve(),)
     assert cluster.worker_settings().output_roots == (out.resolve(),)
     result = run_cli(
-        "vfx_tasks.cli.enqueue", "--local", "--input_dir", str(inputs), "--output_dir", str(out),
+        ENQUEUE, "--local", "--input_dir", str(inputs), "--output_dir", str(out),
         "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2", env=env,
     )
     # and the run ends with every video done.

@@ -6,18 +6,17 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess, run_spec, wait_until
-from vfx_tasks.cli import enqueue, status
+from tests.helpers import RUN_SPEC_OPTIONS, enqueue_in_process, start_enqueue_wait
+from vfx_tasks.cli import status
 from vfx_tasks.extract.pipeline import FeatureExtractor
 from vfx_tasks.queue.app import create_app
 from vfx_tasks.queue.ledger import Ledger
@@ -25,34 +24,15 @@ from vfx_tasks.queue.processes.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import find_temp_files, is_valid_output
 
-ENQUEUE = "vfx_tasks.cli.enqueue"
-COMMON = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
+#: In-process runs: the run_spec run, and a timeout that keeps a dead worker from hanging the test
+#: run (it ends the wait with exit code 4).
+ENQUEUE_OPTIONS = (*RUN_SPEC_OPTIONS, "--wait-timeout", str(PROCESS_TIMEOUT_SECONDS))
 
 pytestmark = pytest.mark.slow
 
 
 def npy_files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.npy"))
-
-
-def start_enqueue_wait(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            ENQUEUE,
-            *args,
-            *COMMON,
-            "--wait",
-            "--wait-timeout",
-            str(PROCESS_TIMEOUT_SECONDS),
-        ],
-        env=env,
-        cwd=REPO_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -88,17 +68,6 @@ def two_carphone_videos(tmp_path: Path, sample_videos_dir: Path) -> Path:
     return videos
 
 
-def enqueue_in_process(redis_url: str, *args: str) -> Result:
-    """``vfx-enqueue`` through click's runner: no interpreter start-up per call."""
-    # The timeout keeps a dead worker from hanging the test run: it ends the wait with exit code 4.
-    return CliRunner().invoke(
-        enqueue.main,
-        [*args, *COMMON, "--wait-timeout", str(PROCESS_TIMEOUT_SECONDS)],
-        env={"VFX_BROKER_URL": redis_url},
-        catch_exceptions=False,
-    )
-
-
 def test_end_to_end_matches_the_pipeline_and_resumes(
     nested_videos: Path,
     tmp_path: Path,
@@ -109,7 +78,9 @@ def test_end_to_end_matches_the_pipeline_and_resumes(
     out, progress = tmp_path / "features", tmp_path / "progress.txt"
     args = ["--input_dir", str(nested_videos), "--output_dir", str(out)]
     # Given a worker and a folder with nested folders and an .avi, when the folder is enqueued and waited for,
-    first = enqueue_in_process(redis_url, *args, "--wait", "--check_progress", str(progress))
+    first = enqueue_in_process(
+        redis_url, *ENQUEUE_OPTIONS, *args, "--wait", "--check_progress", str(progress)
+    )
     # then every video has its features, equal bit for bit to the pipeline's, and is in the progress file.
     assert first.exit_code == 0, first.stderr
     assert "3 done, 0 failed of 3" in first.stderr
@@ -131,11 +102,11 @@ def test_end_to_end_matches_the_pipeline_and_resumes(
     assert result.result["shape"] == [1, 1, 2048] and result.result["num_frames"] == 60
 
     # Resume: a second enqueue queues nothing,
-    second = enqueue_in_process(redis_url, *args)
+    second = enqueue_in_process(redis_url, *ENQUEUE_OPTIONS, *args)
     assert "Queued 0 of 3" in second.stderr and "3 with valid output" in second.stderr
     # deleting one output queues only that one again, and it is redone.
     (out / "a" / "b" / "deep.npy").unlink()
-    redo = enqueue_in_process(redis_url, *args, "--wait")
+    redo = enqueue_in_process(redis_url, *ENQUEUE_OPTIONS, *args, "--wait")
     assert redo.exit_code == 0, redo.stderr
     assert "Queued 1 of 3" in redo.stderr and "1 done, 0 failed of 1" in redo.stderr
     assert npy_files(out) == ["a/b/deep.npy", "a/other.npy", "top.npy"]
@@ -152,7 +123,9 @@ def test_corrupt_videos_fail_with_their_reason_and_others_succeed(
     shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / "good.mp4")
     (videos / "empty.mp4").write_bytes(b"")
     (videos / "garbage.mkv").write_bytes(os.urandom(50_000))
-    result = enqueue_in_process(redis_url, "--input_dir", str(videos), "--output_dir", str(out), "--wait")
+    result = enqueue_in_process(
+        redis_url, *ENQUEUE_OPTIONS, "--input_dir", str(videos), "--output_dir", str(out), "--wait"
+    )
     # The run ends with exit code 1, naming each failed video and why.
     assert result.exit_code == 1, result.stderr
     assert "1 done, 2 failed of 3" in result.stderr
@@ -180,7 +153,9 @@ def test_transient_errors_are_retried_then_recorded(
     out.mkdir()
     (out / "blocked").write_text("a file where the output folder should be")  # every write fails
     # Given an output that cannot be written (a transient error: space or permissions may be fixed),
-    result = enqueue_in_process(redis_url, "--input_dir", str(videos), "--output_dir", str(out), "--wait")
+    result = enqueue_in_process(
+        redis_url, *ENQUEUE_OPTIONS, "--input_dir", str(videos), "--output_dir", str(out), "--wait"
+    )
     # then the task is retried (VFX_MAX_RETRIES=1 here) and, still failing, recorded with its reason.
     assert result.exit_code == 1, result.stderr
     assert "FAILED blocked/v: [output_error] Cannot write features" in result.stderr
@@ -258,7 +233,9 @@ def test_sigterm_finishes_the_video_in_flight(
     shutil.copy(sample_videos_dir / "carphone_pristine.mp4", videos / "v.mp4")
     ledger, run_id = Ledger.from_url(redis_url), run_spec(out).run_id
     worker = start_worker()
-    queued = enqueue_in_process(redis_url, "--input_dir", str(videos), "--output_dir", str(out))
+    queued = enqueue_in_process(
+        redis_url, *ENQUEUE_OPTIONS, "--input_dir", str(videos), "--output_dir", str(out)
+    )
     assert "Queued 1 of 1" in queued.stderr
     # Given a worker busy with a video, when it gets SIGTERM (docker stop, systemd, Ctrl-C),
     wait_until(lambda: bool(ledger.entries(run_id, "running")), "the video to start")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.hub_replica import XD_REPO, XD_VIDEOS, HubReplica, build_xd_violence, cached_videos
+from tests.hub_replica import XD_REPO, XD_VIDEOS, HubReplica, cached_videos
 from vfx_tasks.sources.fetch import fetched_video
 from vfx_tasks.sources.hub_paths import HubFile
 
@@ -18,11 +17,10 @@ VIDEO = XD_VIDEOS[0][0]
 
 
 @pytest.fixture
-def location(tmp_path: Path, sample_videos_dir: Path) -> Iterator[tuple[HubReplica, str]]:
+def location(xd_hub: tuple[HubReplica, str]) -> tuple[HubReplica, str]:
     """The replica and the ``hf://`` location of one of its videos."""
-    root = build_xd_violence(tmp_path / "replica", sample_videos_dir)
-    with HubReplica() as hub:
-        yield hub, HubFile(XD_REPO, hub.add_revision(XD_REPO, "main", root), VIDEO).to_location()
+    hub, commit = xd_hub
+    return hub, HubFile(XD_REPO, commit, VIDEO).to_location()
 
 
 def test_a_worker_finishing_does_not_delete_the_video_another_is_reading(

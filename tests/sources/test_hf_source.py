@@ -10,12 +10,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR
+from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, run_cli
+from tests.helpers import ENQUEUE
 from tests.hub_replica import (
     XD_MISSING,
     XD_REPO,
@@ -23,7 +23,6 @@ from tests.hub_replica import (
     XD_VIDEOS,
     HubReplica,
     build_xd_parquet_export,
-    build_xd_violence,
     cached_videos,
     hub_env,
     xd_relative_id,
@@ -36,14 +35,6 @@ from vfx_tasks.sources.hub_paths import HubFile, parse_location, parse_resolve_u
 from vfx_tasks.storage import output_path
 
 AMELIE = XD_VIDEOS[2][0]
-
-
-@pytest.fixture
-def xd_hub(tmp_path: Path, sample_videos_dir: Path) -> Iterator[tuple[HubReplica, str]]:
-    """The XD-Violence replica (``main`` only: no Parquet export) and its commit."""
-    root = build_xd_violence(tmp_path / "replica-main", sample_videos_dir)
-    with HubReplica() as hub:
-        yield hub, hub.add_revision(XD_REPO, "main", root, phantom_files=[XD_MISSING, *XD_UNSAFE])
 
 
 def source(hub: HubReplica, tmp_path: Path, repo_id: str = XD_REPO, **options: object) -> HubDatasetSource:
@@ -310,21 +301,8 @@ def test_enqueue_dry_run_lists_the_split(
 ) -> None:
     hub, commit = xd_hub
     env = hub_env(hub, tmp_path, queue_env)
-    command = [
-        sys.executable,
-        "-m",
-        "vfx_tasks.cli.enqueue",
-        "--hf_dataset",
-        XD_REPO,
-        "--split",
-        "test",
-        "--output_dir",
-        str(tmp_path / "out"),
-        "--dry-run",
-    ]
-    result = subprocess.run(
-        command, env=env, cwd=REPO_DIR, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_SECONDS
-    )
+    args = ["--hf_dataset", XD_REPO, "--split", "test", "--output_dir", str(tmp_path / "out"), "--dry-run"]
+    result = run_cli(ENQUEUE, *args, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [xd_relative_id(AMELIE)]
     assert f"through file-listing (commit {commit})" in result.stderr
@@ -394,19 +372,8 @@ def test_offline_mode_is_honoured_with_a_hint(
 ) -> None:
     hub, _ = xd_hub
     env = {**hub_env(hub, tmp_path, queue_env), "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "vfx_tasks.cli.enqueue",
-        "--hf_dataset",
-        XD_REPO,
-        "--output_dir",
-        str(tmp_path / "out"),
-        "--dry-run",
-    ]
-    result = subprocess.run(
-        command, env=env, cwd=REPO_DIR, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_SECONDS
-    )
+    args = ["--hf_dataset", XD_REPO, "--output_dir", str(tmp_path / "out"), "--dry-run"]
+    result = run_cli(ENQUEUE, *args, env=env)
     assert result.returncode == 2, result.stderr
     assert "HF_HUB_OFFLINE is set" in result.stderr and "Unset HF_HUB_OFFLINE" in result.stderr
     assert hub.requests == []

@@ -8,22 +8,20 @@ removes what it fetched.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, WorkerProcess
+from tests.conftest import WorkerProcess, run_cli
+from tests.helpers import ENQUEUE, RUN_SPEC_OPTIONS, files_under
 from tests.hub_replica import (
     XD_MISSING,
     XD_REPO,
     XD_UNSAFE,
     XD_VIDEOS,
     HubReplica,
-    build_xd_violence,
     cached_videos,
     hub_env,
     xd_relative_id,
@@ -31,48 +29,28 @@ from tests.hub_replica import (
 
 pytestmark = pytest.mark.slow
 
-COMMON = ["--model", "i3d", "--crop_type", "center", "--num_clips_per_video", "1", "--poll_seconds", "0.2"]
 BEAUTIFUL_MIND, BAD_BOYS, AMELIE = (xd_relative_id(path) for path, _ in XD_VIDEOS)
 MISSING = xd_relative_id(XD_MISSING)
-
-
-@pytest.fixture
-def xd_hub(tmp_path: Path, sample_videos_dir: Path) -> Iterator[HubReplica]:
-    root = build_xd_violence(tmp_path / "replica-main", sample_videos_dir)
-    with HubReplica() as hub:
-        hub.add_revision(XD_REPO, "main", root, phantom_files=[XD_MISSING, *XD_UNSAFE])
-        yield hub
-
-
-def enqueue(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vfx_tasks.cli.enqueue", "--hf_dataset", XD_REPO, *args, *COMMON],
-        env=env,
-        cwd=REPO_DIR,
-        capture_output=True,
-        text=True,
-        timeout=PROCESS_TIMEOUT_SECONDS,
-    )
-
-
-def files_under(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+#: The replica's whole dataset, extracted as the queue tests' run.
+DATASET_RUN = ("--hf_dataset", XD_REPO, *RUN_SPEC_OPTIONS)
 
 
 def test_xd_violence_end_to_end_resumes_the_original_layout_and_fails_only_the_missing_video(
-    xd_hub: HubReplica,
+    xd_hub: tuple[HubReplica, str],
     tmp_path: Path,
     queue_env: dict[str, str],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    env = hub_env(xd_hub, tmp_path, queue_env)
+    hub, _ = xd_hub
+    env = hub_env(hub, tmp_path, queue_env)
     out, progress = tmp_path / "features" / "i3d", tmp_path / "results" / "progress.txt"
     # Given a progress file the original tool wrote (one video done) and a worker fetching from the replica,
     progress.parent.mkdir(parents=True)
     progress.write_text(f"{BEAUTIFUL_MIND}\n", encoding="utf-8")
     worker = start_worker(**{k: v for k, v in env.items() if k.startswith("HF_")})
     # when the whole dataset is enqueued and waited for,
-    result = enqueue(env, "--output_dir", str(out), "--check_progress", str(progress), "--wait")
+    args = [*DATASET_RUN, "--output_dir", str(out), "--check_progress", str(progress)]
+    result = run_cli(ENQUEUE, *args, "--wait", env=env)
     # then the video in the progress file is skipped, the missing one fails with its reason, the rest is done,
     assert result.returncode == 1, result.stderr
     assert "Queued 3 of 4 videos" in result.stderr and "1 in --check_progress" in result.stderr
@@ -98,11 +76,11 @@ def test_xd_violence_end_to_end_resumes_the_original_layout_and_fails_only_the_m
     )
     # and the worker kept none of the videos it fetched.
     assert cached_videos(tmp_path / "hf-home" / "hub") == []
-    assert len(xd_hub.requested("GET", "/resolve/")) >= 2
+    assert len(hub.requested("GET", "/resolve/")) >= 2
     assert "VideoDownloadError" in worker.log() and "Retry in" not in worker.log()  # not retried
 
     # Resume: only the failed video is left to do.
-    again = enqueue(env, "--output_dir", str(out), "--check_progress", str(progress), "--dry-run")
+    again = run_cli(ENQUEUE, *args, "--dry-run", env=env)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines() == [MISSING]
     assert "0 with valid output, 3 in --check_progress" in again.stderr

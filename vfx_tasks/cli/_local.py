@@ -6,18 +6,20 @@ import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 import click
 
 from vfx_tasks.cli import EXIT_OK
 from vfx_tasks.cli._plan_and_wait import EnqueueRequest, enqueue_and_maybe_wait
-from vfx_tasks.models import get_model_spec
 from vfx_tasks.models.files import checkpoint_path
+from vfx_tasks.models.user_model import model_folders
 from vfx_tasks.queue.processes.cluster import LocalCluster
 from vfx_tasks.queue.processes.redis_server import RedisServer
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import LocalFolderSource
+from vfx_tasks.sources.objects import ObjectStoreSource
 
 
 def run_locally(
@@ -30,7 +32,7 @@ def run_locally(
             return enqueue_and_maybe_wait(settings.with_overrides(broker_url=server.url), request, wait=False)
     # The local workers read the weights from this machine: say now, not once per video, if
     # they are missing.
-    checkpoint_path(get_model_spec(request.run.recipe.model), settings.pretrained_dir)
+    checkpoint_path(request.run.recipe.model_spec(), settings.pretrained_dir)
     with _sigterm_as_ctrl_c():
         return _run_on_local_cluster(settings, request, concurrency=concurrency, pool=pool)
 
@@ -54,9 +56,17 @@ def _run_on_local_cluster(
 ) -> int:
     """Redis first, to plan the run; workers (seconds, and a model load each) only if it has work."""
     source = request.source
-    input_dir = source.root if isinstance(source, LocalFolderSource) else None  # Hub videos need none
+    input_dir: str | Path | None = None  # Hub videos need none
+    if isinstance(source, LocalFolderSource):
+        input_dir = source.root
+    elif isinstance(source, ObjectStoreSource):
+        input_dir = source.url
+    recipe = request.run.recipe
+    # A run of a user's own config: its workers may read that config's files and weights, nothing else.
+    model_roots = model_folders(recipe.model_config, recipe.checkpoint) if recipe.model_config else []
     cluster = LocalCluster(
-        settings, output_dir=request.run.output_dir, input_dir=input_dir, concurrency=concurrency, pool=pool
+        settings, output_dir=request.run.output_dir, input_dir=input_dir, model_roots=model_roots,
+        concurrency=concurrency, pool=pool,
     )
 
     def start_workers() -> None:

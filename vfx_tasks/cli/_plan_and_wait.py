@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import click
 
 from vfx_tasks.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from vfx_tasks.cli._manifest import claim_output_dir_for_run
+from vfx_tasks.cli._manifest import claim_output_dir_for_run, output_folder
+from vfx_tasks.cli._output_folder import write_index_from_ledger
 from vfx_tasks.cli._progress import ProgressBar, format_duration
 from vfx_tasks.errors import WaitTimeoutError
+from vfx_tasks.outputs.manifest import read_manifest
 from vfx_tasks.queue.app import create_app
 from vfx_tasks.queue.job import Run
 from vfx_tasks.queue.ledger import Ledger
@@ -28,6 +30,7 @@ from vfx_tasks.queue.producer.wait import WaitOutcome, wait_for_videos
 from vfx_tasks.redaction import redact
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.base import VideoSource
+from vfx_tasks.storage import is_url
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def enqueue_and_maybe_wait(
     """
     ledger = Ledger.from_url(settings.broker_url)
     claim_output_dir_for_run(request.run, settings, force=request.force, dry_run=request.dry_run)
-    plan = _plan(ledger, request)
+    plan = _plan(ledger, request, settings)
     if request.dry_run:
         for item in plan.to_queue:
             click.echo(item.relative_id)
@@ -78,11 +81,26 @@ def enqueue_and_maybe_wait(
         return EXIT_OK
     if not watched:
         click.echo("Nothing to wait for: every video is done already.", err=True)
+        _write_object_index(ledger, request.run, settings)
         return EXIT_OK
-    return _report(_wait(ledger, request, watched, check=check))
+    code = _report(_wait(ledger, request, watched, check=check))
+    _write_object_index(ledger, request.run, settings)
+    return code
 
 
-def _plan(ledger: Ledger, request: EnqueueRequest) -> Plan:
+def _write_object_index(ledger: Ledger, run: Run, settings: Settings) -> None:
+    """Object storage cannot append, so its ``index.csv`` is written whole once the run has ended,
+    from one listing and the ledger's done summaries (a local folder's grows as videos finish)."""
+    if not is_url(run.output_dir):
+        return
+    with output_folder(run.output_dir, settings) as folder:
+        manifest = read_manifest(folder)
+        if manifest is not None:
+            rows = write_index_from_ledger(ledger, folder, manifest, [run.run_id])
+            click.echo(f"Wrote {run.output_dir}/index.csv ({len(rows)} rows).", err=True)
+
+
+def _plan(ledger: Ledger, request: EnqueueRequest, settings: Settings) -> Plan:
     """Which videos to queue; says how the source listed them and what it left out."""
     source = request.source
     plan = plan_videos(
@@ -92,6 +110,7 @@ def _plan(ledger: Ledger, request: EnqueueRequest) -> Plan:
         check_progress=read_check_progress(request.check_progress),
         force=request.force,
         max_videos=request.max_videos,
+        storage_options=settings.storage_kwargs(),
     )
     if source.rejected:
         click.echo(

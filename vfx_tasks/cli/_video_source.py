@@ -1,11 +1,17 @@
-"""Where ``vfx-enqueue`` takes its videos from: a local folder or a Hugging Face dataset."""
+"""Where ``vfx-enqueue`` takes its videos from: a local folder, a prefix in object storage or a
+Hugging Face dataset."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import click
 
 from vfx_tasks.sources.base import LocalFolderSource, VideoSource
 from vfx_tasks.sources.hub_dataset import HubDatasetSource, Split
+from vfx_tasks.sources.objects import ObjectStoreSource
+from vfx_tasks.storage import is_url
 
 
 def check_arguments(
@@ -29,8 +35,10 @@ def make_source(
     hf_pattern: str | None,
     hf_video_column: str | None,
     hf_config: str | None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> VideoSource:
-    """The folder or the Hub dataset; ``click.UsageError`` for Hub options given with a folder."""
+    """The folder, the prefix (an ``--input_dir`` URL, listed with ``storage_options``) or the Hub
+    dataset; ``click.UsageError`` for Hub options given with a folder."""
     if input_dir is not None:
         hf_only = {
             "--split": split != "all",
@@ -44,6 +52,8 @@ def make_source(
             raise click.UsageError(
                 f"{', '.join(given)} only apply to --hf_dataset; drop them with --input_dir."
             )
+        if is_url(input_dir):
+            return ObjectStoreSource(input_dir, storage_options=storage_options)
         return LocalFolderSource(input_dir)
     assert hf_dataset is not None  # check_arguments made sure
     return HubDatasetSource(

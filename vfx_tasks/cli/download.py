@@ -1,7 +1,11 @@
 """``vfx-download-models``: fetch the official checkpoints into the pretrained directory.
 
+Any model of mmaction2's model zoo, from the URL its metafile gives; without names, the two
+default models. ``--list`` prints what ``vfx-models`` prints instead of downloading.
+
 Exit codes: 0 every checkpoint present and verified, 1 a download failed (unreachable server,
-broken transfer, wrong hash), 2 usage error (unknown model name, bad option).
+broken transfer, wrong hash), 2 usage error (unknown model name, a model that cannot run here,
+bad option).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from tqdm import tqdm
 from vfx_tasks.cli import EXIT_FAILED, EXIT_OK
 from vfx_tasks.cli._help import GroupedCommand
 from vfx_tasks.cli.errors import cli_error
+from vfx_tasks.cli.models import list_models
 from vfx_tasks.cli.options import CONTEXT_SETTINGS, option, pretrained_dir_option, version_option
-from vfx_tasks.errors import CheckpointDownloadError, ConfigurationError, VfxError
+from vfx_tasks.errors import CheckpointDownloadError, VfxError
 from vfx_tasks.models import MODEL_SPECS, ModelSpec, get_model_spec
 from vfx_tasks.models.download import DEFAULT_TIMEOUT_SECONDS, checkpoint_url, download_checkpoint
 from vfx_tasks.redaction import redact
@@ -28,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 EPILOG = """\b
 Examples:
-  vfx-download-models                      # every supported model
-  vfx-download-models i3d                  # one model, by full name or alias
+  vfx-download-models                      # the two default models (i3d, swin-t)
+  vfx-download-models i3d x3d-s tsm        # by full name or alias, any model-zoo model
+  vfx-download-models --list               # every model, its size and whether it is here
   vfx-download-models --pretrained-dir /models swin-t
   vfx-download-models --base-url http://mirror.local/ckpt i3d
                                            # <base-url>/<official file name>
@@ -68,7 +74,7 @@ def _resolve_models(ctx: click.Context, param: click.Parameter, names: tuple[str
     for name in names:
         try:
             spec = get_model_spec(name)
-        except ConfigurationError as e:
+        except VfxError as e:  # unknown, or a model that cannot run here (its reason)
             raise click.BadParameter(str(e), ctx=ctx, param=param) from None
         if spec not in specs:
             specs.append(spec)
@@ -115,6 +121,12 @@ def _download(
     default=DEFAULT_TIMEOUT_SECONDS,
     help="Network timeout per read.",
 )
+@option(
+    "--list",
+    "list_only",
+    is_flag=True,
+    help="List every model (family, feature size, input, checkpoint size, on disk) instead.",
+)
 @version_option("vfx-download-models")
 @click.pass_context
 def main(
@@ -124,12 +136,17 @@ def main(
     pretrained_dir: str | None,
     base_url: str | None,
     timeout_seconds: float,
+    list_only: bool,
 ) -> None:
-    """Download the official Kinetics-400 checkpoints of NAME (default: every model), verified.
+    """Download the official checkpoints of NAME (default: the two default models), verified.
 
-    Resumes broken transfers, skips files already present and valid, and never leaves a partial
-    file under the final name.
+    NAME is any model of mmaction2's model zoo (`vfx-models` lists them). Resumes broken
+    transfers, skips files already present and valid, and never leaves a partial file under the
+    final name.
     """
+    if list_only:
+        list_models(pretrained_dir, None)
+        ctx.exit(EXIT_OK)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         target = Settings.from_env(pretrained_dir=pretrained_dir).pretrained_dir

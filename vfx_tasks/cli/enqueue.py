@@ -30,6 +30,7 @@ from vfx_tasks.cli.options import (
     pretrained_dir_option,
     recipe_from,
     recipe_options,
+    storage_options_option,
     version_option,
 )
 from vfx_tasks.errors import VfxError
@@ -39,11 +40,11 @@ from vfx_tasks.sources.hub_dataset import SPLITS, Split
 
 EPILOG = """\b
 Examples:
-  vfx-enqueue --input_dir videos/ --output_dir features/i3d   # queue, return
-  vfx-enqueue --input_dir videos/ --output_dir features/i3d --wait
+  vfx-enqueue --input_dir videos/ --output_dir features/i3d [--wait]
+  vfx-enqueue --input_dir s3://bkt/videos --output_dir s3://bkt/features --wait
   vfx-enqueue --input_dir videos/ --output_dir features/i3d --local
   vfx-enqueue --hf_dataset jherng/xd-violence --split test --wait
-  vfx-enqueue --input_dir videos/ --model swin-t --dry-run
+  vfx-enqueue --input_dir videos/ --model x3d --dry-run
 """
 
 
@@ -53,7 +54,7 @@ Examples:
     "--input-dir",
     group="Input",
     type=click.Path(file_okay=False),
-    help="Folder of videos, searched recursively (or --hf_dataset).",
+    help="Folder (or s3://...) of videos, searched recursively.",
 )
 @option(
     "--hf_dataset",
@@ -94,6 +95,7 @@ Examples:
     help="With --hf_dataset: dataset config (XD-Violence: video).",
 )
 @recipe_options(group="Model")
+@storage_options_option(group="Input")
 @output_dir_option(group="Run", help="Where <relative_dir>/<id>.npy go.")
 @option(
     "--force_stop_after_n_videos",
@@ -111,7 +113,7 @@ Examples:
     type=click.Path(dir_okay=False),
     help="File of <relative_dir>/<id> lines, skipped; --wait appends those it sees finish.",
 )
-@option("--force", group="Run", is_flag=True, help="Queue every video again, even done ones.")
+@option("--force", group="Run", is_flag=True, help="Redo done videos.")
 @option("--dry-run", "--dry_run", group="Run", is_flag=True, help="List what would be queued; queue nothing.")
 @broker_url_option(group="Queue", help="Redis URL of the queue (not with --local).")
 @option(
@@ -139,7 +141,7 @@ Examples:
     "--local",
     group="Local",
     is_flag=True,
-    help="Run here: a private Redis and workers (one per GPU, else on the CPU), then stop.",
+    help="Run here: a private Redis and a worker per GPU (or one on the CPU).",
 )
 @device_option(group="Local", help="cpu: CPU workers even with GPUs. Default: auto.")
 @pretrained_dir_option(group="Local", help="Folder with the model checkpoints.")
@@ -174,11 +176,19 @@ def main(
     concurrency: int | None,
     pool: str | None,
     keep_downloads: bool | None,
+    storage_options: str | None,
     **recipe_params: Any,
 ) -> None:
     """Queue feature extraction for every video not done yet."""
     check_arguments(hf_dataset=hf_dataset, input_dir=input_dir, local=local, broker_url=broker_url)
     try:
+        settings = Settings.from_env(
+            broker_url=broker_url,
+            device=device,
+            pretrained_dir=pretrained_dir,
+            keep_downloads=keep_downloads,
+            storage_options=storage_options,
+        )
         source = make_source(
             hf_dataset=hf_dataset,
             input_dir=input_dir,
@@ -187,8 +197,18 @@ def main(
             hf_pattern=hf_pattern,
             hf_video_column=hf_video_column,
             hf_config=hf_config,
+            storage_options=settings.storage_kwargs(),
         )
-        run = Run.create(output_dir, recipe_from(recipe_params))
+        settings = Settings.from_env(
+            broker_url=broker_url,
+            device=device,
+            pretrained_dir=pretrained_dir,
+            keep_downloads=keep_downloads,
+        )
+        # A user's own config is built and its weights loaded here: one that cannot work stops
+        # before anything is queued, and the run records the sha256 of the files it checked.
+        recipe = recipe_from(recipe_params).pinned(pretrained_dir=settings.pretrained_dir)
+        run = Run.create(output_dir, recipe)
         request = EnqueueRequest(
             run=run,
             source=source,
@@ -198,12 +218,6 @@ def main(
             max_videos=force_stop_after_n_videos,
             poll_seconds=poll_seconds,
             wait_timeout=wait_timeout,
-        )
-        settings = Settings.from_env(
-            broker_url=broker_url,
-            device=device,
-            pretrained_dir=pretrained_dir,
-            keep_downloads=keep_downloads,
         )
         if local:
             code = run_locally(settings, request, concurrency=concurrency, pool=pool)

@@ -10,21 +10,32 @@ import click
 
 from vfx_tasks.cli._help import GroupedCommand
 from vfx_tasks.cli.errors import cli_error
-from vfx_tasks.cli.options import CONTEXT_SETTINGS, option, version_option
+from vfx_tasks.cli.options import CONTEXT_SETTINGS, option, storage_options_option, version_option
 from vfx_tasks.errors import VfxError
 from vfx_tasks.outputs.export import LAYOUTS, SPLITS, Layout, Split, export_folder, write_list
 from vfx_tasks.outputs.export_hdf5 import COMPRESSIONS, Compression, export_hdf5
+from vfx_tasks.settings import Settings
+from vfx_tasks.storage import is_url
 
 EPILOG = """\b
 Examples:
   vfx-export features/xd_i3d exported/xd_i3d --layout per-crop --split test --list lists/xd_test.list
   vfx-export features/i3d subset/ --layout video --split train
   vfx-export features/i3d features_i3d.h5 --format hdf5 --list lists/all.list
+  vfx-export s3://bucket/features/i3d exported/ --layout per-crop
+  vfx-export features/i3d s3://bucket/exports/i3d --layout video
 """
 
 
+def _folder_or_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """SOURCE: an existing local folder, or a URL (whose listing says later whether it exists)."""
+    if is_url(value):
+        return value
+    return click.Path(exists=True, file_okay=False).convert(value, param, ctx)  # type: ignore[no-any-return]
+
+
 @click.command("vfx-export", cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
-@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.argument("source", callback=_folder_or_url)
 @click.argument("dest", type=click.Path())
 @option(
     "--layout",
@@ -63,6 +74,7 @@ Examples:
     type=click.Path(dir_okay=False),
     help="Write the exported paths (HDF5: dataset names) to this file, one per line, sorted.",
 )
+@storage_options_option(group="Selection")
 @version_option("vfx-export")
 def main(
     *,
@@ -73,14 +85,21 @@ def main(
     compression: Compression,
     split: Split,
     list: str | None,
+    storage_options: str | None,
 ) -> None:
-    """Export the features of the output folder SOURCE into DEST without recomputing them."""
+    """Export the features of the output folder SOURCE into DEST without recomputing them.
+
+    Either may be in object storage (s3://bucket/prefix, gs://...), except an HDF5 DEST.
+    """
     list_file = list
     try:
+        options = Settings.from_env(storage_options=storage_options).storage_kwargs()
         if format == "hdf5":
-            report = export_hdf5(source, dest, layout=layout, split=split, compression=compression)
+            report = export_hdf5(
+                source, dest, layout=layout, split=split, compression=compression, storage_options=options
+            )
         else:
-            report = export_folder(source, dest, layout=layout, split=split)
+            report = export_folder(source, dest, layout=layout, split=split, storage_options=options)
         if list_file is not None:
             write_list(list_file, report.entries)
     except VfxError as e:

@@ -10,6 +10,7 @@ The options of a :class:`~vfx_tasks.extract.recipe.Recipe` are made from its fie
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, get_args
 
@@ -18,9 +19,9 @@ import click
 from vfx_tasks import __version__
 from vfx_tasks.cli import POOLS
 from vfx_tasks.cli._help import VfxOption
-from vfx_tasks.errors import ConfigurationError
+from vfx_tasks.errors import ConfigurationError, DependencyError
 from vfx_tasks.extract.recipe import Recipe, choices, setting_fields
-from vfx_tasks.models import MODEL_SPECS, get_model_spec
+from vfx_tasks.models import get_model_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,24 +59,38 @@ def setting_option(*param_decls: str, field: str, group: str | None = None, **at
     )
 
 
+#: Popular model-zoo aliases that ``--model``'s help names (``vfx-models`` lists every model).
+POPULAR_ZOO_ALIASES = ("x3d", "slowfast", "tsm", "videomae")
+
+
 def recipe_options(*, group: str) -> Callable[[F], F]:
-    """One option per :class:`~vfx_tasks.extract.recipe.Recipe` field (``--crop_type`` and
-    ``--crop-type`` for ``crop_type``), each with the field's default, choices and help."""
+    """One option per :class:`~vfx_tasks.extract.recipe.Recipe` field that has one (``--crop_type``
+    and ``--crop-type`` for ``crop_type``), each with the field's default, choices and help.
+
+    ``--model`` and the text fields that may be left empty default to ``None`` (the recipe's
+    default then holds), so that a model name given alongside ``--model-config`` can be told from
+    the default one.
+    """
 
     def decorate(command: F) -> F:
         for name, (kind, default, info) in reversed(setting_fields().items()):
+            if not info.option:
+                continue
             attrs: dict[str, Any] = {"default": default, "help": info.help or None}
             if name == "model":
-                aliases = [alias for spec in MODEL_SPECS.values() for alias in spec.aliases]
                 attrs.update(
+                    default=None,
                     callback=validate_model,
                     show_default=get_model_spec(default).aliases[0],
-                    help=f"One of {', '.join(aliases)}, or a model's full name.",
+                    help=f"i3d, swin-t, or a zoo model: {', '.join(POPULAR_ZOO_ALIASES)}... "
+                    "(see vfx-models).",
                 )
             elif (allowed := choices(kind)) is not None:
                 attrs["type"] = click.Choice(allowed)
             elif kind is int:
                 attrs.update(type=int, callback=minus_one_or_positive(info.maximum))
+            elif default == "":
+                attrs.update(default=None, show_default=False)
             spellings = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
             command = option(*spellings, group=group, **attrs)(command)
         return command
@@ -85,8 +100,23 @@ def recipe_options(*, group: str) -> Callable[[F], F]:
 
 def recipe_from(params: dict[str, Any]) -> Recipe:
     """The :class:`Recipe` of a command's parameters (those made by :func:`recipe_options`), which
-    are taken out of ``params``."""
-    return Recipe(**{name: params.pop(name) for name in setting_fields()})
+    are taken out of ``params``; options left out (``None``) take the recipe's defaults.
+
+    Raises:
+        ConfigurationError: the values do not make a recipe, e.g. a model name and a config.
+    """
+    given = {name: params.pop(name) for name, (_, _, info) in setting_fields().items() if info.option}
+    if given["model"] is not None and given["model_config"] is not None:
+        raise ConfigurationError(
+            f"Give either a model name (--model {given['model']}) or your own config with its weights "
+            "(--model-config and --checkpoint), not both."
+        )
+    if given["checkpoint"] is not None and given["model_config"] is None:
+        raise ConfigurationError(
+            "--checkpoint is the weights of --model-config; a model-zoo model's weights are found in "
+            "--pretrained-dir (vfx-download-models fetches them)."
+        )
+    return Recipe(**{name: value for name, value in given.items() if value is not None})
 
 
 def minus_one_or_positive(maximum: int | None) -> Callable[[click.Context, click.Parameter, int], int]:
@@ -110,12 +140,13 @@ def version_option(prog_name: str) -> Callable[[F], F]:
 
 
 def validate_model(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """The model's full name for a name or alias; ``click.BadParameter`` listing the names if unknown."""
+    """The model's full name for a name or alias; ``click.BadParameter`` listing the names if
+    unknown, or saying why a model-zoo model cannot run here."""
     if value is None:
         return None
     try:
         return get_model_spec(value).name
-    except ConfigurationError as e:
+    except (ConfigurationError, DependencyError) as e:
         raise click.BadParameter(str(e), ctx=ctx, param=param) from None
 
 
@@ -171,4 +202,44 @@ def keep_downloads_option(*, help: str, group: str | None = None) -> Callable[[F
     # default None, not False: given neither as flag nor as variable, the settings' default holds.
     return setting_option(
         "--keep-downloads/--no-keep-downloads", field="keep_downloads", group=group, help=help
+    )
+
+
+#: Words that mark an option's value as a secret: such values never go on a command line, where
+#: every user of the machine can read them (``ps``, /proc/<pid>/cmdline).
+_SECRET_WORDS = ("secret", "token", "password", "credential", "private_key")
+
+
+def _no_secrets(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a ``--storage-options`` object with a secret in it, at any depth."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise click.BadParameter(f"not JSON ({e}); give an object, e.g. '{{\"endpoint_url\": \"...\"}}'.") \
+            from None
+    stack, found = [parsed], []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            found += [str(key) for key in node if any(word in str(key).lower() for word in _SECRET_WORDS)]
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    if found:
+        raise click.BadParameter(
+            f"{', '.join(sorted(found))} would put a secret on the command line, where any user of this "
+            "machine can read it. Set it in VFX_STORAGE_OPTIONS or the store's own variables "
+            "(AWS_SECRET_ACCESS_KEY, AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS) instead."
+        )
+    return value
+
+
+def storage_options_option(*, group: str | None = None) -> Callable[[F], F]:
+    """``--storage-options``: the object-storage client's options as JSON, secrets refused."""
+    return setting_option(
+        "--storage-options", field="storage_options", group=group, callback=_no_secrets, metavar="JSON",
+        # One line in --help (vfx-enqueue's fits two screens); docs/many-machines.md says the rest.
+        help="S3/GCS options.",
     )

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from vfx_tasks.cli._help import GroupedCommand
+from vfx_tasks.cli._manifest import output_folder
 from vfx_tasks.cli._output_folder import echo_output_folder, output_folder_status
 from vfx_tasks.cli.errors import cli_error
 from vfx_tasks.cli.options import (
@@ -20,6 +21,7 @@ from vfx_tasks.cli.options import (
     model_option,
     option,
     output_dir_option,
+    storage_options_option,
     version_option,
 )
 from vfx_tasks.errors import VfxError
@@ -29,6 +31,7 @@ from vfx_tasks.queue.recovery.holders import Holders
 from vfx_tasks.queue.recovery.stranded import StrandedVideo, stranded_videos
 from vfx_tasks.redaction import redact
 from vfx_tasks.settings import Settings
+from vfx_tasks.storage import is_url, normalize_url
 
 EPILOG = """\b
 Examples:
@@ -37,6 +40,7 @@ Examples:
   vfx-status --output_dir features/i3d --json | jq .totals
   vfx-status --output_dir features/i3d --write-index
   vfx-status --broker-url redis://head:6379/0 --output_dir /data/features
+  vfx-status --output_dir s3://bucket/features/i3d --write-index
 """
 
 
@@ -45,7 +49,10 @@ def collect_status(
 ) -> dict[str, Any]:
     """Counts, failures and stranded videos (``find_stranded(run_id)``) of every run writing to
     ``output_dir`` (with ``model``, if given)."""
-    root = str(Path(output_dir).expanduser().resolve())
+    if is_url(output_dir):
+        root = normalize_url(output_dir, what="--output_dir")
+    else:
+        root = str(Path(output_dir).expanduser().resolve())
     runs = [r for r in ledger.runs() if r.get("output_dir") == root and model in (None, r.get("model"))]
     totals = {"queued": 0, "running": 0, "done": 0, "failed": 0, "stranded": 0}
     described = []
@@ -92,13 +99,20 @@ def _echo_json(status: dict[str, Any]) -> None:
 # The parameter is named json so that its variable is VFX_JSON, as for every other option.
 @option("--json", "json", is_flag=True, help="Print one JSON object (for scripts).")
 @option("--write-index", "--write_index", is_flag=True, help="Rebuild <output_dir>/index.csv from the files.")
+@storage_options_option()
 @version_option("vfx-status")
 def main(
-    *, output_dir: str, model: str | None, broker_url: str | None, json: bool, write_index: bool
+    *,
+    output_dir: str,
+    model: str | None,
+    broker_url: str | None,
+    json: bool,
+    write_index: bool,
+    storage_options: str | None,
 ) -> None:
     """Show how far the runs writing to an output folder are."""
     try:
-        settings = Settings.from_env(broker_url=broker_url)
+        settings = Settings.from_env(broker_url=broker_url, storage_options=storage_options)
         ledger, holders = Ledger.from_url(settings.broker_url), Holders.from_url(settings.broker_url)
         app = create_app(settings, producer_only=True)
 
@@ -106,9 +120,8 @@ def main(
             return stranded_videos(app, ledger, holders, run_id, queue=settings.queue_name)
 
         status = collect_status(ledger, output_dir, model, find_stranded=find_stranded)
-        status["outputs"] = output_folder_status(
-            ledger, status["output_dir"], status["runs"], write_index=write_index
-        )
+        with output_folder(status["output_dir"], settings) as folder:
+            status["outputs"] = output_folder_status(ledger, folder, status["runs"], write_index=write_index)
     except VfxError as e:
         raise cli_error(e) from e
     (_echo_json if json else _echo_text)(status)

@@ -225,13 +225,16 @@ class BatchingLoop:
         """Decode, transform and hand over every clip of the video, a piece at a time."""
         spec = self.extractor.spec
         with open_video(video_path, decoder=decoder, num_threads=decoder_threads) as video:
-            clips = self.extractor.clips_of(video.info.num_frames, num_clips_per_video, clip_sampling)
+            clips = self.extractor.clips_of(
+                video.info.num_frames, num_clips_per_video, clip_sampling, fps=video.info.fps
+            )
             views = num_crops(crop_type)
             state.features = np.empty((len(clips), views, spec.feature_dim), dtype=np.float32)
             for piece in batch_slices(len(clips), CLIPS_PER_PIECE):
                 _check_deadline(deadline, video_path)
                 decoded = decode_clips(
-                    video, clips[piece], short_side=spec.resize_short_side, device=self.extractor.device
+                    video, clips[piece], short_side=spec.resize_short_side, device=self.extractor.device,
+                    preprocessing=spec.preprocessing,
                 )
                 for first_clip, inputs in self._transformed(decoded, piece.start, crop_type):
                     self._hand_over(state, first_clip * views, inputs.flatten(0, 1), deadline, video_path)

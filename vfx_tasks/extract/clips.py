@@ -11,8 +11,9 @@ import torch
 
 from vfx_tasks.extract.crops import CropType
 from vfx_tasks.extract.decoders import Decoder
-from vfx_tasks.extract.transforms import frames_to_model_input, resize_short_side
+from vfx_tasks.extract.transforms import frames_to_model_input, resize_short_side, resize_short_side_mmcv
 from vfx_tasks.models import ModelSpec
+from vfx_tasks.models.spec import Preprocessing
 
 #: At most this many bytes of full-size frames are decoded at once. Each chunk is resized to the
 #: model's short side before the next one is decoded, so a batch of a 4K or 8K video needs about
@@ -45,6 +46,7 @@ def decode_clips(
     short_side: int,
     device: torch.device = _CPU,
     chunk_bytes: int | None = None,
+    preprocessing: Preprocessing = "torchvision",
 ) -> DecodedClips:
     """Decode each distinct frame of a batch of clips once, in frame order, and resize it.
 
@@ -59,20 +61,33 @@ def decode_clips(
         device: where the frames are resized and kept (pinned host memory on the way to a GPU).
         chunk_bytes: at most this many bytes of full-size frames at once (default
             :data:`DECODE_CHUNK_BYTES`).
+        preprocessing: ``torchvision`` resizes with torch on ``device``; ``mmaction2`` with
+            OpenCV on the CPU, as mmaction2's test pipeline, before the frames move to ``device``.
     """
     unique_frames, positions = np.unique(clips_bt, return_inverse=True)
     frame_bytes = max(1, video.info.height * video.info.width * 3)
     frames_per_chunk = max(1, (chunk_bytes or DECODE_CHUNK_BYTES) // frame_bytes)
     resized: list[torch.Tensor] = []
     for start in range(0, len(unique_frames), frames_per_chunk):
-        chunk = torch.from_numpy(video.read_frames(unique_frames[start : start + frames_per_chunk]))
-        if device.type == "cuda":
-            chunk = chunk.pin_memory().to(device, non_blocking=True)
-        # A channels-last NCHW view: the fast uint8 path of the resize.
-        resized.append(resize_short_side(chunk.permute(0, 3, 1, 2), short_side).permute(0, 2, 3, 1))
-        del chunk
+        resized.append(_resize_chunk(
+            video.read_frames(unique_frames[start : start + frames_per_chunk]),
+            short_side=short_side, device=device, preprocessing=preprocessing,
+        ))  # the full-size chunk is freed before the next one is decoded
     frames = resized[0] if len(resized) == 1 else torch.cat(resized)
     return DecodedClips(frames, positions.reshape(clips_bt.shape))
+
+
+def _resize_chunk(
+    frames_nhwc: np.ndarray, *, short_side: int, device: torch.device, preprocessing: Preprocessing
+) -> torch.Tensor:
+    """Full-size ``(N, H, W, 3)`` uint8 frames at the model's short side, on ``device``."""
+    if preprocessing == "mmaction2":
+        return torch.from_numpy(resize_short_side_mmcv(frames_nhwc, short_side)).to(device)
+    chunk = torch.from_numpy(frames_nhwc)
+    if device.type == "cuda":
+        chunk = chunk.pin_memory().to(device, non_blocking=True)
+    # A channels-last NCHW view: the fast uint8 path of the resize.
+    return resize_short_side(chunk.permute(0, 3, 1, 2), short_side).permute(0, 2, 3, 1)
 
 
 def transform_clips(
@@ -94,6 +109,7 @@ def transform_clips(
         mean_rgb=spec.mean_rgb,
         std_rgb=spec.std_rgb,
         channels_last=spec.channels_last_3d,
+        centre_rounding="floor" if spec.preprocessing == "mmaction2" else "half_even",
     )
 
 
@@ -106,5 +122,6 @@ def preprocess_clips(
     device: torch.device,
 ) -> torch.Tensor:
     """Decode and transform one batch of clips: :func:`decode_clips` then :func:`transform_clips`."""
-    decoded = decode_clips(video, clips_bt, short_side=spec.resize_short_side, device=device)
+    decoded = decode_clips(video, clips_bt, short_side=spec.resize_short_side, device=device,
+                           preprocessing=spec.preprocessing)
     return transform_clips(decoded, spec=spec, crop_type=crop_type, device=device)

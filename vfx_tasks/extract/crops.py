@@ -7,6 +7,9 @@ from typing import Literal, get_args
 from vfx_tasks.errors import ConfigurationError
 
 CropType = Literal["center", "5-crop", "10-crop"]
+#: How the centre crop's offset is rounded: ``half_even`` as torchvision (the original tool),
+#: ``floor`` as mmaction2's ``CenterCrop``.
+CentreRounding = Literal["half_even", "floor"]
 CROP_TYPES: tuple[str, ...] = get_args(CropType)
 _NUM_CROPS: dict[str, int] = {"center": 1, "5-crop": 5, "10-crop": 10}
 _FIVE_CROP_NAMES = ("top_left", "top_right", "bottom_left", "bottom_right", "center")
@@ -38,7 +41,14 @@ def crop_names(crop_type: CropType) -> tuple[str, ...]:
     return _FIVE_CROP_NAMES + tuple(f"flipped_{name}" for name in _FIVE_CROP_NAMES)
 
 
-def crop_boxes(height: int, width: int, crop_size: int, crop_type: CropType) -> list[tuple[int, int]]:
+def crop_boxes(
+    height: int,
+    width: int,
+    crop_size: int,
+    crop_type: CropType,
+    *,
+    centre_rounding: CentreRounding = "half_even",
+) -> list[tuple[int, int]]:
     """Top-left corners ``(top, left)`` of the crops, in torchvision's order.
 
     ``center``: the centre crop. ``5-crop``: top-left, top-right, bottom-left, bottom-right,
@@ -47,8 +57,10 @@ def crop_boxes(height: int, width: int, crop_size: int, crop_type: CropType) -> 
     validate_crop_type(crop_type)
     if crop_size > height or crop_size > width:
         raise ConfigurationError(f"Crop {crop_size} does not fit frames of {height}x{width}.")
-    # torchvision rounds the centre offset with Python's round() (half to even).
-    center = (int(round((height - crop_size) / 2.0)), int(round((width - crop_size) / 2.0)))
+    if centre_rounding == "floor":  # mmaction2's CenterCrop: (size - crop) // 2
+        center = ((height - crop_size) // 2, (width - crop_size) // 2)
+    else:  # torchvision rounds the centre offset with Python's round() (half to even)
+        center = (int(round((height - crop_size) / 2.0)), int(round((width - crop_size) / 2.0)))
     if crop_type == "center":
         return [center]
     bottom, right = height - crop_size, width - crop_size

@@ -1,7 +1,10 @@
-"""The per-video pipeline: decode -> sample -> transform -> backbone -> average pool.
+"""The per-video pipeline: decode -> sample -> transform -> backbone -> pool, as the head pools.
 
-Knows nothing about queues. :class:`FeatureExtractor` loads a backbone once and serves any
-number of videos; :func:`extract_features` is the one-call convenience on top of it.
+Knows nothing about queues. :class:`FeatureExtractor` loads a model once and serves any number
+of videos; :func:`extract_features` is the one-call convenience on top of it. Every model, the
+seeds and the model zoo alike, runs through the same steps with its own spec: its sampler, its
+resize and crop geometry, its mean/std, its input layout (``NCTHW`` clips or ``NCHW`` frames)
+and its head's pooling.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vfx_tasks.errors import DeviceOutOfMemoryError
+from vfx_tasks.errors import ConfigurationError, DeviceOutOfMemoryError
 from vfx_tasks.extract.clips import DecodedClips, decode_clips, transform_clips
 from vfx_tasks.extract.crops import CropType, num_crops, validate_crop_type
 from vfx_tasks.extract.decoders import DecoderName, open_video, validate_decoder
@@ -26,12 +29,14 @@ from vfx_tasks.extract.device import Precision, autocast, resolve_device, valida
 from vfx_tasks.extract.sampling import (
     ClipSampling,
     batch_slices,
-    sample_clip_indices,
+    clip_frame_indices,
     validate_clip_sampling,
     validate_num_clips,
 )
-from vfx_tasks.models import get_model_spec
+from vfx_tasks.extract.transforms import to_model_layout
+from vfx_tasks.models import ModelSpec, get_model_spec
 from vfx_tasks.models.backbone import load_backbone
+from vfx_tasks.models.pooling import pool_feature_maps
 from vfx_tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -60,10 +65,11 @@ class VideoFeatures:
 
 
 class FeatureExtractor:
-    """A loaded backbone plus its preprocessing; reuse it for many videos.
+    """A loaded model plus its preprocessing; reuse it for many videos.
 
     Args:
-        model: Full model name or alias (see :func:`vfx_tasks.models.model_names`).
+        model: Full model name or alias (see :func:`vfx_tasks.models.model_names`), or a spec
+            (a user's own config: :func:`vfx_tasks.models.resolve_model`).
         pretrained_dir: Folder with the checkpoint; default from :class:`Settings`.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp32``, ``fp16`` or ``bf16`` autocast for the backbone.
@@ -71,17 +77,18 @@ class FeatureExtractor:
 
     def __init__(
         self,
-        model: str,
+        model: str | ModelSpec,
         *,
         pretrained_dir: str | os.PathLike[str] | None = None,
         device: str = "auto",
         precision: Precision = "fp32",
     ) -> None:
-        self.spec = get_model_spec(model)
+        self.spec = model if isinstance(model, ModelSpec) else get_model_spec(model)
         self.precision = validate_precision(precision)
         self.device = resolve_device(device)
         if pretrained_dir is None:
             pretrained_dir = Settings.from_env().pretrained_dir
+        # The trunk: the backbone (and neck) whose output the head pools.
         self.backbone: nn.Module = load_backbone(self.spec, Path(pretrained_dir)).to(self.device)
         self._memory_format = (
             torch.channels_last_3d if self.spec.channels_last_3d else torch.contiguous_format
@@ -122,13 +129,16 @@ class FeatureExtractor:
         started = time.perf_counter()
         spec = self.spec
         with open_video(video_path, decoder=decoder) as video:
-            clips = self.clips_of(video.info.num_frames, num_clips_per_video, clip_sampling)
+            clips = self.clips_of(
+                video.info.num_frames, num_clips_per_video, clip_sampling, fps=video.info.fps
+            )
             features = np.empty((len(clips), num_crops(crop_type), spec.feature_dim), dtype=np.float32)
             batches = batch_slices(len(clips), batch_size)
             # One decode thread keeps the next batch ready while this one runs through the
             # model: decord, PyAV and torch release the GIL, so decoding overlaps the backbone.
             decode = functools.partial(
-                decode_clips, video, short_side=spec.resize_short_side, device=self.device
+                decode_clips, video, short_side=spec.resize_short_side, device=self.device,
+                preprocessing=spec.preprocessing,
             )
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vfx-decode") as decoder:
                 upcoming = decoder.submit(decode, clips[batches[0]])
@@ -142,24 +152,37 @@ class FeatureExtractor:
         logger.debug("%s: %s clips in %.2f s", video_path, features.shape, seconds)
         return VideoFeatures(features, video.info.num_frames, video.info.fps, seconds, batch_size)
 
-    def clips_of(self, num_frames: int, num_clips_per_video: int, clip_sampling: ClipSampling) -> np.ndarray:
-        """``(num_clips, clip_len)`` frame numbers of a video's clips for this model."""
-        return sample_clip_indices(
-            num_frames,
-            clip_len=self.spec.clip_len,
-            sampling_rate=self.spec.sampling_rate,
-            num_clips_per_video=num_clips_per_video,
+    def clips_of(
+        self,
+        num_frames: int,
+        num_clips_per_video: int,
+        clip_sampling: ClipSampling,
+        *,
+        fps: float | None = None,
+    ) -> np.ndarray:
+        """``(num_clips, clip_len)`` frame numbers of a video's clips for this model's sampler."""
+        return clip_frame_indices(
+            self.spec, num_frames, fps=fps, num_clips_per_video=num_clips_per_video,
             clip_sampling=clip_sampling,
         )
 
     @torch.inference_mode()
     def embed(self, clips_bvcthw: torch.Tensor) -> torch.Tensor:
-        """Run the backbone on ``(B, n_crops, C, T, H, W)`` and average-pool: ``(B, n_crops, D)`` float32."""
+        """Run the model on ``(B, n_crops, C, T, H, W)`` and pool as its head does.
+
+        Returns ``(B, n_crops, D)`` float32.
+        """
         batch, views = clips_bvcthw.shape[:2]
         with autocast(self.device, self.precision):
             clips = clips_bvcthw.flatten(0, 1).contiguous(memory_format=self._memory_format)
-            feature_maps = self.backbone(clips)  # (B*V, D, t, h, w)
-        pooled = feature_maps.float().mean(dim=(2, 3, 4))
+            feature_maps = self.backbone(to_model_layout(clips, self.spec.input_format))
+        pooled = pool_feature_maps(feature_maps, self.spec, num_clips=batch * views)
+        if pooled.shape[-1] != self.spec.feature_dim:
+            raise ConfigurationError(
+                f"Model {self.spec.name} ({self.spec.config_name or 'built in'}) gives "
+                f"{pooled.shape[-1]}-d features, but its head takes {self.spec.feature_dim} "
+                "(cls_head.in_channels); the config's head does not fit its backbone."
+            )
         return pooled.view(batch, views, -1)
 
     def _embed_decoded(self, decoded: DecodedClips, *, crop_type: CropType) -> torch.Tensor:
@@ -201,7 +224,7 @@ def check_options(crop_type: str, num_clips_per_video: int, clip_sampling: str, 
 def extract_features(
     video_path: str | os.PathLike[str],
     *,
-    model: str,
+    model: str | ModelSpec,
     crop_type: CropType = "5-crop",
     num_clips_per_video: int = -1,
     batch_size: int = 16,

@@ -11,8 +11,11 @@ from it; only the code that acts on the new value has to be written.
 from __future__ import annotations
 
 import functools
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import PurePath
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from vfx_tasks.errors import ConfigurationError
@@ -20,12 +23,16 @@ from vfx_tasks.extract.crops import CropType
 from vfx_tasks.extract.decoders import DEFAULT_DECODER, DecoderName
 from vfx_tasks.extract.device import Precision
 from vfx_tasks.extract.sampling import ClipSampling
-from vfx_tasks.models import DEFAULT_MODEL, get_model_spec
+from vfx_tasks.models import DEFAULT_MODEL, ModelSpec, get_model_spec
+from vfx_tasks.models.user_model import pin_user_model, pinned_model_spec
 
 #: Clips per forward pass: 1024 centre crops of I3D already need far more than any GPU holds.
 MAX_BATCH_SIZE = 1024
 #: 100,000 clips of 64 frames at 25 fps is 71 hours of video: more than any single file we expect.
 MAX_CLIPS_PER_VIDEO = 100_000
+#: Linux's PATH_MAX; URLs of checkpoints are far shorter too.
+MAX_LOCATION_CHARS = 4096
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -41,12 +48,18 @@ class SettingInfo:
     added_later: bool = False
     #: For whole numbers: -1 ("all") or 1 to this.
     maximum: int | None = None
+    #: Whether ``vfx-enqueue`` has an option for it (else the producer fills it in).
+    option: bool = True
+    #: Recorded in the manifest and the ledger even at its default (else left out there while at
+    #: it, so that folders and ledgers of runs made before the field existed stay as they were).
+    recorded_at_default: bool = True
 
 
 def setting(default: Any, *, help: str, changes_features: bool = True, added_later: bool = False,
-            maximum: int | None = None) -> Any:
+            maximum: int | None = None, option: bool = True, recorded_at_default: bool = True) -> Any:
     """A :class:`Recipe` field: its default and its :class:`SettingInfo`."""
-    info = SettingInfo(help, changes_features=changes_features, added_later=added_later, maximum=maximum)
+    info = SettingInfo(help, changes_features=changes_features, added_later=added_later, maximum=maximum,
+                       option=option, recorded_at_default=recorded_at_default)
     return field(default=default, metadata={"setting": info})
 
 
@@ -60,18 +73,77 @@ class Recipe:
     clip_sampling: ClipSampling = setting("sequential", help="")
     precision: Precision = setting("fp32", help="")
     decoder: DecoderName = setting(
-        DEFAULT_DECODER, added_later=True, help="decord made the reference features; pyav: the [pyav] extra."
+        DEFAULT_DECODER, added_later=True, help="decord: the reference; pyav: the [pyav] extra."
     )
     batch_size: int = setting(
         16, changes_features=False, maximum=MAX_BATCH_SIZE,
-        help="Clips per forward on a GPU (a CPU runs 2); -1: a video's clips at once.",
+        help="Clips per GPU forward (CPU: 2); -1: all at once.",
+    )
+    # A user's own model instead of a named one; its files are pinned by the producer's sha256
+    # (models/user_model.py), which a worker checks before it reads them.
+    model_config: str = setting(
+        "", added_later=True, recorded_at_default=False,
+        help="Your own mmaction2 config, with --checkpoint.",
+    )
+    checkpoint: str = setting(
+        "", added_later=True, recorded_at_default=False,
+        help="Its weights: a file or an http(s) URL.",
+    )
+    model_config_sha256: str = setting(
+        "", changes_features=False, option=False, help="sha256 of the config and its _base_ files."
+    )
+    checkpoint_sha256: str = setting(
+        "", changes_features=False, option=False, help="sha256 of the checkpoint."
     )
 
     def __post_init__(self) -> None:
         for name, (kind, info) in _settings().items():
             _check(name, getattr(self, name), kind, info)
+        if self.model_config:
+            _check_user_model(self)
+            # A user's model is named after its config file, as its spec is.
+            object.__setattr__(self, "model", PurePath(self.model_config).stem)
+            return
+        if self.checkpoint or self.model_config_sha256 or self.checkpoint_sha256:
+            raise ConfigurationError(
+                "checkpoint and the sha256 fields belong to a model_config; give a model name alone, or "
+                "--model-config with --checkpoint."
+            )
         # An alias becomes the full name, so that both name the same run (UnknownModelError else).
         object.__setattr__(self, "model", get_model_spec(self.model).name)
+
+    def pinned(self, *, pretrained_dir: str | os.PathLike[str]) -> Recipe:
+        """This recipe with a user's config and checkpoint checked, and their sha256 recorded (the
+        producer's step before queueing; a named model is returned as it is). See
+        :func:`~vfx_tasks.models.user_model.pin_user_model` for what is checked and raised."""
+        if not self.model_config:
+            return self
+        pinned = pin_user_model(self.model_config, self.checkpoint, pretrained_dir=pretrained_dir)
+        return self.with_changes(
+            model_config=pinned.config, model_config_sha256=pinned.config_sha256,
+            checkpoint=pinned.checkpoint, checkpoint_sha256=pinned.checkpoint_sha256,
+        )
+
+    def model_spec(self) -> ModelSpec:
+        """The recipe's model: a named one, or a user's config, read only once its files have the
+        sha256 the run pinned.
+
+        Raises:
+            ModelFilesChangedError: a user's config changed since the run was queued.
+            ConfigurationError, DependencyError: the model cannot run here, or a user's config
+                is not pinned (:meth:`pinned`).
+        """
+        if not self.model_config:
+            return get_model_spec(self.model)
+        if not (self.model_config_sha256 and self.checkpoint_sha256):
+            raise ConfigurationError(
+                f"Model config {self.model_config} is not pinned: its run carries no sha256 of the config "
+                "and the checkpoint (vfx-enqueue records them when it checks the files)."
+            )
+        return pinned_model_spec(
+            self.model_config, config_sha256=self.model_config_sha256, checkpoint=self.checkpoint,
+            checkpoint_sha256=self.checkpoint_sha256,
+        )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, from_text: bool = False) -> Recipe:
@@ -101,8 +173,14 @@ class Recipe:
         return {name: getattr(self, name) for name in _settings()}
 
     def feature_settings(self) -> dict[str, Any]:
-        """The fields whose values change the features (recorded in the manifest)."""
-        return {name: getattr(self, name) for name, (_, info) in _settings().items() if info.changes_features}
+        """The fields whose values change the features (recorded in the manifest), but those not
+        :attr:`~SettingInfo.recorded_at_default` that hold their default."""
+        defaults = {f.name: f.default for f in fields(self)}
+        return {
+            name: getattr(self, name)
+            for name, (_, info) in _settings().items()
+            if info.changes_features and (info.recorded_at_default or getattr(self, name) != defaults[name])
+        }
 
     def run_key(self) -> dict[str, Any]:
         """:meth:`feature_settings` without the fields added later that hold their default: what
@@ -149,6 +227,21 @@ def _check(name: str, value: Any, kind: Any, info: SettingInfo) -> None:
         raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}.")
     if allowed is not None and value not in allowed:
         raise ConfigurationError(f"{name} {value[:100]!r} is not one of {', '.join(allowed)}.")
+
+
+def _check_user_model(recipe: Recipe) -> None:
+    """A user's model comes with its checkpoint; the sha256 fields are empty (not pinned yet) or hashes."""
+    if not recipe.checkpoint:
+        raise ConfigurationError(
+            "model_config needs its weights: give --checkpoint (a file or an http(s) URL)."
+        )
+    for name in ("model_config", "checkpoint"):
+        if len(getattr(recipe, name)) > MAX_LOCATION_CHARS:
+            raise ConfigurationError(f"{name} is longer than {MAX_LOCATION_CHARS} characters.")
+    for name in ("model_config_sha256", "checkpoint_sha256"):
+        value = getattr(recipe, name)
+        if value and not _SHA256.fullmatch(value):
+            raise ConfigurationError(f"{name} ({value[:100]!r}) is not a sha256 (64 lowercase hex digits).")
 
 
 def _to_int(name: str, text: str) -> int:

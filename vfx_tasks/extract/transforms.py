@@ -2,8 +2,10 @@
 
 Matches torchvision's ``Resize(256, antialias=True)`` on uint8, ``CenterCrop`` / ``FiveCrop`` /
 ``TenCrop`` (same crop order and offsets) and ``Normalize`` on the 0-1 scale, as the original
-pipeline used them. Work is done once per *decoded frame*, not per clip, and clips are
-gathered at the end, so frames shared by clips are processed once.
+pipeline used them; for the model-zoo models (``preprocessing="mmaction2"``), mmaction2's test
+pipeline instead: ``Resize(scale=(-1, S))`` through OpenCV and centre offsets floored. Work is done
+once per *decoded frame*, not per clip, and clips are gathered at the end, so frames shared by
+clips are processed once.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vfx_tasks.extract.crops import CropType, crop_boxes
+from vfx_tasks.extract.crops import CentreRounding, CropType, crop_boxes
+from vfx_tasks.models.spec import InputFormat
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -42,6 +45,47 @@ def resize_short_side(frames_nchw: torch.Tensor, short_side: int) -> torch.Tenso
         frames_nchw.float(), size=size, mode="bilinear", antialias=True, align_corners=False
     )
     return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def mmcv_resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """Output ``(height, width)`` of mmaction2's ``Resize(scale=(-1, short_side))``: both sides
+    scaled by ``short_side / min(height, width)`` and rounded half up, as ``mmcv.rescale_size``."""
+    factor = short_side / min(height, width)
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def resize_short_side_mmcv(frames_nhwc: np.ndarray, short_side: int) -> np.ndarray:
+    """mmaction2's test-time resize of uint8 frames: OpenCV's bilinear ``cv2.resize``, frame by
+    frame, as ``mmcv.imresize`` calls it (no antialiasing, OpenCV's fixed-point arithmetic).
+
+    Args:
+        frames_nhwc: ``(N, H, W, 3)`` uint8.
+
+    Returns:
+        ``(N, H', W', 3)`` uint8.
+    """
+    import cv2
+
+    height, width = mmcv_resized_size(frames_nhwc.shape[1], frames_nhwc.shape[2], short_side)
+    out = np.empty((frames_nhwc.shape[0], height, width, 3), dtype=np.uint8)
+    for index, frame in enumerate(frames_nhwc):
+        out[index] = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def to_model_layout(clips_ncthw: torch.Tensor, input_format: InputFormat) -> torch.Tensor:
+    """Lay clip-crops out as the backbone takes them.
+
+    Args:
+        clips_ncthw: ``(N, 3, T, H, W)``.
+
+    Returns:
+        ``(N, 3, T, H, W)`` itself for ``NCTHW``; ``(N * T, 3, H, W)`` for ``NCHW``, each clip's
+        frames one after the other, as mmaction2's ``FormatShape('NCHW')`` gives a 2-D backbone.
+    """
+    if input_format == "NCTHW":
+        return clips_ncthw
+    return clips_ncthw.transpose(1, 2).flatten(0, 1)
 
 
 def crop_views(frames_nchw: torch.Tensor, crop_size: int, crop_type: CropType) -> torch.Tensor:
@@ -102,15 +146,16 @@ def frames_to_model_input(
     mean_rgb: tuple[float, ...],
     std_rgb: tuple[float, ...],
     channels_last: bool = False,
+    centre_rounding: CentreRounding = "half_even",
 ) -> torch.Tensor:
     """Turn the decoded frames of a batch of clips into the backbone's input.
 
     Args:
         frames_nhwc: ``(N, H, W, 3)`` uint8 RGB, each distinct frame the batch needs, once.
         clip_frame_positions: ``(B, T)`` positions into ``frames_nhwc`` of each clip's frames.
-        channels_last: lay each clip out channels-last in memory (``T, h, w, C``), as a backbone
-            that runs on ``torch.channels_last_3d`` takes it: the frames are channels-last
-            already, so no copy transposes them on the way in or out.
+        channels_last: lay each clip out channels-last in memory (``T, h, w, C``), as a backbone on
+            ``torch.channels_last_3d`` takes it: no copy transposes the (channels-last) frames.
+        centre_rounding: where the centre crop sits (:data:`~vfx_tasks.extract.crops.CentreRounding`).
 
     Returns:
         ``(B, n_crops, 3, T, crop_size, crop_size)`` float32 on ``frames_nhwc``'s device (with
@@ -122,7 +167,7 @@ def frames_to_model_input(
     sources = [resized]
     if crop_type == "10-crop":
         sources.append(torch.flip(resized, dims=(-1,)))
-    boxes = crop_boxes(height, width, crop_size, crop_type)
+    boxes = crop_boxes(height, width, crop_size, crop_type, centre_rounding=centre_rounding)
     positions = torch.as_tensor(clip_frame_positions, dtype=torch.long, device=resized.device)
     num_clips, clip_len = positions.shape
     views = len(sources) * len(boxes)

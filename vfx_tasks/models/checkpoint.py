@@ -1,9 +1,10 @@
 """Finding and reading mmaction2 checkpoints without running code from them.
 
 mmaction2 checkpoints are ``torch.save({"meta": ..., "state_dict": ...})`` files whose state
-dict holds ``backbone.*`` tensors and ``cls_head.*`` tensors. We keep the backbone, drop the
-head, and insist that the backbone is complete: the original tool's ``strict=False`` silently
-produced features from random weights when a file did not fit.
+dict holds ``backbone.*`` tensors, ``neck.*`` tensors for models with a neck (TPN), and
+``cls_head.*`` tensors. We keep the backbone and neck, drop the head, and insist that they are
+complete: the original tool's ``strict=False`` silently produced features from random weights
+when a file did not fit.
 
 Every file is read with ``torch.load(..., weights_only=True)``, whatever its name or hash: a
 pickle can call any function it names, so the sha256 prefix in an OpenMMLab file name (32 bits,
@@ -32,6 +33,7 @@ from vfx_tasks.models.spec import ModelSpec
 logger = logging.getLogger(__name__)
 
 BACKBONE_PREFIX = "backbone."
+NECK_PREFIX = "neck."
 
 # ``torch.serialization.safe_globals`` edits one process-wide allowlist on enter and exit, so two
 # threads loading at once could drop each other's entries mid-load; loads take turns.
@@ -184,6 +186,25 @@ def read_backbone_state_dict(path: Path, spec: ModelSpec) -> dict[str, torch.Ten
         CheckpointError: the file is not a readable torch checkpoint, or it would run code.
         CheckpointMismatchError: it holds no backbone tensors.
     """
+    state = _read_state_dict(path, spec)
+    prefix = len(BACKBONE_PREFIX)
+    return {key[prefix:]: value for key, value in state.items() if key.startswith(BACKBONE_PREFIX)}
+
+
+def read_trunk_state_dict(path: Path, spec: ModelSpec, *, with_neck: bool) -> dict[str, torch.Tensor]:
+    """Read the ``backbone.*`` (and, ``with_neck``, ``neck.*``) tensors of a checkpoint, keys kept
+    whole, as a :class:`~vfx_tasks.models.backbone.FeatureTrunk` names its parameters.
+
+    Raises:
+        CheckpointError: the file is not a readable torch checkpoint, or it would run code.
+        CheckpointMismatchError: it holds no backbone tensors.
+    """
+    prefixes = (BACKBONE_PREFIX, NECK_PREFIX) if with_neck else (BACKBONE_PREFIX,)
+    return {key: value for key, value in _read_state_dict(path, spec).items() if key.startswith(prefixes)}
+
+
+def _read_state_dict(path: Path, spec: ModelSpec) -> Mapping[str, torch.Tensor]:
+    """The tensors of a checkpoint's state dict; refused unless some are ``backbone.*``."""
     obj = load_checkpoint_data(path, spec)
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping):
@@ -191,17 +212,13 @@ def read_backbone_state_dict(path: Path, spec: ModelSpec) -> dict[str, torch.Ten
             f"Checkpoint {path} holds a {type(obj).__name__}, not a state dict. Expected mmaction2's "
             "layout: {'meta': ..., 'state_dict': {'backbone.*': ..., 'cls_head.*': ...}}."
         )
-    backbone = {
-        key[len(BACKBONE_PREFIX) :]: value
-        for key, value in state.items()
-        if key.startswith(BACKBONE_PREFIX) and isinstance(value, torch.Tensor)
-    }
-    if not backbone:
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    if not any(key.startswith(BACKBONE_PREFIX) for key in tensors):
         raise CheckpointMismatchError(
             f"Checkpoint {path} has no 'backbone.*' tensors, so it is not an mmaction2 recognizer "
             f"checkpoint for {spec.name!r}. Use the official file from {spec.checkpoint_url}."
         )
-    return backbone
+    return tensors
 
 
 def check_state_dict_fits(
@@ -229,7 +246,8 @@ def check_state_dict_fits(
             shown = ", ".join(items[:max_listed])
             more = f" (and {len(items) - max_listed} more)" if len(items) > max_listed else ""
             parts.append(f"{len(items)} {label}: {shown}{more}")
+    config = f" (config {spec.config_name})" if spec.config_name else ""
     raise CheckpointMismatchError(
-        f"Checkpoint {path} does not fit the {spec.name!r} backbone; {'; '.join(parts)}. "
+        f"Checkpoint {path} does not fit the {spec.name!r} backbone{config}; {'; '.join(parts)}. "
         f"Check that the file belongs to this model, or re-download it from {spec.checkpoint_url}."
     )

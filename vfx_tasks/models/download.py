@@ -64,14 +64,21 @@ def checkpoint_url(spec: ModelSpec, *, base_url: str | None = None) -> str:
     return spec.checkpoint_url
 
 
-def is_valid_checkpoint_file(path: Path, spec: ModelSpec) -> bool:
-    """Whether ``path`` exists and its sha256 starts with the prefix its official name carries.
+def expected_sha256(spec: ModelSpec) -> str | None:
+    """What a checkpoint's sha256 must be or start with: the whole hash a run pinned (a user's
+    own weights), else the prefix in its official name, else ``None`` (nothing to check)."""
+    return spec.checkpoint_sha256 or spec.checkpoint_sha256_prefix
 
-    A name without a hash prefix cannot be checked, so an existing file counts as valid.
+
+def is_valid_checkpoint_file(path: Path, spec: ModelSpec) -> bool:
+    """Whether ``path`` exists and its sha256 is (or starts with) :func:`expected_sha256`.
+
+    A name without a hash prefix and no pinned hash cannot be checked, so an existing file counts
+    as valid.
     """
     if not path.is_file():
         return False
-    expected = spec.checkpoint_sha256_prefix
+    expected = expected_sha256(spec)
     return expected is None or file_sha256(path).startswith(expected)
 
 
@@ -195,7 +202,7 @@ def _total_bytes(response: http.client.HTTPResponse, offset: int) -> int | None:
 
 def _verify_part(part_path: Path, spec: ModelSpec, *, url: str) -> None:
     """Delete ``part_path`` and raise :class:`ChecksumMismatchError` if its hash is not the promised one."""
-    expected = spec.checkpoint_sha256_prefix
+    expected = expected_sha256(spec)
     if expected is None:
         logger.warning("%s carries no sha256 prefix in its name; saved unverified", spec.checkpoint_filename)
         return
@@ -203,9 +210,10 @@ def _verify_part(part_path: Path, spec: ModelSpec, *, url: str) -> None:
     if not actual.startswith(expected):
         size = part_path.stat().st_size
         part_path.unlink()
+        promised = "the run pinned" if spec.checkpoint_sha256 else "its name promises a hash starting with"
         raise ChecksumMismatchError(
-            f"Downloaded {url} ({size} bytes) has sha256 {actual[:16]}..., but its name promises a hash "
-            f"starting with {expected}. The file was deleted. Run the command again; if it fails the "
+            f"Downloaded {url} ({size} bytes) has sha256 {actual[:16]}..., but {promised} "
+            f"{expected}. The file was deleted. Run the command again; if it fails the "
             "same way, the server (or a proxy in between) serves a wrong file: fetch it from another "
             "network or mirror (--base-url)."
         )

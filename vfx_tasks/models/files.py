@@ -15,11 +15,19 @@ from vfx_tasks.models.spec import ModelSpec
 
 
 def checkpoint_path(spec: ModelSpec, pretrained_dir: Path) -> Path:
-    """Return the path of ``spec``'s checkpoint in ``pretrained_dir``.
+    """Return the path of ``spec``'s checkpoint in ``pretrained_dir`` (or of a user's own file).
 
     Raises:
         CheckpointNotFoundError: the file is not there; the message says how to get it.
     """
+    if spec.checkpoint_file is not None:
+        path = Path(spec.checkpoint_file)
+        if not path.is_file():
+            raise CheckpointNotFoundError(
+                f"Checkpoint {path} for model {spec.name!r} does not exist. Give the path of the "
+                "weights that belong to its config (--checkpoint), or their http(s) URL."
+            )
+        return path
     path = Path(pretrained_dir) / spec.checkpoint_filename
     if not path.is_file():
         raise CheckpointNotFoundError(

@@ -34,5 +34,6 @@ I3D_R50_NL = ModelSpec(
     feature_dim=2048,
     channels_last_3d=True,
     checkpoint_filename=_CHECKPOINT,
+    family="i3d",
     checkpoint_url=f"https://download.openmmlab.com/mmaction/v1.0/recognition/i3d/{_NAME}/{_CHECKPOINT}",
 )

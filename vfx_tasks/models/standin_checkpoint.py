@@ -11,6 +11,10 @@ rule of ``shared/golden/README.md`` (the rule the reference features were comput
   non-local blocks, else 1; other ``weight`` = 1 + N(0, 0.01); anything else ~ N(0, 0.02).
 * a 400-class ``cls_head.fc_cls`` is added, which the extractor must ignore.
 
+Models read from a config (the model zoo, a user's config) get every tensor of the whole
+recognizer mmaction2 builds from that config (backbone, neck and head, as an official file holds
+them), by the same rule, so that mmaction2's own ``init_recognizer`` loads the same file.
+
 With ``training_state=True`` the file also carries what mmengine's ``Runner.save_checkpoint``
 puts in an official OpenMMLab 1.x checkpoint (config text, a message hub of ``HistoryBuffer``
 objects with numpy values, optimizer and scheduler state), written by mmengine itself, so that
@@ -30,7 +34,7 @@ import numpy as np
 import torch
 
 from vfx_tasks.models import MODEL_SPECS, get_model_spec
-from vfx_tasks.models.backbone import build_backbone
+from vfx_tasks.models.backbone import build_backbone, build_recognizer
 from vfx_tasks.models.checkpoint import BACKBONE_PREFIX
 from vfx_tasks.models.spec import ModelSpec
 
@@ -54,8 +58,17 @@ def standin_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(np.asarray(values, dtype=np.float32))
 
 
+def _standin_values(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {
+        key: standin_tensor(key, tuple(value.shape)) if value.is_floating_point() else value.clone()
+        for key, value in model_state.items()
+    }
+
+
 def standin_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
-    """Return the full recognizer state dict (``backbone.*`` and ``cls_head.*``) for ``spec``."""
+    """Return the full recognizer state dict (``backbone.*``, ``neck.*``, ``cls_head.*``) for ``spec``."""
+    if spec.config_path is not None:
+        return _standin_values(build_recognizer(spec).state_dict())
     state: dict[str, torch.Tensor] = {}
     for name, value in build_backbone(spec).state_dict().items():
         key = BACKBONE_PREFIX + name
@@ -93,7 +106,8 @@ def standin_training_state(spec: ModelSpec) -> dict[str, object]:
     meta = {
         "epoch": 1,
         "iter": 2,
-        "cfg": f"model = dict(type='Recognizer3D', backbone={spec.backbone_config!r})\n",
+        "cfg": (Path(spec.config_path).read_text(encoding="utf-8") if spec.config_path
+                else f"model = dict(type='Recognizer3D', backbone={spec.backbone_config!r})\n"),
         "dataset_meta": {"classes": ("abseiling", "air drumming"), "num_classes": NUM_CLASSES},
         "seed": 0,
         "experiment_name": f"standin_{spec.name}",

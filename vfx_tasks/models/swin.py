@@ -28,5 +28,6 @@ SWIN_TINY = ModelSpec(
     },
     feature_dim=768,
     checkpoint_filename=_CHECKPOINT,
+    family="swin",
     checkpoint_url=f"https://download.openmmlab.com/mmaction/v1.0/recognition/swin/{_NAME}/{_CHECKPOINT}",
 )

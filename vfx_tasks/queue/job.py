@@ -21,6 +21,7 @@ from typing import Any
 
 from vfx_tasks.errors import ConfigurationError, UntrustedMessageError
 from vfx_tasks.extract.recipe import Recipe
+from vfx_tasks.storage import is_url, normalize_url
 
 _TASK_ID_NAMESPACE = uuid.UUID("5b0e3c56-8f57-4c55-9d0e-8f1c9a6c2b41")
 #: The message arguments a job has besides its recipe's fields.
@@ -36,7 +37,13 @@ class Run:
 
     @classmethod
     def create(cls, output_dir: str | os.PathLike[str], recipe: Recipe) -> Run:
-        """A run with ``output_dir`` made absolute, so that every machine agrees on its id."""
+        """A run with ``output_dir`` made absolute (a URL: canonical), so every machine agrees on its id.
+
+        Raises:
+            ConfigurationError: a malformed URL (credentials in it, ``..`` segments...).
+        """
+        if is_url(str(output_dir)):
+            return cls(normalize_url(str(output_dir), what="--output_dir"), recipe)
         return cls(str(Path(output_dir).expanduser().resolve()), recipe)
 
     @cached_property

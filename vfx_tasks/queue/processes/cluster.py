@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -19,7 +20,7 @@ from vfx_tasks.errors import LocalWorkersDiedError
 from vfx_tasks.queue.processes.launch import Launch, worker_launch
 from vfx_tasks.queue.processes.redis_server import RedisServer
 from vfx_tasks.settings import Settings
-from vfx_tasks.storage import remove_temp_files
+from vfx_tasks.storage import is_url, remove_temp_files
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,10 @@ class LocalCluster:
 
     ``concurrency`` and ``pool`` are each worker's ``--concurrency`` and ``--pool`` (``None``:
     the worker's defaults, see :func:`~.launch.plan_worker`). The workers
-    read only under ``input_dir`` (none: only Hub videos) and write only under ``output_dir``.
+    read only under ``input_dir`` (none: only Hub videos) and write only under ``output_dir``;
+    either may be an object-storage URL, whose client options and credentials reach the workers
+    through their environment (``VFX_STORAGE_OPTIONS``, ``AWS_*``...), never their command line.
+    They read a run's own model config and checkpoint only under ``model_roots``.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class LocalCluster:
         *,
         output_dir: str | os.PathLike[str],
         input_dir: str | os.PathLike[str] | None = None,
+        model_roots: Sequence[Path] = (),
         gpus: list[int] | None = None,
         concurrency: int | None = None,
         pool: str | None = None,
@@ -53,8 +58,9 @@ class LocalCluster:
         self.settings = settings
         self.concurrency = concurrency
         self.pool = pool
-        self.output_dir = Path(output_dir)
-        self.input_dir = Path(input_dir) if input_dir is not None else None
+        self.output_dir = _location(output_dir)
+        self.input_dir = _location(input_dir) if input_dir is not None else None
+        self.model_roots = tuple(model_roots)
         self.gpus = gpus
         self._worker_count = 1
         self.stop_grace_seconds = stop_grace_seconds
@@ -139,8 +145,9 @@ class LocalCluster:
         cores = len(os.sched_getaffinity(0))
         shared = max(1, cores // self._worker_count) if self._worker_count > 1 else None
         return self.settings.with_overrides(
-            input_roots=[self.input_dir.resolve()] if self.input_dir is not None else [],
-            output_roots=[self.output_dir.resolve()],
+            input_roots=[_root(self.input_dir)] if self.input_dir is not None else [],
+            output_roots=[_root(self.output_dir)],
+            model_roots=list(self.model_roots),
             decoders=self.settings.decoders or shared,
         )
 
@@ -167,8 +174,8 @@ class LocalCluster:
             # Also reaps pool children that outlived their parent.
             _signal_group(worker, signal.SIGKILL)
             worker.wait()
-        if self.output_dir.is_dir():
-            remove_temp_files(self.output_dir)
+        if isinstance(self.output_dir, Path) and self.output_dir.is_dir():
+            remove_temp_files(self.output_dir)  # an object store keeps no partial objects
         self.redis.stop()
 
     def __enter__(self) -> LocalCluster:
@@ -178,6 +185,15 @@ class LocalCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _location(location: str | os.PathLike[str]) -> Path | str:
+    """A local folder as a ``Path``, an object-storage URL as its text."""
+    return str(location) if is_url(str(location)) else Path(location)
+
+
+def _root(location: Path | str) -> Path | str:
+    return location.resolve() if isinstance(location, Path) else location
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:

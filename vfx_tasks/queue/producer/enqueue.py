@@ -4,30 +4,42 @@ A video is skipped (unless ``force``) when it is listed in the ``--check_progres
 output file is present and valid, or when the done-ledger says so and the output folder is not
 visible from this machine (workers may write to storage the producer cannot see). A done entry
 whose output file is gone from a visible output folder is dropped, and the video queued again.
+
+A local output folder is checked file by file (each ``.npy``'s header and size). An output folder
+in object storage is listed once (1,000 objects a request on S3): an object is never partial, so
+its listed size, checked against the size ``np.save`` gives the expected shape, stands for its
+header; a worker reads the header itself before it skips a video.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 from kombu import Producer, Queue
 
 from vfx_tasks.errors import BrokerUnavailableError
 from vfx_tasks.extract.crops import num_crops
-from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK
 from vfx_tasks.queue.job import Job, Run
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.producer.interrupts import deferred_interrupts
 from vfx_tasks.queue.recovery.internals import publish_batch, queued_task_ids
 from vfx_tasks.sources.base import VideoItem, normalize_relative_id
-from vfx_tasks.storage import is_valid_output, output_path
+from vfx_tasks.storage import (
+    features_match,
+    header_from_size,
+    is_url,
+    is_valid_output,
+    list_objects,
+    output_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +102,18 @@ def plan_videos(
     check_progress: set[str],
     force: bool = False,
     max_videos: int = -1,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """Sort videos into those to queue (at most ``max_videos`` unless -1) and those already done."""
+    """Sort videos into those to queue (at most ``max_videos`` unless -1) and those already done.
+
+    ``storage_options`` are the object-storage client's, for an output folder at a URL.
+
+    Raises:
+        StorageAccessError: the output folder's bucket cannot be listed (nothing is queued).
+    """
     plan = Plan()
-    feature_dim = get_model_spec(run.recipe.model).feature_dim
-    n_crops = num_crops(run.recipe.crop_type)
-    output_visible = Path(run.output_dir).is_dir()
+    has_valid_output = None if force else valid_output_check(run, storage_options)
+    output_visible = is_url(run.output_dir) or Path(run.output_dir).is_dir()
     done_in_ledger = set() if force else ledger.done_ids(run.run_id)
     stale: list[str] = []
     for item in items:
@@ -106,12 +124,7 @@ def plan_videos(
             if item.relative_id in check_progress:
                 plan.skipped_check_progress += 1
                 continue
-            if output_visible and is_valid_output(
-                output_path(run.output_dir, item.relative_id),
-                n_crops=n_crops,
-                feature_dim=feature_dim,
-                num_clips_per_video=run.recipe.num_clips_per_video,
-            ):
+            if output_visible and has_valid_output is not None and has_valid_output(item.relative_id):
                 plan.skipped_output_exists += 1
                 continue
             if item.relative_id in done_in_ledger:
@@ -122,6 +135,23 @@ def plan_videos(
         plan.to_queue.append(item)
     ledger.forget_done(run.run_id, stale)
     return plan
+
+
+def valid_output_check(run: Run, storage_options: Mapping[str, Any] | None) -> Callable[[str], bool]:
+    """Whether a video of ``run`` has a valid output: one listing for a URL, a header per file else."""
+    shape = {
+        "n_crops": num_crops(run.recipe.crop_type),
+        "feature_dim": run.recipe.model_spec().feature_dim,
+        "num_clips_per_video": run.recipe.num_clips_per_video,
+    }
+    if not is_url(run.output_dir):
+        return lambda relative_id: is_valid_output(output_path(run.output_dir, relative_id), **shape)
+    valid = {
+        name[: -len(".npy")]
+        for name, info in list_objects(run.output_dir, storage_options=storage_options).items()
+        if name.endswith(".npy") and features_match(header_from_size(info.st_size, **shape), **shape)
+    }
+    return valid.__contains__
 
 
 def _chunks(items: list[VideoItem], size: int) -> Iterator[list[VideoItem]]:

@@ -15,7 +15,6 @@ its first task; its models are released when it ends.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from celery import bootsteps
@@ -81,10 +80,13 @@ def _say_which_folders_tasks_may_use(worker_name: str, settings: Settings) -> No
             "to the folders this worker may write to (and read from).",
             worker_name,
         )
-    reads, writes = (
-        os.pathsep.join(map(str, roots)) or "-" for roots in (settings.input_roots, settings.output_roots)
+    # ", " between roots: a URL root holds a ':' of its own.
+    reads, writes, configs = (
+        ", ".join(map(str, roots)) or "-"
+        for roots in (settings.input_roots, settings.output_roots, settings.model_roots)
     )
-    logger.info("%s: reads videos under %s, writes features under %s", worker_name, reads, writes)
+    logger.info("%s: reads videos under %s, writes features under %s, runs tasks' own model configs "
+                "from %s", worker_name, reads, writes, configs)
 
 
 @worker_process_init.connect

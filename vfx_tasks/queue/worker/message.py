@@ -9,7 +9,9 @@ Anyone who can write to the Redis queue (its password holder, a Flower login thr
 with any arguments. A worker therefore reads only under ``VFX_INPUT_ROOTS`` (or the Hub) and
 writes only under ``VFX_OUTPUT_ROOTS``, both resolved with symlinks followed, and bounds every
 number and the labels. A violation is an :class:`~vfx_tasks.errors.UntrustedMessageError`: a
-permanent failure, recorded with a reason that names the setting to change.
+permanent failure, recorded with a reason that names the setting to change. These checks give
+the reasons; what keeps the writes inside the roots minutes later, whatever is swapped for a
+link meanwhile, is the folder opened once from its root (:class:`~vfx_tasks.storage.LocalFolder`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vfx_tasks.errors import UnsafePathError, UntrustedMessageError
+from vfx_tasks.errors import ConfigurationError, UnsafePathError, UntrustedMessageError
 from vfx_tasks.queue.job import Job
-from vfx_tasks.settings import Settings
+from vfx_tasks.settings import Root, Settings
 from vfx_tasks.sources.hub_paths import is_hub_location, parse_location
-from vfx_tasks.storage import output_path
+from vfx_tasks.storage import is_url, normalize_url, output_path, reserved_name_problem, url_is_under
 
 #: Relative ids are ``<dirs>/<file stem>``: far below this on any real dataset, and small enough
 #: that a crafted one cannot bloat the ledger or the logs.
@@ -84,6 +86,8 @@ def check_relative_id(relative_id: str) -> str:
         raise _refuse(
             f"relative_id {relative_id!r} {' and '.join(problems)}: it must name a file inside output_dir."
         )
+    if (reserved := reserved_name_problem(relative_id)) is not None:
+        raise _refuse(f"relative_id {relative_id!r}: {reserved}.")
     return relative_id
 
 
@@ -103,8 +107,11 @@ def _check_labels(labels: dict[str, Any] | None) -> None:
         raise _refuse(f"labels take {size} bytes as JSON; at most {MAX_LABELS_BYTES} are accepted.")
 
 
-def check_output(output_dir: str, relative_id: str, *, roots: Sequence[Path]) -> Path:
-    """The resolved ``output_dir``, once it and the feature file in it are under ``roots``."""
+def check_output(output_dir: str, relative_id: str, *, roots: Sequence[Root]) -> Path | str:
+    """The resolved ``output_dir`` (a URL: canonical), once it and the feature file in it are under
+    ``roots``."""
+    if is_url(output_dir):
+        return _check_url_under("output_dir", output_dir, roots, variable="VFX_OUTPUT_ROOTS")
     resolved_dir = _resolved("output_dir", output_dir)
     _check_under("output_dir", output_dir, resolved_dir, roots, variable="VFX_OUTPUT_ROOTS")
     # Existing folders below output_dir may be symlinks leading out of it.
@@ -117,16 +124,44 @@ def check_output(output_dir: str, relative_id: str, *, roots: Sequence[Path]) ->
     return resolved_dir
 
 
-def check_input(video_path: str, *, roots: Sequence[Path]) -> None:
-    """Refuse a local ``video_path`` outside ``roots`` and a malformed ``hf://`` location."""
+def check_input(video_path: str, *, roots: Sequence[Root]) -> None:
+    """Refuse a ``video_path`` (a local path or an object URL) outside ``roots`` and a malformed
+    ``hf://`` location."""
     if is_hub_location(video_path):
         try:
             parse_location(video_path)
         except UnsafePathError as e:
             raise _refuse(f"video_path: {e}") from e
         return
+    if is_url(video_path):
+        _check_url_under("video_path", video_path, roots, variable="VFX_INPUT_ROOTS")
+        return
     resolved = _resolved("video_path", video_path)
     _check_under("video_path", video_path, resolved, roots, variable="VFX_INPUT_ROOTS")
+
+
+def _check_url_under(name: str, given: str, roots: Sequence[Root], *, variable: str) -> str:
+    """The canonical URL ``given``, once it is one of the URL ``roots`` or below one.
+
+    A URL is text, never resolved: it is canonical (no ``..``, no empty segment, no credentials)
+    or refused, and then inside a root exactly when it starts with the root and ``/``.
+    """
+    try:
+        url = normalize_url(given, what=name)
+    except ConfigurationError as e:
+        raise _refuse(str(e)) from None
+    url_roots = [root for root in roots if isinstance(root, str)]
+    if any(url_is_under(url, root) for root in url_roots):
+        return url
+    if not url_roots:
+        raise _refuse(
+            f"{name} {url} is in object storage, and {variable} names no URL prefix on this worker. Add "
+            f"the prefix (e.g. s3://bucket/prefix) to {variable} ({_SEE})."
+        )
+    raise _refuse(
+        f"{name} {url} is not under {variable} ({', '.join(url_roots)}); add its prefix there or send "
+        f"URLs under them ({_SEE})."
+    )
 
 
 def _resolved(name: str, path: str | os.PathLike[str]) -> Path:
@@ -136,17 +171,19 @@ def _resolved(name: str, path: str | os.PathLike[str]) -> Path:
         raise _refuse(f"{name} {str(path)[:200]!r} cannot be resolved ({e}).") from e
 
 
-def _check_under(name: str, given: str, resolved: Path, roots: Sequence[Path], *, variable: str) -> None:
-    resolved_roots = [_resolved(variable, root) for root in roots]
+def _check_under(name: str, given: str, resolved: Path, roots: Sequence[Root], *, variable: str) -> None:
+    local_roots = [root for root in roots if isinstance(root, Path)]
+    resolved_roots = [_resolved(variable, root) for root in local_roots]
     if any(resolved.is_relative_to(root) for root in resolved_roots):
         return
     shown = given if str(resolved) == given else f"{given} ({resolved})"
-    if not roots:
+    if not local_roots:
         raise _refuse(
-            f"{name} {shown} is not under {variable}, which is not set on this worker. Set {variable} "
+            f"{name} {shown} is not under {variable}, which "
+            f"{'is not set' if not roots else 'names no local folder'} on this worker. Set {variable} "
             f"to the folders this worker may use ({_SEE})."
         )
-    allowed = os.pathsep.join(map(str, roots))
+    allowed = os.pathsep.join(map(str, local_roots))
     raise _refuse(
         f"{name} {shown} is not under {variable} ({allowed}); add it there or send paths under it ({_SEE})."
     )

@@ -17,9 +17,8 @@ import time
 from typing import TYPE_CHECKING
 
 from vfx_tasks.errors import TaskTimeoutError
-from vfx_tasks.extract.device import Precision
 from vfx_tasks.extract.recipe import Recipe
-from vfx_tasks.models import get_model_spec
+from vfx_tasks.models.user_model import fetch_pinned_checkpoint
 from vfx_tasks.queue.job import Job
 from vfx_tasks.settings import Settings
 
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_ExtractorKey = tuple[str, str, str, str]
+_ExtractorKey = tuple[str, ...]
 _extractors: dict[_ExtractorKey, FeatureExtractor] = {}
 #: One inference loop per loaded model and batch capacity (clip-crops), shared by the videos in flight.
 _loops: dict[tuple[_ExtractorKey, int], BatchingLoop] = {}
@@ -37,27 +36,34 @@ _loops: dict[tuple[_ExtractorKey, int], BatchingLoop] = {}
 _lock = threading.Lock()
 
 
-def _extractor_key(model: str, *, settings: Settings, precision: Precision) -> _ExtractorKey:
-    return (get_model_spec(model).name, settings.device, precision, str(settings.pretrained_dir))
+def _extractor_key(recipe: Recipe, *, settings: Settings) -> _ExtractorKey:
+    # A user's model is its files' contents: a config edited between runs is another model.
+    model = (recipe.model_spec().name, recipe.model_config, recipe.model_config_sha256, recipe.checkpoint,
+             recipe.checkpoint_sha256)
+    return (*model, settings.device, recipe.precision, str(settings.pretrained_dir))
 
 
-def get_extractor(model: str, *, settings: Settings, precision: Precision) -> FeatureExtractor:
-    """The process's loaded model for these settings, loading it on first use."""
+def get_extractor(recipe: Recipe, *, settings: Settings) -> FeatureExtractor:
+    """The process's loaded model for the recipe's model and precision, loading it on first use
+    (a user's checkpoint URL is fetched first, verified against the sha256 its run pinned)."""
     from vfx_tasks.extract.pipeline import FeatureExtractor  # torch + mmaction2 only where a task runs
 
-    key = _extractor_key(model, settings=settings, precision=precision)
+    key = _extractor_key(recipe, settings=settings)
     with _lock:  # one load per process, however many tasks ask at once
         if key not in _extractors:
             import torch
 
+            spec = recipe.model_spec()
+            fetch_pinned_checkpoint(spec, settings.pretrained_dir)
             if settings.torch_threads:
                 torch.set_num_threads(settings.torch_threads)
             logger.info(
                 "Loading %s on %s (%s) in process %d, %d CPU threads",
-                key[0], settings.device, precision, os.getpid(), torch.get_num_threads(),
+                spec.name, settings.device, recipe.precision, os.getpid(), torch.get_num_threads(),
             )
             _extractors[key] = FeatureExtractor(
-                key[0], pretrained_dir=settings.pretrained_dir, device=settings.device, precision=precision
+                spec, pretrained_dir=settings.pretrained_dir, device=settings.device,
+                precision=recipe.precision,
             )
         return _extractors[key]
 
@@ -72,11 +78,11 @@ def get_batching_loop(recipe: Recipe, *, settings: Settings) -> BatchingLoop:
     """
     from vfx_tasks.extract.batching import BatchingLoop, loop_shape
 
-    extractor = get_extractor(recipe.model, settings=settings, precision=recipe.precision)
+    extractor = get_extractor(recipe, settings=settings)
     batch_clip_crops, inference_threads = loop_shape(
         extractor.device, batch_size=recipe.batch_size, crop_type=recipe.crop_type, decoders=settings.decoders
     )
-    key = (_extractor_key(recipe.model, settings=settings, precision=recipe.precision), batch_clip_crops)
+    key = (_extractor_key(recipe, settings=settings), batch_clip_crops)
     with _lock:
         if key not in _loops:
             _loops[key] = BatchingLoop(
@@ -93,7 +99,7 @@ def extract_job(job: Job, video_path: str, *, settings: Settings) -> VideoFeatur
     when the job asks for all clips of a video in one forward (``batch_size`` -1)."""
     recipe = job.recipe
     if recipe.batch_size == -1:
-        return get_extractor(recipe.model, settings=settings, precision=recipe.precision).extract(
+        return get_extractor(recipe, settings=settings).extract(
             video_path,
             crop_type=recipe.crop_type,
             num_clips_per_video=recipe.num_clips_per_video,

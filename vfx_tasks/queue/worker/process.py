@@ -13,21 +13,26 @@ from typing import Any
 
 from vfx_tasks.errors import WorkerDiedError
 from vfx_tasks.extract.crops import num_crops
-from vfx_tasks.models import get_model_spec
 from vfx_tasks.queue.job import Job
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.worker.message import check_job
+from vfx_tasks.queue.worker.model_files import check_model_files
 from vfx_tasks.queue.worker.models import extract_job
 from vfx_tasks.queue.worker.outputs import check_job_settings, record_index_row
 from vfx_tasks.settings import Settings
 from vfx_tasks.sources.fetch import fetched_video
 from vfx_tasks.storage import (
-    is_valid_output,
-    labels_path,
+    Folder,
+    features_match,
+    features_name,
+    is_url,
+    join_url,
+    labels_name,
+    npy_header,
+    open_folder_under,
     output_path,
-    remove_temp_files_of,
-    write_features_atomic,
-    write_labels_atomic,
+    write_features,
+    write_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,10 +58,30 @@ def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str
         PermanentError: the video or the configuration cannot work; retrying will not help.
         TransientError: worth retrying (I/O, Redis, out of memory at one clip).
         UntrustedMessageError: the message names paths outside the roots or values out of bounds.
+        UnsafeFileError: a link (or a special or oversized file) where the folder's files or
+            folders are, planted before the task or while it ran.
     """
     check_job(job, settings=settings)  # before anything is read, written or recorded
+    check_model_files(job.recipe, settings=settings)  # before a config of the message's runs
     ledger = get_ledger(settings)
-    if (duplicate := skip_if_done(job, ledger)) is not None:
+    # Opened once, walking down from its root without following a link: a folder swapped for a
+    # link while the video is extracted stops the write instead of redirecting it. (A URL below a
+    # URL root has no links to follow.)
+    storage_options = settings.storage_kwargs()
+    with open_folder_under(job.output_dir, settings.output_roots, storage_options=storage_options) as folder:
+        return _process_in(folder, job, ledger, settings=settings, worker_name=worker_name)
+
+
+def _output_location(job: Job) -> str:
+    if is_url(job.output_dir):
+        return join_url(job.output_dir, features_name(job.relative_id))
+    return str(output_path(job.output_dir, job.relative_id))
+
+
+def _process_in(
+    folder: Folder, job: Job, ledger: Ledger, *, settings: Settings, worker_name: str
+) -> dict[str, Any]:
+    if (duplicate := skip_if_done(job, ledger, folder)) is not None:
         return duplicate
     if ledger.failed_since_queued(job.run_id, job.relative_id):
         # Redelivered after its attempt was recorded as failed (a worker process ended by the
@@ -75,20 +100,22 @@ def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str
     if ledger.take_interrupted(job.run_id, job.relative_id) or deaths:
         # An attempt that died, or was cut off with its connection, may have been writing: its
         # temporary files are nobody's now.
-        for leftover in remove_temp_files_of(job.output_dir, job.relative_id):
-            logger.info("%s: removed %s, left by an attempt that was stopped", job.relative_id, leftover.name)
-    check_job_settings(job, settings=settings)
-    destination = output_path(job.output_dir, job.relative_id)
-    with fetched_video(job.video_path, keep_downloads=settings.keep_downloads) as video_path:
+        for leftover in folder.remove_temp_files(of=features_name(job.relative_id)):
+            logger.info("%s: removed %s, left by an attempt that was stopped", job.relative_id, leftover)
+    check_job_settings(job, folder, settings=settings)
+    with fetched_video(
+        job.video_path, keep_downloads=settings.keep_downloads, storage_options=settings.storage_kwargs(),
+        max_bytes=settings.max_video_bytes,
+    ) as video_path:
         result = extract_job(job, video_path, settings=settings)
         # Labels first: a video counts as done once its .npy exists, and then its labels must too.
         if job.labels is not None:
-            write_labels_atomic(labels_path(job.output_dir, job.relative_id), job.labels)
-        write_features_atomic(destination, result.features)
-    record_index_row(job, result)
+            write_json(folder, labels_name(job.relative_id), job.labels)
+        write_features(folder, features_name(job.relative_id), result.features)
+    record_index_row(job, result, folder)
     summary = {
         "relative_id": job.relative_id,
-        "output": str(destination),
+        "output": _output_location(job),
         "shape": list(result.shape),
         "num_frames": result.num_frames,
         "fps": result.fps,
@@ -99,7 +126,7 @@ def process_video(job: Job, *, settings: Settings, worker_name: str) -> dict[str
     return summary
 
 
-def skip_if_done(job: Job, ledger: Ledger) -> dict[str, Any] | None:
+def skip_if_done(job: Job, ledger: Ledger, folder: Folder) -> dict[str, Any] | None:
     """A summary if this message repeats one for a video done with a valid output, else ``None``.
 
     A rerun of ``vfx-enqueue`` sends a video again when it cannot find its message (see
@@ -109,12 +136,11 @@ def skip_if_done(job: Job, ledger: Ledger) -> dict[str, Any] | None:
     """
     if not ledger.is_done(job.run_id, job.relative_id):
         return None
-    destination = output_path(job.output_dir, job.relative_id)
     recipe = job.recipe
-    valid = is_valid_output(
-        destination,
+    valid = features_match(
+        npy_header(folder, features_name(job.relative_id)),
         n_crops=num_crops(recipe.crop_type),
-        feature_dim=get_model_spec(recipe.model).feature_dim,
+        feature_dim=recipe.model_spec().feature_dim,
         num_clips_per_video=recipe.num_clips_per_video,
     )
     if not valid:
@@ -123,7 +149,7 @@ def skip_if_done(job: Job, ledger: Ledger) -> dict[str, Any] | None:
     # drop it, or the video would count as queued forever.
     ledger.release(job.run_id, [job.relative_id])
     logger.info("%s: already done with a valid output; acknowledged without work", job.relative_id)
-    return {"relative_id": job.relative_id, "output": str(destination), "skipped": "already done"}
+    return {"relative_id": job.relative_id, "output": _output_location(job), "skipped": "already done"}
 
 
 def record_failure(key: tuple[str, str], reason: dict[str, str], *, settings: Settings) -> None:
