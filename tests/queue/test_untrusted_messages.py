@@ -20,7 +20,7 @@ from tests.helpers import ENQUEUE, files_under
 from vfx_tasks.errors import ConfigurationError
 from vfx_tasks.extract.recipe import Recipe
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
-from vfx_tasks.queue.job import Run
+from vfx_tasks.queue.job import Run, ledger_key
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.processes.cluster import LocalCluster
 from vfx_tasks.queue.worker.message import MAX_LABELS_BYTES, MAX_LABELS_DEPTH
@@ -76,8 +76,9 @@ def test_crafted_messages_fail_permanently_with_the_setting_to_change_and_write_
         ({"video_path": "hf://datasets/owner/data@..%2F..%2Fx/v.mp4"}, "Refusing revision '../../x'"),
         ({"video_path": f"hf://datasets/someone/else@{COMMIT}/v.mp4"}, "not in VFX_HF_REPOS (owner/*)"),
         # Names no file system takes: refused here, not failed later as ENAMETOOLONG and retried.
-        ({"relative_id": "a" * 300}, "ends in a name longer than 200 bytes"),
-        ({"relative_id": "é" * 128 + "/v"}, "has a folder name longer than 255 bytes"),
+        ({"relative_id": "a" * 300}, "relative_id holds a name of 300 bytes"),
+        ({"relative_id": "é" * 128 + "/v"}, "relative_id holds a name of 256 bytes"),
+        ({"relative_id": "a" * 230}, "ends in a name longer than 200 bytes"),  # room for .npy, temporaries
         ({"output_dir": str(out / ("d" * 256))}, "output_dir holds a name of 256 bytes"),
         ({"labels": {"x": "a" * MAX_LABELS_BYTES}}, "labels take"),
         ({"labels": nested(MAX_LABELS_DEPTH + 1)}, "nested deeper"),
@@ -120,18 +121,20 @@ def test_crafted_messages_fail_permanently_with_the_setting_to_change_and_write_
     wait_until(lambda: all(r.state in READY_STATES for r in results), f"every task to end:\n{worker.log()}")
     # then each crafted one failed at once with a reason naming what to change, in the result
     # backend and among the refused messages,
-    _, refusals = ledger.refusals()
-    refused = {refusal["task_id"]: refusal for refusal in refusals}
     for result, kwargs, reason in sent:
         assert result.state == "FAILURE", (kwargs, result.state, result.result)
         assert reason in str(result.result), (kwargs, str(result.result))
+    _, refusals = ledger.refusals()
+    refused = {refusal["task_id"]: refusal for refusal in refusals}
+    for result, kwargs, reason in sent:
         recorded = refused[result.id]
         assert recorded["code"] == "untrusted_message" and reason in recorded["message"], (kwargs, recorded)
     assert "(see docs/deployment.md#trusted-folders)" in refused[sent[0][0].id]["message"]
-    # and, for those of the registered run, as the video's failure too (so that --wait reports them),
+    # and, for the well-formed ones of the registered run, as the video's failure too (so that
+    # --wait reports them),
     failed = ledger.entries(base_run.run_id, "failed")
     for _, kwargs, reason in sent:
-        if kwargs["run_id"] == base_run.run_id:
+        if ledger_key(kwargs) == (base_run.run_id, kwargs["relative_id"]):
             assert reason in failed[kwargs["relative_id"]]["message"], (kwargs, failed)
     assert {"case3", "case4"} <= set(failed)  # videos outside VFX_INPUT_ROOTS
     # the unrecordable ones failed too, filed among the refused only, and the worker carried on,

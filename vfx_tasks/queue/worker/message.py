@@ -95,8 +95,6 @@ def check_relative_id(relative_id: str) -> str:
     parts = relative_id.split("/")
     if any(part in ("", ".", "..") for part in parts):
         problems.append("has an empty, '.' or '..' segment")
-    if any(len(part.encode()) > MAX_NAME_BYTES for part in parts[:-1]):
-        problems.append(f"has a folder name longer than {MAX_NAME_BYTES} bytes")
     if len(parts[-1].encode()) > MAX_STEM_BYTES:
         problems.append(f"ends in a name longer than {MAX_STEM_BYTES} bytes")
     if problems:
