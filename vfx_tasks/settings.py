@@ -100,9 +100,10 @@ class Settings:
     #: 16000 x 16000 frames needed 24 GB. The default fits 8K (7680 x 4320).
     max_pixels: int = DEFAULT_MAX_PIXELS
     #: Most memory each worker process may allocate, in MiB (its RLIMIT_DATA; 0: no limit). Past
-    #: it, an allocation fails in the task that asked (a runaway decode fails that video, retried
-    #: as ``memory_limit``) instead of the kernel's OOM killer ending the worker or the machine.
-    #: With the threads pool it bounds the whole worker; with prefork, each pool process.
+    #: it, an allocation fails in the task that asked (``memory_limit``, retried; a decoder that
+    #: cannot allocate fails its video as ``bad_video``) instead of the kernel's OOM killer ending
+    #: the worker or the machine. With the threads pool it bounds the whole worker; with prefork,
+    #: each pool process (see docs/deployment.md#memory).
     memory_limit_mb: int = 0
     # -- what a task message may name (see docs/deployment.md#trusted-folders) --
     #: Folders a task's local ``video_path`` must lie in (symlinks followed), separated by ``:`` or
