@@ -112,27 +112,25 @@ def test_forged_headers_get_the_workers_limits_and_only_its_task_runs(
         events.stop()
 
 
-def test_a_forged_time_limit_does_not_lift_the_workers(
+def test_a_message_cannot_set_the_time_limits(
     tmp_path: Path, redis_url: str, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
-    video = write_test_video(inputs / "v.mp4", width=96, height=64, num_frames=256)
+    video = write_test_video(inputs / "v.mp4", width=96, height=64, num_frames=128)
     out.mkdir()
-    run = run_spec(out, num_clips_per_video=4)
-    # Given a worker that stops a video after 2 s (soft limit) and kills it after 4 s,
-    start_worker(
-        VFX_INPUT_ROOTS=str(inputs), VFX_OUTPUT_ROOTS=str(out), VFX_TASK_SOFT_TIME_LIMIT_SECONDS="2",
-        VFX_TASK_TIME_LIMIT_SECONDS="4",
-    )  # fmt: skip
+    run = run_spec(out, num_clips_per_video=2)
+    # Given a worker with its own time limits (the defaults: hours),
+    worker = start_worker(VFX_INPUT_ROOTS=str(inputs), VFX_OUTPUT_ROOTS=str(out))
     app = create_app(Settings.from_env({}, broker_url=redis_url))
-    # when a message of a video longer than that asks for limits of an hour,
+    # when a message asks for limits of its own (shorter here, so that the test shows the header
+    # ignored without waiting for a hung video; a longer one would keep a hung decoder for days),
     result = app.send_task(
-        EXTRACT_VIDEO_TASK, kwargs=message(run, "long", video), time_limit=3600, soft_time_limit=3000
+        EXTRACT_VIDEO_TASK, kwargs=message(run, "v", video), time_limit=2, soft_time_limit=1
     )
     wait_until(lambda: result.state in READY_STATES, "the task to end")
-    # then the worker's limits hold.
-    assert result.state == "FAILURE"
-    assert Ledger.from_url(redis_url).entries(run.run_id, "failed")["long"]["code"] == "timeout"
+    # then the worker's limits hold: the video, which takes longer than a second here, is done.
+    assert result.state == "SUCCESS", result.result
+    assert "timelimit [2, 1] dropped" in worker.log()
 
 
 def test_a_refused_message_never_rewrites_another_runs_ledger(
