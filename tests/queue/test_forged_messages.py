@@ -139,7 +139,7 @@ def test_a_refused_message_never_rewrites_another_runs_ledger(
     inputs, out, elsewhere = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
     video = write_test_video(inputs / "v.mp4", width=96, height=64, num_frames=16)
     out.mkdir()
-    victim, unregistered = run_spec(out), run_spec(out, crop_type="5-crop")
+    victim, other = run_spec(out), run_spec(out, crop_type="5-crop")
     ledger = Ledger.from_url(redis_url)
     ledger.register_run(victim)
     start_worker(VFX_INPUT_ROOTS=str(inputs), VFX_OUTPUT_ROOTS=str(out), VFX_MAX_RETRIES="0")
@@ -153,16 +153,16 @@ def test_a_refused_message_never_rewrites_another_runs_ledger(
     forged = [message(run_spec(elsewhere), name, video, run_id=victim.run_id) for name in ("done", "queued")]
     # its own folder and settings, but with labels a worker refuses,
     forged.append(message(victim, "done", video, labels={"x": "a" * (2 << 20)}))
-    # and a run no producer registered, refused the same way,
-    forged.append(message(unregistered, "other", video, video_path="/etc/passwd"))
+    # and a message of another run of the folder, for a video of the same name, refused the same way,
+    forged.append(message(other, "queued", video, video_path="/etc/passwd"))
     sent = [app.send_task(EXTRACT_VIDEO_TASK, kwargs=kwargs) for kwargs in forged]
     wait_until(lambda: all(r.state in READY_STATES for r in sent), "the forged tasks to end")
     # then the victim's done video is still done and its queued one still queued,
     assert set(ledger.entries(victim.run_id, "done")) == {"done"}
     assert ledger.entries(victim.run_id, "failed") == {}
     assert set(ledger.entries(victim.run_id, "pending")) == {"queued"}
-    # the run nobody registered got no entries at all,
-    assert ledger.entries(unregistered.run_id, "failed") == {}
+    # the refusal of the message that was its own run's is that run's failure only,
+    assert set(ledger.entries(other.run_id, "failed")) == {"queued"}
     # and every message was refused and filed under vfx:refused, with the ids it claimed.
     count, refusals = ledger.refusals()
     by_task = {r["task_id"]: r for r in refusals}

@@ -141,18 +141,17 @@ def test_refused_messages_are_kept_apart_and_bounded_and_never_undo_a_done_video
     redis_url: str, tmp_path: Path
 ) -> None:
     ledger = Ledger.from_url(redis_url)
-    run, unregistered = make_run(tmp_path), make_run(tmp_path, crop_type="5-crop")
+    run = make_run(tmp_path)
     ledger.register_run(run)
     ledger.claim(run, ["queued", "done"])
     ledger.mark_done(run.run_id, "done", {"shape": [1, 1, 2048]})
     reason = {"code": "untrusted_message", "message": "Refusing task: ..."}
-    # A refusal is a video's failure only in a registered run, and never over its done entry;
+    # A refusal is filed as a video's failure (no longer queued), but never over its done entry;
     assert ledger.mark_refused(run.run_id, "queued", reason)
     assert not ledger.mark_refused(run.run_id, "done", reason)
-    assert not ledger.mark_refused(unregistered.run_id, "queued", reason)
     assert set(ledger.entries(run.run_id, "failed")) == {"queued"}
     assert set(ledger.entries(run.run_id, "done")) == {"done"}
-    assert ledger.entries(unregistered.run_id, "failed") == {}
+    assert ledger.entries(run.run_id, "pending") == {}
     # the refused messages themselves are kept apart, the newest first, at most MAX_REFUSALS of them.
     for index in range(MAX_REFUSALS + 5):
         ledger.record_refusal({"task_id": str(index), "code": "untrusted_message"})

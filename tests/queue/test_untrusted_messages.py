@@ -93,14 +93,13 @@ def test_crafted_messages_fail_permanently_with_the_setting_to_change_and_write_
         *(({"relative_id": relative_id}, "relative_id") for relative_id in RELATIVE_ID_CASES),
     ]
     # Given a worker reading under in/ and writing under out/ only, fetching from owner/'s datasets
-    # only (and no retries to wait for), and the run of out/ registered by a producer,
+    # only (and no retries to wait for),
     worker = start_worker(
         VFX_INPUT_ROOTS=str(inputs), VFX_OUTPUT_ROOTS=str(out), VFX_MAX_RETRIES="0", VFX_HF_REPOS="owner/*"
     )
     app = create_app(Settings.from_env({}, broker_url=redis_url))
     ledger = Ledger.from_url(redis_url)
     base_run = Run(str(out), Recipe.from_mapping(base))
-    ledger.register_run(base_run)
     # when crafted messages are sent (each with the run id its folder and settings name), then a
     # well-formed one,
     sent = []
@@ -130,8 +129,8 @@ def test_crafted_messages_fail_permanently_with_the_setting_to_change_and_write_
         recorded = refused[result.id]
         assert recorded["code"] == "untrusted_message" and reason in recorded["message"], (kwargs, recorded)
     assert "(see docs/deployment.md#trusted-folders)" in refused[sent[0][0].id]["message"]
-    # and, for the well-formed ones of the registered run, as the video's failure too (so that
-    # --wait reports them),
+    # and, for the well-formed ones (in their own run), as the video's failure too (so that --wait
+    # reports them),
     failed = ledger.entries(base_run.run_id, "failed")
     for _, kwargs, reason in sent:
         if ledger_key(kwargs) == (base_run.run_id, kwargs["relative_id"]):

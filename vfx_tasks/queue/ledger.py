@@ -20,8 +20,9 @@ computes the same keys. Per run, all hashes are keyed by the video's relative id
                                    (ids as the message claimed them); ``vfx:refused:count`` counts all
 
 A refused message (malformed, untrusted, or naming a run its settings do not hash to) is filed
-under ``vfx:refused``. Only when it is a well-formed message of a run a producer registered is it
-also filed as that video's failure, so that ``--wait`` reports it; never over a ``done`` entry.
+under ``vfx:refused``. Only when it is well formed, its run id being the one its own folder and
+settings give, is it also filed as that video's failure, so that ``--wait`` reports it; and never
+over a ``done`` entry.
 """
 
 # long: one Redis data model (the run's hashes, their script and every reader and writer of
@@ -45,12 +46,12 @@ _REFUSED_KEY = "vfx:refused"
 _REFUSED_COUNT_KEY = "vfx:refused:count"
 #: Refused messages kept for ``vfx-status``: enough to see a pattern, bounded whatever is sent.
 MAX_REFUSALS = 1000
-#: KEYS: meta, done, failed, pending, running, deliveries; ARGV: relative id, reason JSON. A refusal
-#: is a failure of the video only in a registered run, and never replaces its done entry.
+#: KEYS: done, failed, pending, running, deliveries; ARGV: relative id, reason JSON. A refusal never
+#: replaces a done entry: atomic, so that a video done meanwhile stays done.
 _MARK_REFUSED = """
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-for i = 4, 6 do redis.call('HDEL', KEYS[i], ARGV[1]) end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+for i = 3, 5 do redis.call('HDEL', KEYS[i], ARGV[1]) end
 return 1
 """
 #: KEYS: running, deliveries; ARGV: relative id, worker, "1" to uncount the attempt. Atomic, so
@@ -228,10 +229,11 @@ class Ledger:
         self._end(run_id, relative_id, State.FAILED, reason, drop=State.DONE)
 
     def mark_refused(self, run_id: str, relative_id: str, reason: dict[str, str]) -> bool:
-        """File a refused message of run ``run_id`` as the video's failure, if a producer registered
-        that run and the video is not done; whether it was filed. (See :meth:`record_refusal`.)"""
+        """File a refused message of run ``run_id`` as the video's failure, unless the video is done;
+        whether it was filed. The caller has checked that the run is the message's own
+        (:func:`~vfx_tasks.queue.job.ledger_key`). See :meth:`record_refusal`."""
         states = (State.DONE, State.FAILED, State.PENDING, State.RUNNING, State.DELIVERIES)
-        keys = [_meta_key(run_id), *(_key(run_id, state) for state in states)]
+        keys = [_key(run_id, state) for state in states]
         with self._errors():
             return bool(self._mark_refused(keys=keys, args=[relative_id, json.dumps(reason)]))
 

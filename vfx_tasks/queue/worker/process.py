@@ -160,9 +160,10 @@ def record_failure(key: tuple[str, str], reason: dict[str, str], *, settings: Se
 def record_refusal(
     task_id: str, kwargs: Any, reason: dict[str, str], *, settings: Settings
 ) -> tuple[str, str] | None:
-    """Record a refused message under ``vfx:refused`` and, when it is a well-formed message of a
-    registered run whose video is not done, as that video's failure; the video it was filed
-    under, if any. Never under a run the message merely names (see :mod:`vfx_tasks.queue.ledger`)."""
+    """Record a refused message under ``vfx:refused`` and, when it is well formed (its run id the
+    one its folder and settings give) and its video is not done, as that video's failure; the
+    video it was filed under, if any. Never under a run the message merely names (see
+    :mod:`vfx_tasks.queue.ledger`)."""
     ledger = get_ledger(settings)
     claimed = kwargs if isinstance(kwargs, dict) else {}
     ledger.record_refusal({

@@ -15,7 +15,7 @@ The task is registered on an app by :func:`register_task` (its retry options com
 settings); its arguments are a :class:`~vfx_tasks.queue.job.Job`'s message, read back and checked
 before anything else happens, and its headers are replaced by the worker's limits on receipt
 (:mod:`.request`). A refused message is filed under the ledger's ``vfx:refused``, and as its
-video's failure only when it is a well-formed message of a registered run (see
+video's failure only when it is well formed, in its own run, and the video is not done (see
 :mod:`vfx_tasks.queue.ledger`). What the task runs is logged when it starts and returned in its
 result, whatever the message's ``kwargsrepr`` said.
 
