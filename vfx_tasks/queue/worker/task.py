@@ -227,12 +227,13 @@ def extract_video(self: ExtractVideoTask, **kwargs: Any) -> dict[str, Any]:
     job = Job.from_message(kwargs)  # refused here (a permanent failure) when malformed
     key = (job.run_id, job.relative_id)
     task_id = self.request.id or "unknown"
-    # What runs, from the arguments themselves: Flower shows the message's own description.
-    logger.info("Task %s runs %r: video %r -> %r (run %s)", task_id, job.relative_id[:300],
-                job.video_path[:500], job.output_dir[:500], job.run_id)
+    # What runs, from the arguments themselves (Flower showed the message's own description), with
+    # this worker's Redis passwords masked wherever a crafted path quotes them.
+    ran = f"video {job.video_path[:500]!r} -> {job.output_dir[:500]!r} (run {job.run_id})"
+    logger.info("Task %s runs %r: %s", task_id, job.relative_id[:300], _redact(ran, settings))
     with self.watchdog.watch(task_id, key), _errors_as_stored(job.relative_id, settings):
         summary = process_video(job, settings=settings, worker_name=self.request.hostname or "unknown")
-    return {**summary, "video_path": job.video_path, "run_id": job.run_id}
+    return {**summary, "video_path": _redact(job.video_path, settings), "run_id": job.run_id}
 
 
 def register_task(app: Celery) -> Task:
