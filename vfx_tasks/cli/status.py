@@ -1,8 +1,15 @@
-"""``vfx-status``: queued / running / done / failed videos of an output root (and model), with reasons."""
+"""``vfx-status``: queued / running / done / failed videos of an output root (and model), with reasons.
+
+It also says how many task messages workers refused on this Redis (malformed, untrusted, naming a
+run they do not belong to, or another task than ``vfx.extract_video``), with the last few and their
+reasons: such messages are filed apart from every run (see :mod:`vfx_tasks.queue.ledger`), since
+the run or video they name may not be theirs.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,11 @@ Examples:
 """
 
 
+#: Refused messages shown: the last few in the text, more in the JSON.
+SHOWN_REFUSALS_TEXT = 5
+SHOWN_REFUSALS_JSON = 50
+
+
 def collect_status(ledger: Ledger, output_dir: str, model: str | None) -> dict[str, Any]:
     """Counts and failures of every run writing to ``output_dir`` (with ``model``, if given)."""
     if is_url(output_dir):
@@ -53,7 +65,11 @@ def collect_status(ledger: Ledger, output_dir: str, model: str | None) -> dict[s
         for key in totals:
             totals[key] += getattr(counts, key)
         described.append({**run, "counts": vars(counts), "failed": failed})
-    return {"output_dir": root, "model": model, "totals": totals, "runs": described}
+    refused, last = ledger.refusals(SHOWN_REFUSALS_JSON)
+    return {
+        "output_dir": root, "model": model, "totals": totals, "runs": described,
+        "refused": {"count": refused, "last": last},
+    }
 
 
 def _echo_text(status: dict[str, Any]) -> None:
@@ -71,6 +87,20 @@ def _echo_text(status: dict[str, Any]) -> None:
         for relative_id, reason in sorted(run["failed"].items()):
             # Reasons come from Redis, written by any worker: secrets in them are masked here too.
             click.echo(redact(f"  FAILED {relative_id}: [{reason.get('code')}] {reason.get('message')}"))
+    _echo_refused(status["refused"])
+
+
+def _echo_refused(refused: dict[str, Any]) -> None:
+    if not refused["count"]:
+        return
+    shown = refused["last"][:SHOWN_REFUSALS_TEXT]
+    click.echo(f"Refused task messages on this Redis: {refused['count']} in all (filed under no run); "
+               f"the last {len(shown)}:")
+    for entry in shown:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(entry.get("at") or 0)))
+        claimed = f" claiming {str(entry.get('relative_id'))[:80]!r}" if entry.get("relative_id") else ""
+        line = f"  {when} task {entry.get('task_id')}{claimed}: [{entry.get('code')}] {entry.get('message')}"
+        click.echo(redact(line[:1000]))
 
 
 def _echo_json(status: dict[str, Any]) -> None:
