@@ -67,3 +67,23 @@ def files_under(folder: Path) -> list[str]:
     """Every file and symlink below ``folder``, as sorted POSIX paths relative to it."""
     found = (p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
     return sorted(p.relative_to(folder).as_posix() for p in found)
+
+
+def write_huge_video(path: Path, *, side: int = 16000, num_frames: int = 1) -> Path:
+    """H.264 of ``side`` x ``side`` flat grey frames: a few hundred KB on disk (a 16000 x 16000 frame
+    takes 750 KB and 1.6 s to encode), 768 MB per frame once decoded to RGB. Generated, never committed."""
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = side, side, "yuv420p"
+        frame = av.VideoFrame(side, side, "yuv420p")
+        for plane, level in zip(frame.planes, (90, 128, 128), strict=True):
+            plane.update(np.full(plane.buffer_size, level, dtype=np.uint8))
+        for index in range(num_frames):
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path

@@ -8,6 +8,9 @@ files, and every variable the compose file uses documented in .env.example.
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +100,15 @@ def test_every_worker_is_pinned_to_its_own_gpu(services: dict[str, dict[str, Any
     assert len(set(names)) == len(names), f"worker names repeat: {names}"
 
 
+def test_each_worker_has_a_memory_limit(services: dict[str, dict[str, Any]]) -> None:
+    # A runaway decode is OOM-killed inside its container (compose restarts it), not the box.
+    for name, service in workers(services).items():
+        assert service["mem_limit"].startswith("${VFX_WORKER_MEMORY:-"), name
+        assert service["memswap_limit"] == service["mem_limit"], f"{name}: no swap beyond the limit"
+        for variable in ("VFX_MAX_PIXELS", "VFX_MEMORY_LIMIT_MB", "VFX_HF_REPOS"):
+            assert service["environment"][variable] == f"${{{variable}:-}}", (name, variable)
+
+
 def test_workers_restart_on_failure_and_get_time_to_finish_a_video(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -107,18 +119,91 @@ def test_workers_restart_on_failure_and_get_time_to_finish_a_video(
         assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
 
 
+def redis_command(services: dict[str, dict[str, Any]]) -> tuple[list[str], str]:
+    """The redis service's ``redis-server`` arguments and the configuration it reads on stdin."""
+    shell, flag, script = services["redis"]["command"]
+    assert (shell, flag) == ("sh", "-c")
+    first, *heredoc = script.splitlines()
+    command, _, marker = first.partition(" <<")
+    assert heredoc[-1] == marker, "the here-document ends the script"
+    return shlex.split(command), "\n".join(heredoc[:-1])
+
+
 def test_redis_is_private_persistent_and_password_protected(services: dict[str, dict[str, Any]]) -> None:
     redis = services["redis"]
     assert "ports" not in redis, "Redis must not be published to the host"
-    command = [str(part) for part in redis["command"]]
+    command, stdin = redis_command(services)
+    # The image's entrypoint (which hands /data to Redis and drops root) runs redis-server, which
+    # reads the rest of its configuration on stdin ("-").
+    assert command[:4] == ["exec", "docker-entrypoint.sh", "redis-server", "-"]
     assert option_value(command, "--appendonly") == "yes"
     assert option_value(command, "--appendfsync") == "everysec"
     assert option_value(command, "--maxmemory-policy") == "noeviction"
     # Without a cap, Redis grows until the machine swaps or the OOM killer takes it, queue and all.
     assert option_value(command, "--maxmemory").startswith("${REDIS_MAXMEMORY:-")
-    assert option_value(command, "--requirepass").startswith("${REDIS_PASSWORD")
+    # The password comes from the container's environment, on stdin: never on a command line.
+    assert stdin == "requirepass $$REDIS_PASSWORD"
+    assert "--requirepass" not in command
+    assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
     assert redis["healthcheck"]["test"]
     assert any(volume.endswith(":/data") for volume in redis["volumes"]), "append-only file on a volume"
+
+
+def test_the_redis_command_keeps_the_password_out_of_ps(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    import redis
+
+    from vfx_tasks.queue.processes.redis_server import find_redis_server, free_port
+
+    # Given the redis service's command as compose hands it to the container ($$ is a $, defaults
+    # filled in), a stand-in for the image's entrypoint that adds a test port and folder, and the
+    # password in the environment,
+    script = services["redis"]["command"][2].replace("$$", "$").replace("${REDIS_MAXMEMORY:-1gb}", "1gb")
+    port, password = free_port(), "Pw" + "0123456789" * 3
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-server").symlink_to(find_redis_server())
+    entrypoint = bin_dir / "docker-entrypoint.sh"
+    entrypoint.write_text(f'#!/bin/sh\nexec "$@" --port {port} --bind 127.0.0.1 --dir {tmp_path} --save ""\n')
+    entrypoint.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "REDIS_PASSWORD": password}
+    server = subprocess.Popen(["sh", "-c", script], env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        # when it starts, then it answers only with that password,
+        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 30
+        while not _answers(client):
+            assert time.monotonic() < deadline and server.poll() is None, "redis-server did not start"
+            time.sleep(0.1)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port).ping()
+        # and the password is in no process's command line (what ps shows).
+        assert password not in Path(f"/proc/{server.pid}/cmdline").read_bytes().decode()
+        assert all(password not in cmdline for cmdline in _command_lines())
+    finally:
+        server.kill()
+        server.wait(30)
+
+
+def _answers(client: Any) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                lines.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                continue
+    return lines
 
 
 def test_flower_has_basic_auth_persistent_state_and_port_5555(services: dict[str, dict[str, Any]]) -> None:
@@ -160,8 +245,7 @@ def test_no_secret_is_written_in_the_compose_file(compose: dict[str, Any]) -> No
             if any(word in key.upper() for word in SECRET_WORDS):
                 assert str(value).startswith("${"), f"{name}: {key} is hard-coded"
         command = [str(part) for part in service.get("command", [])]
-        if "--requirepass" in command:
-            assert option_value(command, "--requirepass").startswith("${")
+        assert "--requirepass" not in " ".join(command), f"{name}: a password on a command line"
 
 
 def test_every_variable_is_listed_in_env_example(compose: dict[str, Any]) -> None:

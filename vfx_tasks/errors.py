@@ -87,6 +87,12 @@ class VideoError(PermanentError):
     code = "bad_video"
 
 
+class VideoTooLargeError(VideoError):
+    """A video's frames hold more pixels than ``VFX_MAX_PIXELS``: decoding them would exhaust memory."""
+
+    code = "video_too_large"
+
+
 class VideoDownloadError(VideoError):
     """A video cannot be fetched from the Hugging Face Hub: gone (404), no access, or truncated every time."""
 
@@ -164,6 +170,19 @@ class ChecksumMismatchError(CheckpointError):
     """A downloaded checkpoint's sha256 does not start with the digits its file name promises."""
 
     code = "checksum_mismatch"
+
+
+class NameTooLongError(PermanentError):
+    """A file or folder name is longer than the file system takes (ENAMETOOLONG): no retry shortens it."""
+
+    code = "name_too_long"
+
+
+class MemoryLimitError(TransientError):
+    """A worker process ran out of memory (its ``VFX_MEMORY_LIMIT_MB``, or the machine's): retried,
+    since the videos in flight beside it may have taken the memory; fails after the retries."""
+
+    code = "memory_limit"
 
 
 class UntrustedMessageError(PermanentError):

@@ -27,6 +27,8 @@ DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
 DEFAULT_TASK_SOFT_TIME_LIMIT_SECONDS = 10 * 60 * 60
 #: Eleven hours: the soft limit plus an hour, and below the visibility timeout.
 DEFAULT_TASK_TIME_LIMIT_SECONDS = 11 * 60 * 60
+#: 8K UHD (7680 x 4320): the largest frames a common camera or dataset holds.
+DEFAULT_MAX_PIXELS = 7680 * 4320
 
 
 def default_pretrained_dir() -> Path:
@@ -92,6 +94,17 @@ class Settings:
     #: FFmpeg threads of each decoder (0: the cores a worker process may use over its decoders,
     #: at least one), so that the decoders together do not oversubscribe the cores.
     decoder_threads: int = 0
+    #: Most pixels (width x height) a video's frames may have (0: no limit). Read from the
+    #: container before any frame is decoded; a larger video fails as ``video_too_large``. Each
+    #: frame decodes to width x height x 3 bytes and a batch holds dozens: a small file of
+    #: 16000 x 16000 frames needed 24 GB. The default fits 8K (7680 x 4320).
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    #: Most memory each worker process may allocate, in MiB (its RLIMIT_DATA; 0: no limit). Past
+    #: it, an allocation fails in the task that asked (``memory_limit``, retried; a decoder that
+    #: cannot allocate fails its video as ``bad_video``) instead of the kernel's OOM killer ending
+    #: the worker or the machine. With the threads pool it bounds the whole worker; with prefork,
+    #: each pool process (see docs/deployment.md#memory).
+    memory_limit_mb: int = 0
     # -- what a task message may name (see docs/deployment.md#trusted-folders) --
     #: Folders a task's local ``video_path`` must lie in (symlinks followed), separated by ``:`` or
     #: ``,``, or object-storage prefixes (``s3://bucket/prefix``) its URL must start with. Empty: no
@@ -115,6 +128,9 @@ class Settings:
     #: task with its own config is accepted (model-zoo names still are; mmaction2's own configs
     #: are always allowed as ``_base_`` files). Local folders only.
     model_roots: tuple[Root, ...] = ()
+    #: Hugging Face datasets a task's ``hf://`` video may come from, as ``owner/name`` or
+    #: ``owner/*``, separated by ``,`` or spaces. Empty: any dataset this worker's token can read.
+    hf_repos: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -134,6 +150,7 @@ class Settings:
                 "not object-storage URLs (VFX_MODEL_ROOTS)."
             )
         object.__setattr__(self, "storage_options", _to_storage_options(self.storage_options))
+        object.__setattr__(self, "hf_repos", _to_repos(self.hf_repos))
         soft, hard = self.task_soft_time_limit_seconds, self.task_time_limit_seconds
         if soft and hard and soft >= hard:
             raise ConfigurationError(
@@ -179,6 +196,7 @@ class Settings:
         for name in ROOT_FIELDS:
             # ',' separates URLs and folders alike (a ':' inside a URL would need reading twice).
             environ[f"VFX_{name.upper()}"] = ",".join(map(str, getattr(self, name)))
+        environ["VFX_HF_REPOS"] = ",".join(self.hf_repos)
         return environ
 
 
@@ -261,6 +279,19 @@ def _to_storage_options(value: Any) -> str:
             f"Invalid storage_options: a JSON {type(parsed).__name__}, not an object (VFX_STORAGE_OPTIONS)."
         )
     return json.dumps(parsed, sort_keys=True)
+
+
+def _to_repos(value: Any) -> tuple[str, ...]:
+    """``owner/name`` and ``owner/*`` patterns from a ``,``- or space-separated string, or an iterable."""
+    parts = re.split(r"[,\s]+", value) if isinstance(value, str) else [str(part) for part in value]
+    repos = tuple(part.strip() for part in parts if part.strip())
+    bad = [repo for repo in repos if not re.fullmatch(r"\w[\w.-]*/(\*|\w[\w.-]*)", repo) or ".." in repo]
+    if bad:
+        raise ConfigurationError(
+            f"Invalid hf_repos ({', '.join(bad)[:300]}): give datasets as owner/name or owner/*, "
+            "separated by ',' (VFX_HF_REPOS)."
+        )
+    return repos
 
 
 #: The spellings of a yes or no, the same as click's boolean type (so that a variable means the

@@ -14,7 +14,15 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import REPO_DIR, alive_pids, descendant_pids, wait_until
+from tests.conftest import (
+    REPO_DIR,
+    RestartableRedis,
+    WorkerProcess,
+    alive_pids,
+    descendant_pids,
+    run_cli,
+    wait_until,
+)
 from vfx_tasks.cli.worker import main, parse_gpus
 from vfx_tasks.queue.processes.launch import (
     VIDEOS_PER_DECODER,
@@ -165,3 +173,34 @@ def test_the_worker_plan_shares_the_cores_between_decoders_and_videos() -> None:
     # and a CPU worker keeps prefork with one video, as before.
     cpu = plan_worker(settings, pool=None, concurrency=None, uses_gpu=False)
     assert (cpu.pool, cpu.concurrency, cpu.decoders, cpu.decoder_threads) == ("prefork", 1, 1, cores)
+
+
+def test_a_worker_started_before_redis_waits_for_it_with_backoff(
+    tmp_path: Path, queue_env: dict[str, str]
+) -> None:
+    # Given a Redis that is not running yet (a reboot, services started in any order),
+    server = RestartableRedis(tmp_path / "redis")
+    # when a worker starts,
+    worker = WorkerProcess({**queue_env, "VFX_BROKER_URL": server.url}, tmp_path / "worker.log", "early@%h")
+    try:
+        # then it says it waits for Redis and tries again, 1 s later, then 2 s...,
+        wait_until(lambda: "Trying again in 2 s" in worker.log(), lambda: f"a second try:\n{worker.log()}")
+        assert f"Cannot reach Redis at {server.url}" in worker.log() and worker.process.poll() is None
+        # and once Redis is up, it starts and takes tasks.
+        server.start()
+        wait_until(lambda: "early@" in worker.log() and " ready." in worker.log(), worker.log)
+        assert worker.process.poll() is None
+    finally:
+        worker.stop()
+        server.stop(signal.SIGKILL)
+
+
+def test_a_refused_password_stops_the_worker_as_a_usage_error(
+    redis_url: str, queue_env: dict[str, str]
+) -> None:
+    wrong = redis_url.replace("redis://:", "redis://:wrong", 1)
+    result = run_cli(
+        "vfx_tasks.cli.worker", "--device", "cpu", env={**queue_env, "VFX_BROKER_URL": wrong}, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "refused the password" in result.stderr and "wrong" not in result.stderr

@@ -130,7 +130,7 @@ def test_options_read_their_environment_variables(redis_url: str, fake_videos: P
     [
         ("vfx_tasks.cli.enqueue", ["--input_dir", "IN"]),
         ("vfx_tasks.cli.status", ["--output_dir", "OUT"]),
-        ("vfx_tasks.cli.worker", ["--device", "cpu"]),
+        # vfx-worker waits for Redis instead: tests/cli/test_cli_worker.py
     ],
 )
 def test_unreachable_redis_is_one_clear_line(

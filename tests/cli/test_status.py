@@ -83,3 +83,26 @@ def test_videos_no_live_worker_holds_are_shown_stranded(redis_url: str, tmp_path
     assert "STRANDED on-gone (running): running on gone@box, which is gone" in as_text.output
     for connection in held:
         connection.release()
+
+
+def test_refused_messages_are_counted_and_the_last_shown_with_their_reasons(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # Given workers that refused six messages (one naming a video of a run, one another task),
+    ledger = Ledger.from_url(redis_url)
+    for index in range(5):
+        ledger.record_refusal({"task_id": f"t{index}", "run_id": "r", "relative_id": f"v{index}",
+                               "code": "untrusted_message", "message": f"reason {index}", "at": 0})
+    ledger.record_refusal({"task_id": "t5", "task": "celery.chord_unlock", "code": "unknown_task",
+                           "message": "workers run vfx.extract_video only", "at": 0})
+    env = {"VFX_BROKER_URL": redis_url}
+    # when vfx-status is asked about any folder,
+    as_text = CliRunner().invoke(main, ["--output-dir", str(tmp_path)], env=env)
+    as_json = CliRunner().invoke(main, ["--output-dir", str(tmp_path), "--json"], env=env)
+    # then it says how many were refused, and the last five, newest first, with their reasons.
+    assert "Refused task messages on this Redis: 6 in all (filed under no run); the last 5:" in as_text.output
+    assert "task t5: [unknown_task] workers run vfx.extract_video only" in as_text.output
+    assert "task t4 claiming 'v4': [untrusted_message] reason 4" in as_text.output
+    assert "task t0" not in as_text.output
+    refused = json.loads(as_json.output)["refused"]
+    assert refused["count"] == 6 and [entry["task_id"] for entry in refused["last"]][:2] == ["t5", "t4"]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import write_test_video
-from vfx_tasks.errors import PermanentError, VideoError
+from tests.conftest import PROCESS_TIMEOUT_SECONDS, REPO_DIR, write_test_video
+from tests.helpers import write_huge_video
+from vfx_tasks.errors import PermanentError, VideoError, VideoTooLargeError
 from vfx_tasks.extract.video import VideoReader
+from vfx_tasks.settings import DEFAULT_MAX_PIXELS
 
 
 def test_reads_info_and_requested_frames(sample_videos_dir: Path) -> None:
@@ -62,3 +67,46 @@ def test_portrait_video_reports_its_shape(tmp_path: Path) -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+#: Run under an RLIMIT_DATA far below one decoded frame: a refusal that comes before decoding
+#: still works there; a decoder that had started on the frame would fail for memory instead.
+_OPEN_UNDER_A_MEMORY_LIMIT = """
+import resource, sys
+from vfx_tasks.extract.decoders import open_video
+limit = 400 * 2**20
+resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.RLIM_INFINITY))
+try:
+    with open_video(sys.argv[1], decoder=sys.argv[2], max_pixels=int(sys.argv[3])) as video:
+        video.read_frames(__import__("numpy").array([0]))
+    print("decoded")
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
+
+@pytest.fixture(scope="module")
+def huge_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_huge_video(tmp_path_factory.mktemp("huge") / "huge.mp4")
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_frames_larger_than_max_pixels_are_refused_before_any_is_decoded(
+    huge_video: Path, decoder: str
+) -> None:
+    # Given a 750 KB video whose 16000 x 16000 frames take 768 MB each once decoded,
+    assert huge_video.stat().st_size < 2 << 20
+    run = functools.partial(
+        subprocess.run, capture_output=True, text=True, cwd=REPO_DIR, timeout=PROCESS_TIMEOUT_SECONDS,
+        check=True,
+    )
+    script = [sys.executable, "-c", _OPEN_UNDER_A_MEMORY_LIMIT, str(huge_video), decoder]
+    # when it is opened within the default limit (8K) by a process that has 400 MB for its data,
+    refused = run([*script, str(DEFAULT_MAX_PIXELS)]).stdout
+    # then it is refused from the container's headers, as a permanent failure naming the setting,
+    assert refused.startswith("VideoTooLargeError Video "), refused
+    assert "16000 x 16000 = 256,000,000 pixels" in refused and "VFX_MAX_PIXELS" in refused
+    assert issubclass(VideoTooLargeError, PermanentError) and VideoTooLargeError.code == "video_too_large"
+    # while without the limit the same process runs out of memory decoding it.
+    unlimited = run([*script, "0"]).stdout
+    assert not unlimited.startswith(("decoded", "VideoTooLargeError")), unlimited

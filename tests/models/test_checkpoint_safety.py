@@ -22,7 +22,7 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from vfx_tasks.errors import UnsafeCheckpointError
 from vfx_tasks.models import get_model_spec
 from vfx_tasks.models.backbone import load_backbone
-from vfx_tasks.models.checkpoint import load_checkpoint_data, read_backbone_state_dict
+from vfx_tasks.models.checkpoint import LoadedHistoryBuffer, load_checkpoint_data, read_backbone_state_dict
 from vfx_tasks.models.files import file_sha256
 from vfx_tasks.models.standin_checkpoint import standin_state_dict, write_standin_checkpoint
 
@@ -68,7 +68,7 @@ def test_openmmlab_checkpoint_with_training_state_loads(openmmlab_dir: Path) -> 
     assert {"meta", "message_hub", "optimizer", "param_schedulers", "state_dict"} <= set(data)
     # Then the non-tensor objects come back as what they were
     loss = data["message_hub"]["log_scalars"]["train/loss"]
-    assert isinstance(loss, HistoryBuffer)
+    assert isinstance(loss, LoadedHistoryBuffer)
     np.testing.assert_allclose(loss.data[0], [5.99, 5.2])
     assert data["message_hub"]["runtime_info"]["best_score"] == np.float64(0.25)
     assert "Recognizer3D" in data["meta"]["cfg"]
@@ -116,6 +116,32 @@ def test_arbitrary_class_is_refused_even_with_matching_hash(tmp_path: Path) -> N
     forged, spec = forge(tmp_path / "p", checkpoint)
     with pytest.raises(UnsafeCheckpointError, match=r"refers to argparse\.Namespace"):
         read_backbone_state_dict(forged, spec)
+
+
+def test_a_history_buffer_in_a_file_cannot_change_the_class_table_of_the_process(tmp_path: Path) -> None:
+    # Given a file whose HistoryBuffer carries a statistics table that swaps "mean" for "max" and
+    # adds an entry (mmengine's __setstate__ copies it into HistoryBuffer._statistics_methods),
+    table = HistoryBuffer._statistics_methods
+    HistoryBuffer([1.0], [1])  # registers the default entries
+    before = dict(table)
+    forged_table = {**before, "mean": HistoryBuffer.max, "planted": HistoryBuffer.min}
+    HistoryBuffer._statistics_methods = forged_table  # pickled from the class by __getstate__
+    try:
+        path = tmp_path / "table.pth"
+        hub = {"loss": HistoryBuffer([1.0, 3.0], [1, 1])}
+        torch.save({"message_hub": hub, "state_dict": SMALL_STATE}, path)
+    finally:
+        HistoryBuffer._statistics_methods = table
+    # when it is loaded,
+    data = load_checkpoint_data(path, I3D)
+    # then its buffer comes back as data only, and every HistoryBuffer of the process still
+    # computes its statistics as before.
+    assert isinstance(data, dict)
+    loaded = data["message_hub"]["loss"]
+    assert isinstance(loaded, LoadedHistoryBuffer) and "statistics_methods" not in vars(loaded)
+    np.testing.assert_array_equal(loaded.data[0], [1.0, 3.0])
+    assert HistoryBuffer._statistics_methods == before
+    assert HistoryBuffer([1.0, 3.0], [1, 1]).statistics("mean") == 2.0
 
 
 def test_getattr_is_allowed_only_for_history_buffer_methods(tmp_path: Path) -> None:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from celery.app.utils import find_app
 from celery.exceptions import Reject
 
 from tests.conftest import REPO_DIR
-from vfx_tasks.errors import BrokerUnavailableError, TransientError
+from vfx_tasks.errors import (
+    BrokerUnavailableError,
+    MemoryLimitError,
+    NameTooLongError,
+    OutputError,
+    PermanentError,
+    TransientError,
+)
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
 from vfx_tasks.queue.worker import create_worker_app
 from vfx_tasks.queue.worker.lifecycle import Recovery
-from vfx_tasks.queue.worker.task import RETRY_BASE_SECONDS
+from vfx_tasks.queue.worker.task import RETRY_BASE_SECONDS, _errors_as_stored
 from vfx_tasks.settings import Settings
 
 
@@ -89,3 +98,23 @@ def test_a_retry_that_cannot_be_sent_keeps_the_original_message() -> None:
         task.pop_request()
     # then the original message is rejected back onto the queue, not dropped with the video.
     assert rejected.value.requeue
+
+
+def test_a_name_too_long_for_the_file_system_is_permanent_and_running_out_of_memory_is_transient(
+    tmp_path: Path,
+) -> None:
+    settings = Settings.from_env({}, memory_limit_mb=512)
+    # Given a write that the file system refuses with ENAMETOOLONG (a name of 300 bytes),
+    with pytest.raises(NameTooLongError, match="ENAMETOOLONG") as info:
+        with _errors_as_stored("v", settings):
+            try:
+                os.open(tmp_path / ("n" * 300), os.O_WRONLY | os.O_CREAT)
+            except OSError as e:
+                raise OutputError(f"Cannot write features: {e}.") from e  # as storage reports it
+    # then the task fails at once instead of retrying what no retry shortens,
+    assert isinstance(info.value, PermanentError) and info.value.code == "name_too_long"
+    # and a MemoryError (which Celery treats as fatal) leaves the task as a retried memory_limit.
+    with pytest.raises(MemoryLimitError, match="VFX_MEMORY_LIMIT_MB=512") as memory:
+        with _errors_as_stored("v", settings):
+            raise MemoryError()
+    assert isinstance(memory.value, TransientError)

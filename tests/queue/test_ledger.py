@@ -15,7 +15,7 @@ from tests.conftest import I3D, RestartableRedis
 from vfx_tasks.errors import BrokerBusyError, BrokerUnavailableError, TransientError
 from vfx_tasks.extract.recipe import Recipe
 from vfx_tasks.queue.job import Run
-from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.ledger import MAX_REFUSALS, Ledger
 from vfx_tasks.queue.processes.redis_server import free_port
 
 
@@ -155,3 +155,26 @@ def test_read_only_redis_is_a_transient_error(restartable_redis: RestartableRedi
             Ledger.from_url(replica.url).mark_started("run", "v", "worker")
     finally:
         replica.stop(signal.SIGKILL)
+
+
+def test_refused_messages_are_kept_apart_and_bounded_and_never_undo_a_done_video(
+    redis_url: str, tmp_path: Path
+) -> None:
+    ledger = Ledger.from_url(redis_url)
+    run = make_run(tmp_path)
+    ledger.register_run(run)
+    ledger.claim(run, ["queued", "done"])
+    ledger.mark_done(run.run_id, "done", {"shape": [1, 1, 2048]})
+    reason = {"code": "untrusted_message", "message": "Refusing task: ..."}
+    # A refusal is filed as a video's failure (no longer queued), but never over its done entry;
+    assert ledger.mark_refused(run.run_id, "queued", reason)
+    assert not ledger.mark_refused(run.run_id, "done", reason)
+    assert set(ledger.entries(run.run_id, "failed")) == {"queued"}
+    assert set(ledger.entries(run.run_id, "done")) == {"done"}
+    assert ledger.entries(run.run_id, "pending") == {}
+    # the refused messages themselves are kept apart, the newest first, at most MAX_REFUSALS of them.
+    for index in range(MAX_REFUSALS + 5):
+        ledger.record_refusal({"task_id": str(index), "code": "untrusted_message"})
+    count, last = ledger.refusals()
+    assert count == MAX_REFUSALS + 5 and len(last) == MAX_REFUSALS
+    assert last[0]["task_id"] == str(MAX_REFUSALS + 4)

@@ -32,15 +32,16 @@ def write_evil_config(path: Path, marker: Path, *, base: Path | None = None) -> 
 
 def crafted_job(tmp_path: Path, config: Path, **overrides: Any) -> Job:
     """The job of a message anyone who reaches Redis could send: paths in the worker's roots, the
-    config's true sha256 (anyone can hash a file they wrote)."""
+    config's true sha256 (anyone can hash a file they wrote), the run id its settings give."""
     kwargs: dict[str, Any] = {
         "video_path": str(tmp_path / "in" / "v.mp4"), "output_dir": str(tmp_path / "out"),
-        "relative_id": "v", "run_id": "0" * 20, "model": "evil", "crop_type": "center",
+        "relative_id": "v", "model": "evil", "crop_type": "center",
         "num_clips_per_video": 1, "clip_sampling": "sequential", "precision": "fp32",
         "model_config": str(config), "model_config_sha256": config_sources_sha256(config),
         "checkpoint": str(config.parent / "w.pth"), "checkpoint_sha256": SOME_SHA256,
     }  # fmt: skip
     kwargs.update(overrides)
+    kwargs["run_id"] = Run(kwargs["output_dir"], Recipe.from_mapping(kwargs)).run_id
     return Job.from_message(kwargs)
 
 

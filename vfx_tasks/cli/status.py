@@ -1,9 +1,16 @@
 """``vfx-status``: queued / running / done / failed videos of an output root (and model), with
-reasons, and the videos no live worker holds (stranded), so that a wait that cannot end shows."""
+reasons, and the videos no live worker holds (stranded), so that a wait that cannot end shows.
+
+It also says how many task messages workers refused on this Redis (malformed, untrusted, naming a
+run they do not belong to, or another task than ``vfx.extract_video``), with the last few and their
+reasons: such messages are filed apart from every run (see :mod:`vfx_tasks.queue.ledger`), since
+the run or video they name may not be theirs.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -44,11 +51,16 @@ Examples:
 """
 
 
+#: Refused messages shown: the last few in the text, more in the JSON.
+SHOWN_REFUSALS_TEXT = 5
+SHOWN_REFUSALS_JSON = 50
+
+
 def collect_status(
     ledger: Ledger, output_dir: str, model: str | None, *, find_stranded: Callable[[str], list[StrandedVideo]]
 ) -> dict[str, Any]:
     """Counts, failures and stranded videos (``find_stranded(run_id)``) of every run writing to
-    ``output_dir`` (with ``model``, if given)."""
+    ``output_dir`` (with ``model``, if given), and the messages workers refused."""
     if is_url(output_dir):
         root = normalize_url(output_dir, what="--output_dir")
     else:
@@ -64,7 +76,11 @@ def collect_status(
             totals[key] += getattr(counts, key)
         totals["stranded"] += len(stranded)
         described.append({**run, "counts": vars(counts), "failed": failed, "stranded": stranded})
-    return {"output_dir": root, "model": model, "totals": totals, "runs": described}
+    refused, last = ledger.refusals(SHOWN_REFUSALS_JSON)
+    return {
+        "output_dir": root, "model": model, "totals": totals, "runs": described,
+        "refused": {"count": refused, "last": last},
+    }
 
 
 def _echo_text(status: dict[str, Any]) -> None:
@@ -86,6 +102,20 @@ def _echo_text(status: dict[str, Any]) -> None:
             click.echo(f"  stranded {len(run['stranded'])}: held by no live worker")
         for video in run["stranded"]:
             click.echo(redact(f"  STRANDED {video['relative_id']} ({video['state']}): {video['detail']}"))
+    _echo_refused(status["refused"])
+
+
+def _echo_refused(refused: dict[str, Any]) -> None:
+    if not refused["count"]:
+        return
+    shown = refused["last"][:SHOWN_REFUSALS_TEXT]
+    click.echo(f"Refused task messages on this Redis: {refused['count']} in all (filed under no run); "
+               f"the last {len(shown)}:")
+    for entry in shown:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(entry.get("at") or 0)))
+        claimed = f" claiming {str(entry.get('relative_id'))[:80]!r}" if entry.get("relative_id") else ""
+        line = f"  {when} task {entry.get('task_id')}{claimed}: [{entry.get('code')}] {entry.get('message')}"
+        click.echo(redact(line[:1000]))
 
 
 def _echo_json(status: dict[str, Any]) -> None:

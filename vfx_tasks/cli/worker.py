@@ -2,6 +2,8 @@
 
 ``celery -A vfx_tasks worker`` works too; this command adds GPU pinning, names and defaults. How
 the worker processes are planned, started and supervised is :mod:`vfx_tasks.queue.processes.launch`.
+A Redis that does not answer yet is waited for, with backoff (1, 2, 4... s, at most 30 s between
+tries), saying so on each try; a malformed URL or a refused password stops it with exit code 2.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from vfx_tasks.cli.options import (
     version_option,
 )
 from vfx_tasks.errors import VfxError
-from vfx_tasks.queue.connection import connect
+from vfx_tasks.queue.connection import wait_for_redis
 from vfx_tasks.queue.processes.launch import Launch, supervise, worker_launch, worker_name
 from vfx_tasks.redaction import redact
 from vfx_tasks.settings import Settings
@@ -171,7 +173,8 @@ def main(
             launch(index)
         ctx.exit(0)
     try:
-        connect(settings.broker_url).close()  # say now, not at the first task, that Redis is unreachable
+        # Said now, not at the first task, and waited for: a worker may start before its Redis.
+        wait_for_redis(settings.broker_url, say=lambda line: click.echo(f"vfx-worker: {line}", err=True))
     except VfxError as e:
         raise cli_error(e) from e
     if gpus:

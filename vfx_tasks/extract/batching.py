@@ -224,7 +224,9 @@ class BatchingLoop:
     ) -> VideoInfo:
         """Decode, transform and hand over every clip of the video, a piece at a time."""
         spec = self.extractor.spec
-        with open_video(video_path, decoder=decoder, num_threads=decoder_threads) as video:
+        with open_video(
+            video_path, decoder=decoder, num_threads=decoder_threads, max_pixels=self.extractor.max_pixels
+        ) as video:
             clips = self.extractor.clips_of(
                 video.info.num_frames, num_clips_per_video, clip_sampling, fps=video.info.fps
             )

@@ -37,7 +37,7 @@ from vfx_tasks.extract.transforms import to_model_layout
 from vfx_tasks.models import ModelSpec, get_model_spec
 from vfx_tasks.models.backbone import load_backbone
 from vfx_tasks.models.pooling import pool_feature_maps
-from vfx_tasks.settings import Settings
+from vfx_tasks.settings import DEFAULT_MAX_PIXELS, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class FeatureExtractor:
         pretrained_dir: Folder with the checkpoint; default from :class:`Settings`.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp32``, ``fp16`` or ``bf16`` autocast for the backbone.
+        max_pixels: most pixels a video's frames may have (0: any); larger videos are refused
+            before decoding (:class:`~vfx_tasks.errors.VideoTooLargeError`).
     """
 
     def __init__(
@@ -82,8 +84,10 @@ class FeatureExtractor:
         pretrained_dir: str | os.PathLike[str] | None = None,
         device: str = "auto",
         precision: Precision = "fp32",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.spec = model if isinstance(model, ModelSpec) else get_model_spec(model)
+        self.max_pixels = max_pixels
         self.precision = validate_precision(precision)
         self.device = resolve_device(device)
         if pretrained_dir is None:
@@ -128,7 +132,7 @@ class FeatureExtractor:
         batch_slices(1, batch_size)  # validates batch_size before any decoding
         started = time.perf_counter()
         spec = self.spec
-        with open_video(video_path, decoder=decoder) as video:
+        with open_video(video_path, decoder=decoder, max_pixels=self.max_pixels) as video:
             clips = self.clips_of(
                 video.info.num_frames, num_clips_per_video, clip_sampling, fps=video.info.fps
             )

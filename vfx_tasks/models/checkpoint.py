@@ -10,7 +10,9 @@ Every file is read with ``torch.load(..., weights_only=True)``, whatever its nam
 pickle can call any function it names, so the sha256 prefix in an OpenMMLab file name (32 bits,
 forgeable) vouches for a download, never for unpickling. Official OpenMMLab 1.x files also carry
 training state saved by mmengine's ``Runner.save_checkpoint``; the few non-tensor types it holds
-are allowed by :func:`_openmmlab_safe_globals`, and only for the duration of one load.
+are allowed by :func:`_openmmlab_safe_globals`, and only for the duration of one load. mmengine's
+``HistoryBuffer`` is read into :class:`LoadedHistoryBuffer`, a plain stand-in: the real class's
+``__setstate__`` writes into a table shared by the whole process.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ _NUMERIC_DTYPE_CODES = "?bhilqBHILQefdgFDG"
 # HistoryBuffer pickles its class-level table of statistics methods; with torch's default pickle
 # protocol 2 each is written as ``getattr(HistoryBuffer, name)``.
 _HISTORY_BUFFER_METHODS = frozenset({"min", "max", "current", "mean"})
+#: Where official files name mmengine's class; the unpickler builds a LoadedHistoryBuffer instead.
+_HISTORY_BUFFER_GLOBAL = "mmengine.logging.history_buffer.HistoryBuffer"
 
 # How torch's restricted unpickler names a global it does not allow. It drops the "builtins."
 # of a builtin ("GLOBAL eval"), so that its add_safe_globals hint reads as Python.
@@ -60,6 +64,31 @@ _OTHER_REFUSALS = (
 )
 
 
+class LoadedHistoryBuffer:
+    """What a checkpoint's mmengine ``HistoryBuffer`` is unpickled into: its data, and nothing else.
+
+    mmengine's own ``__setstate__`` copies the pickled ``statistics_methods`` into
+    ``HistoryBuffer._statistics_methods``, a dict on the class, so a file could change how every
+    HistoryBuffer of the process computes its statistics. Training statistics are of no use to
+    feature extraction; this stand-in keeps them in its own ``__dict__`` and drops the table.
+    """
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"Refused HistoryBuffer state of type {type(state).__name__}; "
+                                         "expected a dict")
+        self.__dict__.update({key: value for key, value in state.items()
+                              if isinstance(key, str) and key != "statistics_methods"})
+
+    @property
+    def data(self) -> tuple[object, object]:
+        """``(log_history, count_history)``, as ``HistoryBuffer.data``."""
+        return self.__dict__.get("_log_history"), self.__dict__.get("_count_history")
+
+    def __repr__(self) -> str:
+        return f"LoadedHistoryBuffer({sorted(self.__dict__)})"
+
+
 def _plain_numpy_dtype(*args: object) -> np.dtype:
     """``numpy.dtype`` as the unpickler may call it: numeric dtypes only, no object dtypes."""
     dtype = np.dtype(*args)  # type: ignore[call-overload]
@@ -68,12 +97,13 @@ def _plain_numpy_dtype(*args: object) -> np.dtype:
     return dtype
 
 
-def _history_buffer_method(owner: object, name: str) -> Callable[..., object]:
-    """``getattr`` as the unpickler may call it: one of HistoryBuffer's statistics methods."""
-    from mmengine.logging.history_buffer import HistoryBuffer
+def _history_buffer_method(owner: object, name: str) -> str:
+    """``getattr`` as the unpickler may call it: one of HistoryBuffer's statistics methods, named.
 
-    if owner is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
-        return getattr(HistoryBuffer, name)
+    The entry only fills the table :class:`LoadedHistoryBuffer` drops; its name says what it was.
+    """
+    if owner is LoadedHistoryBuffer and name in _HISTORY_BUFFER_METHODS:
+        return f"HistoryBuffer.{name}"
     raise pickle.UnpicklingError(f"Refused getattr({owner!r}, {name!r}); only HistoryBuffer methods")
 
 
@@ -87,23 +117,21 @@ def _openmmlab_safe_globals() -> list[Callable[..., object] | tuple[Callable[...
 
     * numpy arrays and scalars (``_reconstruct``, ``ndarray``, ``scalar``, numeric dtype
       classes) copy raw bytes; ``numpy.dtype`` is wrapped to refuse object dtypes.
-    * ``HistoryBuffer`` is created with ``object.__new__`` and restored by its ``__setstate__``,
-      which updates ``__dict__`` and its table of statistics methods and calls nothing it was
-      given. The table's entries are written as ``getattr(HistoryBuffer, name)``, so
-      ``builtins.getattr`` is mapped to a function that returns only those four methods.
+    * ``HistoryBuffer`` is built as a :class:`LoadedHistoryBuffer`, whose ``__setstate__`` keeps
+      the data in the instance and calls nothing it was given. The table of statistics methods it
+      drops is written as ``getattr(HistoryBuffer, name)``, so ``builtins.getattr`` is mapped to a
+      function that accepts only those four names and returns a string.
 
     numpy 1.x writes ``numpy.core.multiarray``, numpy 2 ``numpy._core.multiarray``; both
     names are mapped to the installed module's functions.
     """
-    from mmengine.logging.history_buffer import HistoryBuffer
-
     try:
         multiarray = importlib.import_module("numpy._core.multiarray")
     except ImportError:  # numpy < 2
         multiarray = importlib.import_module("numpy.core.multiarray")
     allowed: list[Callable[..., object] | tuple[Callable[..., object], str]] = [
         np.ndarray,
-        HistoryBuffer,
+        (LoadedHistoryBuffer, _HISTORY_BUFFER_GLOBAL),
         (_plain_numpy_dtype, "numpy.dtype"),
         (_history_buffer_method, "builtins.getattr"),
     ]

@@ -8,13 +8,17 @@ reconnects. URLs in messages never carry their password.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
 
-from vfx_tasks.errors import BrokerBusyError, BrokerUnavailableError
+from vfx_tasks.errors import BrokerBusyError, BrokerUnavailableError, ConfigurationError
 from vfx_tasks.redaction import redact
+
+#: Waits between attempts to reach a Redis that is down: 1, 2, 4... s, at most this.
+WAIT_MAX_SECONDS = 30.0
 
 
 def connect(url: str, *, timeout_seconds: float = 5.0) -> redis.Redis:
@@ -27,6 +31,43 @@ def connect(url: str, *, timeout_seconds: float = 5.0) -> redis.Redis:
     with redis_errors(url):
         client.ping()
     return client
+
+
+def wait_for_redis(
+    url: str,
+    *,
+    say: Callable[[str], None],
+    first_delay_seconds: float = 1.0,
+    max_delay_seconds: float = WAIT_MAX_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Return once Redis at ``url`` answers, trying again with backoff for as long as it takes.
+
+    A worker started before its Redis (a reboot, a compose file brought up in any order, a Redis
+    restarting) waits for it, as compose's restart policy or a supervisor would have restarted it;
+    each failed attempt is said through ``say``.
+
+    Raises:
+        ConfigurationError: the URL is malformed or Redis refuses its password: waiting cannot help.
+    """
+    delay = first_delay_seconds
+    while True:
+        try:
+            connect(url).close()
+            return
+        except ValueError as e:  # redis-py's word for a URL it cannot parse
+            raise ConfigurationError(
+                f"Invalid Redis URL {redact(url)} ({redact(str(e))}); check VFX_BROKER_URL / --broker-url."
+            ) from e
+        except BrokerUnavailableError as e:
+            if isinstance(e.__cause__, redis.AuthenticationError):
+                raise ConfigurationError(
+                    f"Redis at {redact(url)} refused the password ({redact(str(e.__cause__))}); check "
+                    "VFX_BROKER_URL / --broker-url."
+                ) from e
+            say(f"{e} Trying again in {delay:.0f} s (Ctrl-C to stop).")
+        sleep(delay)
+        delay = min(delay * 2, max_delay_seconds)
 
 
 #: Replies of a Redis that is up but cannot take the command now; each passes (memory freed,

@@ -4,7 +4,8 @@ A :class:`Run` is an output folder and a :class:`~vfx_tasks.extract.recipe.Recip
 both (the fields that change the features), so every producer and worker computes the same ledger
 keys and task ids. A :class:`Job` is one video of a run: the ``vfx.extract_video`` message's
 arguments are :meth:`Job.to_message`, flat JSON primitives, and a worker reads them back with
-:meth:`Job.from_message`, which refuses anything malformed.
+:meth:`Job.from_message`, which refuses anything malformed, and a ``run_id`` that is not the id
+of the run the message's folder and settings name: a message reports only on its own run.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class Job:
     run: Run
     relative_id: str
     video_path: str
-    #: The run id the message names (the producer's :attr:`Run.run_id`).
+    #: The run id the message names: the producer's :attr:`Run.run_id`, which
+    #: :meth:`from_message` has checked against the run its fields name.
     run_id: str
     #: Labels that came with the video (Hugging Face sources), written beside the features as JSON.
     labels: dict[str, Any] | None = field(default=None, compare=False)
@@ -114,7 +116,8 @@ class Job:
         """The job a message's keyword arguments describe (the inverse of :meth:`to_message`).
 
         Raises:
-            UntrustedMessageError: an argument is missing, unknown, or of the wrong type or value.
+            UntrustedMessageError: an argument is missing, unknown, or of the wrong type or value,
+                or ``run_id`` is not the id of the run ``output_dir`` and the settings name.
         """
         if not isinstance(kwargs, Mapping):
             raise _refuse(f"the arguments are a {type(kwargs).__name__}, not an object")
@@ -132,19 +135,24 @@ class Job:
         except ConfigurationError as e:
             raise _refuse(str(e).rstrip(".")) from None
         run = Run(kwargs["output_dir"], recipe)
+        if kwargs["run_id"] != run.run_id:
+            # Before any ledger write: otherwise a message could file its outcome under another run.
+            raise _refuse(
+                f"run_id {kwargs['run_id'][:100]!r} is not {run.run_id}, the id of the run its output_dir "
+                "and settings name; a task may only report on its own run"
+            )
         return cls(run, kwargs["relative_id"], kwargs["video_path"], kwargs["run_id"], labels)
 
 
 def ledger_key(kwargs: Any) -> tuple[str, str] | None:
     """``(run_id, relative_id)`` a message's outcome is filed under in the ledger, or ``None`` when
-    its arguments are not a job's (unknown or missing names, ids that are not strings)."""
-    if not isinstance(kwargs, Mapping):
+    its arguments are not a job's (see :meth:`Job.from_message`): such a message's outcome belongs
+    to no run, not even the one it names."""
+    try:
+        job = Job.from_message(kwargs)
+    except UntrustedMessageError:
         return None
-    known = set(_JOB_ARGUMENTS) | set(Recipe.__dataclass_fields__) | {"labels"}
-    run_id, relative_id = kwargs.get("run_id"), kwargs.get("relative_id")
-    if set(kwargs) - known or not isinstance(run_id, str) or not isinstance(relative_id, str):
-        return None
-    return run_id, relative_id
+    return job.run_id, job.relative_id
 
 
 def _refuse(problem: str) -> UntrustedMessageError:

@@ -18,6 +18,14 @@ computes the same keys. Per run, all hashes are keyed by the video's relative id
 * ``vfx:run:<run_id>:done``        relative_id -> JSON summary, written after the output's rename
 * ``vfx:run:<run_id>:failed``      relative_id -> JSON ``{"code", "message"}``
 * ``vfx:runs``                     set of every run id, for ``vfx-status``
+* ``vfx:refused``                  the last :data:`MAX_REFUSALS` refused messages, newest first, as
+                                   JSON ``{"task_id", "run_id", "relative_id", "code", "message", "at"}``
+                                   (ids as the message claimed them); ``vfx:refused:count`` counts all
+
+A refused message (malformed, untrusted, or naming a run its settings do not hash to) is filed
+under ``vfx:refused``. Only when it is well formed, its run id being the one its own folder and
+settings give, is it also filed as that video's failure, so that ``--wait`` reports it; and never
+over a ``done`` entry.
 """
 
 # long: one Redis data model (the run's hashes, their script and every reader and writer of
@@ -37,6 +45,18 @@ from vfx_tasks.queue.connection import connect, redis_errors
 from vfx_tasks.queue.job import Run
 
 _RUNS_KEY = "vfx:runs"
+_REFUSED_KEY = "vfx:refused"
+_REFUSED_COUNT_KEY = "vfx:refused:count"
+#: Refused messages kept for ``vfx-status``: enough to see a pattern, bounded whatever is sent.
+MAX_REFUSALS = 1000
+#: KEYS: done, failed, pending, running, deliveries; ARGV: relative id, reason JSON. A refusal never
+#: replaces a done entry: atomic, so that a video done meanwhile stays done.
+_MARK_REFUSED = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+for i = 3, 5 do redis.call('HDEL', KEYS[i], ARGV[1]) end
+return 1
+"""
 #: KEYS: running, deliveries, interrupted; ARGV: relative id, worker, "1" to uncount the attempt.
 #: Atomic, so that a worker that started the video in between keeps its entry.
 _RELEASE_ATTEMPT = """
@@ -94,6 +114,7 @@ class Ledger:
         self.client = client
         self.url = url or repr(client)
         self._release_attempt = client.register_script(_RELEASE_ATTEMPT)
+        self._mark_refused = client.register_script(_MARK_REFUSED)
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
@@ -222,6 +243,41 @@ class Ledger:
 
     def mark_failed(self, run_id: str, relative_id: str, reason: dict[str, str]) -> None:
         self._end(run_id, relative_id, State.FAILED, reason, drop=State.DONE)
+
+    def mark_refused(self, run_id: str, relative_id: str, reason: dict[str, str]) -> bool:
+        """File a refused message of run ``run_id`` as the video's failure, unless the video is done;
+        whether it was filed. The caller has checked that the run is the message's own
+        (:func:`~vfx_tasks.queue.job.ledger_key`). See :meth:`record_refusal`."""
+        states = (State.DONE, State.FAILED, State.PENDING, State.RUNNING, State.DELIVERIES)
+        keys = [_key(run_id, state) for state in states]
+        with self._errors():
+            return bool(self._mark_refused(keys=keys, args=[relative_id, json.dumps(reason)]))
+
+    def record_refusal(self, refusal: dict[str, Any]) -> None:
+        """Keep a refused message's description under ``vfx:refused`` (the last :data:`MAX_REFUSALS`)."""
+        with self._errors():
+            pipe = self.client.pipeline()
+            pipe.lpush(_REFUSED_KEY, json.dumps(refusal))
+            pipe.ltrim(_REFUSED_KEY, 0, MAX_REFUSALS - 1)
+            pipe.incr(_REFUSED_COUNT_KEY)
+            pipe.execute()
+
+    def refusals(self, limit: int = MAX_REFUSALS) -> tuple[int, list[dict[str, Any]]]:
+        """How many messages were refused in all, and the last ``limit`` of them, newest first."""
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(_REFUSED_COUNT_KEY)
+            pipe.lrange(_REFUSED_KEY, 0, max(limit, 1) - 1)
+            count, raw = pipe.execute()
+        entries = []
+        for item in raw[:limit]:
+            try:
+                entry = json.loads(item)
+            except ValueError:
+                continue  # written by someone else than a worker; not ours to show
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return int(count or 0), entries
 
     def mark_retrying(self, run_id: str, relative_id: str) -> None:
         """The attempt ended with a transient error and the task was re-sent: it is queued again."""

@@ -30,6 +30,15 @@ _RESOLVE_URL = re.compile(
 )
 #: Longest file name most file systems accept, in bytes; ``.npy`` and temp prefixes need room too.
 _MAX_SEGMENT_BYTES = 200
+#: A commit id, as huggingface_hub recognises one (``file_download.REGEX_COMMIT_HASH``).
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+#: The Hub's refs that hold a ``/`` (huggingface_hub's ``SPECIAL_REFS_REVISION_REGEX``, anchored).
+_SPECIAL_REF = re.compile(r"refs/(?:convert/\w+|pr/\d+)")
+#: What git (``git check-ref-format``) refuses in a branch or tag name: a ``..``, ``@{``, a
+#: character of ``~^:?*[\``, a space, a component starting with ``.`` or ending with ``.lock``.
+_BAD_REF_PARTS = re.compile(r"\.\.|@\{|[~^:?*\[\\ ]|(^|/)\.|\.lock(/|$)|//|^/|/$|\.$|^-")
+#: Branch and tag names on the Hub are far shorter; the bound keeps paths and messages small.
+_MAX_REVISION_CHARS = 255
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,8 @@ def parse_location(location: str) -> HubFile:
             f"Malformed video location ({location!r}). Expected hf://datasets/<owner>/<name>@<revision>/<path>."
         ) from None
     check_path_in_repo(path_in_repo)
-    return HubFile(repo_id=f"{owner}/{name}", revision=unquote(revision), path_in_repo=path_in_repo)
+    revision = check_revision(unquote(revision))
+    return HubFile(repo_id=f"{owner}/{name}", revision=revision, path_in_repo=path_in_repo)
 
 
 def parse_resolve_url(url: str) -> HubFile | None:
@@ -102,9 +112,34 @@ def parse_resolve_url(url: str) -> HubFile | None:
     check_path_in_repo(path_in_repo)
     return HubFile(
         repo_id=f"{unquote(match['owner'])}/{unquote(match['name'])}",
-        revision=unquote(match["revision"]),
+        revision=check_revision(unquote(match["revision"])),
         path_in_repo=path_in_repo,
     )
+
+
+def check_revision(revision: str) -> str:
+    """``revision`` if the Hub could name a commit with it, else :class:`UnsafePathError`.
+
+    huggingface_hub keeps a branch or tag name as a file ``refs/<revision>`` in its cache, so a
+    revision such as ``../../x`` (``..%2F..%2Fx`` in a location) would write outside it. Accepted:
+    a commit id and the Hub's special refs (``refs/convert/<name>``, ``refs/pr/<n>``), as
+    huggingface_hub recognises them, and branch and tag names as git allows them.
+    """
+    if _COMMIT.fullmatch(revision) or _SPECIAL_REF.fullmatch(revision):
+        return revision
+    problems = []
+    if not revision or len(revision) > _MAX_REVISION_CHARS:
+        problems.append(f"is not 1 to {_MAX_REVISION_CHARS} characters long")
+    if any(unicodedata.category(ch) == "Cc" for ch in revision) or "\x7f" in revision:
+        problems.append("holds control characters")
+    if revision == "@" or _BAD_REF_PARTS.search(revision):
+        problems.append("is not a name git allows for a branch or tag (check-ref-format)")
+    if problems:
+        raise UnsafePathError(
+            f"Refusing revision {revision[:300]!r}: it {' and '.join(problems)}. Give a commit id, a "
+            "branch or a tag of the repository."
+        )
+    return revision
 
 
 def _fully_unquoted(text: str) -> str:

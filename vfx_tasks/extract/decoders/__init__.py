@@ -7,13 +7,16 @@ alternative (``pip install 'vfx_tasks[pyav]'``). Each backend is imported only w
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, get_args
 
 import numpy as np
 
 from vfx_tasks.errors import ConfigurationError
-from vfx_tasks.extract.video import VideoInfo
+from vfx_tasks.extract.decoders.probe import check_frame_size
+from vfx_tasks.extract.video import VideoInfo, _check_file
+from vfx_tasks.settings import DEFAULT_MAX_PIXELS
 
 DecoderName = Literal["decord", "pyav"]
 DECODERS: tuple[str, ...] = get_args(DecoderName)
@@ -53,19 +56,27 @@ def validate_decoder(decoder: str) -> DecoderName:
 
 
 def open_video(
-    path: str | os.PathLike[str], *, decoder: DecoderName = "decord", num_threads: int = 0
+    path: str | os.PathLike[str],
+    *,
+    decoder: DecoderName = "decord",
+    num_threads: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Decoder:
     """Open ``path`` with the chosen backend; use the result as a context manager.
 
     Args:
         decoder: ``decord`` (default) or ``pyav``.
         num_threads: decoding threads; 0 lets the backend choose.
+        max_pixels: most pixels a frame may have (0: any), checked before anything is decoded.
 
     Raises:
+        VideoTooLargeError: its frames are larger than ``max_pixels``.
         VideoError: the file is missing, unreadable, empty or not a decodable video.
         ConfigurationError: an unknown decoder, or its package is not installed.
     """
     validate_decoder(decoder)
+    _check_file(Path(path))  # missing, empty...: said plainly before the container is read
+    check_frame_size(path, max_pixels=max_pixels)
     # Explicit dispatch with the import inside the branch: only the chosen backend is loaded.
     if decoder == "pyav":
         from vfx_tasks.extract.decoders.pyav import PyAVReader

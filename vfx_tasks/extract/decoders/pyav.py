@@ -96,6 +96,10 @@ class PyAVReader:
                 self._frames, self._position = self._container.decode(self._stream), -1
             for frame in self._frames:
                 self._position = self._index_of_pts[frame.pts]
+                if (frame.width, frame.height) != (self.info.width, self.info.height):
+                    # A stream may change size mid-way: never convert a frame larger than the one checked.
+                    raise ValueError(f"frame {self._position} is {frame.width} x {frame.height}, not "
+                                     f"{self.info.width} x {self.info.height} as the stream began")
                 if self._position == target:
                     out[slot] = frame.to_ndarray(format="rgb24")
                     break

@@ -41,6 +41,11 @@ MAX_RUN_ID_CHARS = 256
 MAX_LABELS_BYTES = 1 << 20
 #: Deeper JSON than this is no annotation anyone writes, only a way to exhaust the recursion limit.
 MAX_LABELS_DEPTH = 32
+#: Linux's NAME_MAX: the longest folder or file name most file systems accept, in bytes.
+MAX_NAME_BYTES = 255
+#: The file names a worker makes from a relative id's last segment add up to 28 bytes to it
+#: (``.vfx-tmp-<stem>.<random>.json.part``); 200 leaves room for those and for what may come.
+MAX_STEM_BYTES = 200
 _SEE = "see docs/deployment.md#trusted-folders"
 
 
@@ -58,7 +63,7 @@ def check_job(job: Job, *, settings: Settings) -> None:
     check_relative_id(job.relative_id)
     _check_labels(job.labels)
     check_output(job.output_dir, job.relative_id, roots=settings.output_roots)
-    check_input(job.video_path, roots=settings.input_roots)
+    check_input(job.video_path, roots=settings.input_roots, hf_repos=settings.hf_repos)
 
 
 def _refuse(problem: str) -> UntrustedMessageError:
@@ -70,6 +75,13 @@ def _check_text(name: str, value: str, limit: int) -> None:
         raise _refuse(f"{name} must hold 1 to {limit} characters, not {len(value)}.")
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise _refuse(f"{name} {value[:200]!r} holds control characters.")
+    # No file system takes a longer name: refused here, not failed later as an I/O error.
+    long_names = [part for part in value.split("/") if len(part.encode()) > MAX_NAME_BYTES]
+    if long_names:
+        raise _refuse(
+            f"{name} holds a name of {len(long_names[0].encode())} bytes ({long_names[0][:40]!r}...); "
+            f"file systems take at most {MAX_NAME_BYTES}."
+        )
 
 
 def check_relative_id(relative_id: str) -> str:
@@ -80,8 +92,11 @@ def check_relative_id(relative_id: str) -> str:
         problems.append("is absolute")
     if "\\" in relative_id:
         problems.append("holds a backslash")
-    if any(part in ("", ".", "..") for part in relative_id.split("/")):
+    parts = relative_id.split("/")
+    if any(part in ("", ".", "..") for part in parts):
         problems.append("has an empty, '.' or '..' segment")
+    if len(parts[-1].encode()) > MAX_STEM_BYTES:
+        problems.append(f"ends in a name longer than {MAX_STEM_BYTES} bytes")
     if problems:
         raise _refuse(
             f"relative_id {relative_id!r} {' and '.join(problems)}: it must name a file inside output_dir."
@@ -124,14 +139,19 @@ def check_output(output_dir: str, relative_id: str, *, roots: Sequence[Root]) ->
     return resolved_dir
 
 
-def check_input(video_path: str, *, roots: Sequence[Root]) -> None:
-    """Refuse a ``video_path`` (a local path or an object URL) outside ``roots`` and a malformed
-    ``hf://`` location."""
+def check_input(video_path: str, *, roots: Sequence[Root], hf_repos: Sequence[str] = ()) -> None:
+    """Refuse a ``video_path`` (a local path or an object URL) outside ``roots``, and a malformed
+    ``hf://`` location or one in a dataset ``hf_repos`` (when given) does not allow."""
     if is_hub_location(video_path):
         try:
-            parse_location(video_path)
+            repo_id = parse_location(video_path).repo_id
         except UnsafePathError as e:
             raise _refuse(f"video_path: {e}") from e
+        if hf_repos and not any(_repo_matches(repo_id, pattern) for pattern in hf_repos):
+            raise _refuse(
+                f"video_path {video_path[:300]!r} is in dataset {repo_id!r}, not in VFX_HF_REPOS "
+                f"({', '.join(hf_repos)}); add it there or send videos of those datasets."
+            )
         return
     if is_url(video_path):
         _check_url_under("video_path", video_path, roots, variable="VFX_INPUT_ROOTS")
@@ -162,6 +182,12 @@ def _check_url_under(name: str, given: str, roots: Sequence[Root], *, variable: 
         f"{name} {url} is not under {variable} ({', '.join(url_roots)}); add its prefix there or send "
         f"URLs under them ({_SEE})."
     )
+
+
+def _repo_matches(repo_id: str, pattern: str) -> bool:
+    """Whether ``repo_id`` is the dataset ``pattern`` names (``owner/name``, or ``owner/*``)."""
+    owner, _, name = pattern.partition("/")
+    return repo_id == pattern or (name == "*" and repo_id.partition("/")[0] == owner)
 
 
 def _resolved(name: str, path: str | os.PathLike[str]) -> Path:

@@ -63,7 +63,7 @@ def get_extractor(recipe: Recipe, *, settings: Settings) -> FeatureExtractor:
             )
             _extractors[key] = FeatureExtractor(
                 spec, pretrained_dir=settings.pretrained_dir, device=settings.device,
-                precision=recipe.precision,
+                precision=recipe.precision, max_pixels=settings.max_pixels,
             )
         return _extractors[key]
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from vfx_tasks.errors import WorkerDiedError
 from vfx_tasks.extract.crops import num_crops
-from vfx_tasks.queue.job import Job
+from vfx_tasks.queue.job import Job, ledger_key
 from vfx_tasks.queue.ledger import Ledger
 from vfx_tasks.queue.worker.message import check_job
 from vfx_tasks.queue.worker.model_files import check_model_files
@@ -156,6 +157,29 @@ def record_failure(key: tuple[str, str], reason: dict[str, str], *, settings: Se
     """Record a final failure of video ``key`` (run id, relative id) in the ledger (the result
     backend keeps it too, through Celery)."""
     get_ledger(settings).mark_failed(*key, reason)
+
+
+def record_refusal(
+    task_id: str, kwargs: Any, reason: dict[str, str], *, settings: Settings
+) -> tuple[str, str] | None:
+    """Record a refused message under ``vfx:refused`` and, when it is well formed (its run id the
+    one its folder and settings give) and its video is not done, as that video's failure; the
+    video it was filed under, if any. Never under a run the message merely names (see
+    :mod:`vfx_tasks.queue.ledger`)."""
+    ledger = get_ledger(settings)
+    claimed = kwargs if isinstance(kwargs, dict) else {}
+    ledger.record_refusal({
+        "task_id": str(task_id)[:100],
+        "run_id": str(claimed.get("run_id", ""))[:100],
+        "relative_id": str(claimed.get("relative_id", ""))[:300],
+        "code": reason["code"],
+        "message": reason["message"][:2000],
+        "at": time.time(),
+    })
+    key = ledger_key(kwargs)
+    if key is not None and ledger.mark_refused(*key, reason):
+        return key
+    return None
 
 
 def record_retry(key: tuple[str, str], *, settings: Settings) -> None:

@@ -13,7 +13,11 @@ main process with ``TimeLimitExceeded``. Both end as a failure with reason ``tim
 
 The task is registered on an app by :func:`register_task` (its retry options come from the app's
 settings); its arguments are a :class:`~vfx_tasks.queue.job.Job`'s message, read back and checked
-before anything else happens.
+before anything else happens, and its headers are replaced by the worker's limits on receipt
+(:mod:`.request`). A refused message is filed under the ledger's ``vfx:refused``, and as its
+video's failure only when it is well formed, in its own run, and the video is not done (see
+:mod:`vfx_tasks.queue.ledger`). What the task runs is logged when it starts and returned in its
+result, whatever the message's ``kwargsrepr`` said.
 
 What a task raises is stored in the result backend and sent in its events (Flower shows both):
 secrets in error messages are masked before the error leaves the task.
@@ -22,6 +26,7 @@ secrets in error messages are masked before the error leaves the task.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import threading
 import time
@@ -32,11 +37,18 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
-from vfx_tasks.errors import TaskTimeoutError, TransientError, VfxError
+from vfx_tasks.errors import (
+    MemoryLimitError,
+    NameTooLongError,
+    TaskTimeoutError,
+    TransientError,
+    UntrustedMessageError,
+    VfxError,
+)
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK
 from vfx_tasks.queue.job import Job, ledger_key
 from vfx_tasks.queue.recovery.internals import is_cancellation
-from vfx_tasks.queue.worker.process import process_video, record_failure, record_retry
+from vfx_tasks.queue.worker.process import process_video, record_failure, record_refusal, record_retry
 from vfx_tasks.queue.worker.watchdog import Watchdog, Watched
 from vfx_tasks.redaction import redact, url_passwords
 from vfx_tasks.settings import Settings
@@ -103,6 +115,18 @@ def _errors_as_stored(relative_id: str, settings: Settings) -> Iterator[None]:
                 "(VFX_TASK_SOFT_TIME_LIMIT_SECONDS): a stalled download or decoder, or a video too long "
                 "for this worker. Raise the limit (and VFX_TASK_TIME_LIMIT_SECONDS) for very long videos."
             ) from e
+        if (too_long := _name_too_long(e)) is not None:
+            raise NameTooLongError(
+                f"A file name is too long for the file system ({too_long.filename!r:.300}: ENAMETOOLONG); "
+                "retrying cannot shorten it. Use shorter folder and file names, or another relative_id."
+            ) from e
+        if isinstance(e, MemoryError):
+            limit = settings.memory_limit_mb
+            raise MemoryLimitError(
+                f"{relative_id}: the worker process ran out of memory "
+                + (f"(VFX_MEMORY_LIMIT_MB={limit})" if limit else "(no VFX_MEMORY_LIMIT_MB set)")
+                + ". Fewer videos in flight (-c), smaller videos (VFX_MAX_PIXELS) or a higher limit help."
+            ) from None  # the MemoryError itself is Celery's to treat as fatal: it must not surface
         message = str(e)
         if _redact(message, settings) == message:
             raise
@@ -110,9 +134,21 @@ def _errors_as_stored(relative_id: str, settings: Settings) -> Iterator[None]:
         raise _masked(e, _redact(message, settings)) from None
 
 
+def _name_too_long(exc: BaseException) -> OSError | None:
+    """The ENAMETOOLONG error in ``exc`` or its chain, if there is one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENAMETOOLONG:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class ExtractVideoTask(Task):
     """Records retries and final failures in the ledger; Celery stores failures in the result backend."""
 
+    #: Celery's hook for a task's requests: the message's headers give way to the worker's limits.
+    Request = "vfx_tasks.queue.worker.request:ExtractVideoRequest"
     _watchdog_lock = threading.Lock()
 
     @property
@@ -188,13 +224,26 @@ class ExtractVideoTask(Task):
         logger.warning("%s: %s; retry %d in at most %d s", key[1], exc, self.request.retries + 1, ceiling)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        reason = failure_reason(exc, settings=self.settings)
+        if isinstance(exc, UntrustedMessageError):
+            self._record_refusal(task_id, kwargs, reason)
+            return
         key = _key_or_log(task_id, kwargs)
         if key is None:
             return
         try:
-            record_failure(key, failure_reason(exc, settings=self.settings), settings=self.settings)
+            record_failure(key, reason, settings=self.settings)
         except VfxError:
             logger.exception("Could not record the failure of task %s in the ledger", task_id)
+
+    def _record_refusal(self, task_id: str, kwargs: Any, reason: dict[str, str]) -> None:
+        try:
+            filed = record_refusal(task_id, kwargs, reason, settings=self.settings)
+        except VfxError:
+            logger.exception("Could not record the refusal of task %s in the ledger", task_id)
+            return
+        logger.warning("Refused task %s (%s): %s", task_id, f"filed under {filed[1]}" if filed else
+                       "filed under vfx:refused only", reason["message"][:500])
 
 
 def _key_or_log(task_id: str, kwargs: Any) -> tuple[str, str] | None:
@@ -210,8 +259,14 @@ def extract_video(self: ExtractVideoTask, **kwargs: Any) -> dict[str, Any]:
     settings = self.settings
     job = Job.from_message(kwargs)  # refused here (a permanent failure) when malformed
     key = (job.run_id, job.relative_id)
-    with self.watchdog.watch(self.request.id or "unknown", key), _errors_as_stored(job.relative_id, settings):
-        return process_video(job, settings=settings, worker_name=self.request.hostname or "unknown")
+    task_id = self.request.id or "unknown"
+    # What runs, from the arguments themselves (Flower showed the message's own description), with
+    # this worker's Redis passwords masked wherever a crafted path quotes them.
+    ran = f"video {job.video_path[:500]!r} -> {job.output_dir[:500]!r} (run {job.run_id})"
+    logger.info("Task %s runs %r: %s", task_id, job.relative_id[:300], _redact(ran, settings))
+    with self.watchdog.watch(task_id, key), _errors_as_stored(job.relative_id, settings):
+        summary = process_video(job, settings=settings, worker_name=self.request.hostname or "unknown")
+    return {**summary, "video_path": _redact(job.video_path, settings), "run_id": job.run_id}
 
 
 def register_task(app: Celery) -> Task:
