@@ -97,11 +97,12 @@ def config_sources_sha256(config: str | os.PathLike[str], *, check: PathCheck | 
 
 def model_folders(config: str | os.PathLike[str], checkpoint: str) -> list[Path]:
     """The folders a worker must trust (``VFX_MODEL_ROOTS``) to run this config: those of its files,
-    and of its checkpoint file (a URL's is the worker's own pretrained folder)."""
-    folders = {path.parent for path, _ in config_sources(config)}
+    and of its checkpoint file (a URL's is the worker's own pretrained folder), in the order they
+    are met: the config's own folder first."""
+    folders = [path.parent for path, _ in config_sources(config)]
     if not is_url(checkpoint):
-        folders.add(Path(checkpoint).resolve().parent)
-    return sorted(folders)
+        folders.append(Path(checkpoint).resolve().parent)
+    return list(dict.fromkeys(folders))
 
 
 def _resolved(path: Path, named_by: Path | None) -> Path:
