@@ -137,7 +137,8 @@ def test_vfx_json_prints_json(redis_url: str, tmp_path: Path) -> None:
     )
 
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["totals"] == {"queued": 0, "running": 0, "done": 0, "failed": 0}
+    totals = json.loads(result.output)["totals"]
+    assert totals == {"queued": 0, "running": 0, "done": 0, "failed": 0, "stranded": 0}
 
 
 def sample_value(option: click.Option) -> list[str]:

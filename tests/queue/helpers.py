@@ -23,18 +23,18 @@ def take_without_ack(connection: Connection, queue: str) -> Message:
 
 
 def hold_unacknowledged(
-    redis_url: str, run: Run, relative_id: str, *, task_id: str | None = None
+    redis_url: str, run: Run, relative_id: str, *, task_id: str | None = None, queue: str = HELD_QUEUE
 ) -> Connection:
-    """Send a video's task (under its run's task id, or ``task_id``) to :data:`HELD_QUEUE` and take
-    it off the queue without acknowledging it, as a worker that died would.
+    """Send a video's task (under its run's task id, or ``task_id``) to ``queue`` and take it off
+    the queue without acknowledging it, as a worker that died would.
 
     Returns the open connection: closing it would give the task back, as a worker that stops does.
     """
-    app = create_app(Settings.from_env({}, broker_url=redis_url, queue_name=HELD_QUEUE))
+    app = create_app(Settings.from_env({}, broker_url=redis_url, queue_name=queue))
     job = Job.create(run, relative_id=relative_id, video_path="/nowhere.mp4")
     app.send_task(EXTRACT_VIDEO_TASK, kwargs=job.to_message(), task_id=task_id or run.task_id(relative_id))
     connection = app.connection_for_read()
-    take_without_ack(connection, HELD_QUEUE)
+    take_without_ack(connection, queue)
     return connection
 
 

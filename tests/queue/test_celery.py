@@ -9,9 +9,17 @@ from pathlib import Path
 
 import pytest
 from celery.app.utils import find_app
+from celery.exceptions import Reject
 
 from tests.conftest import REPO_DIR
-from vfx_tasks.errors import MemoryLimitError, NameTooLongError, OutputError, PermanentError, TransientError
+from vfx_tasks.errors import (
+    BrokerUnavailableError,
+    MemoryLimitError,
+    NameTooLongError,
+    OutputError,
+    PermanentError,
+    TransientError,
+)
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK, create_app
 from vfx_tasks.queue.worker import create_worker_app
 from vfx_tasks.queue.worker.lifecycle import Recovery
@@ -71,6 +79,25 @@ def test_transient_errors_are_retried_through_celerys_task_options() -> None:
     assert task.retry_backoff == RETRY_BASE_SECONDS
     assert task.retry_backoff_max == 77
     assert task.retry_jitter and task.max_retries == 5
+
+
+def test_a_retry_that_cannot_be_sent_keeps_the_original_message() -> None:
+    from vfx_tasks.queue.processes.redis_server import free_port
+
+    # Given the worker's task on a broker that does not answer (Redis gone while a task retries),
+    settings = Settings.from_env({}, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    app = create_worker_app(settings)
+    app.conf.update(result_backend=None)  # what fails is the send, not a result store with its retries
+    task = app.tasks[EXTRACT_VIDEO_TASK]
+    task.push_request(id="t-1", retries=0, kwargs={"run_id": "r", "relative_id": "v"}, called_directly=False)
+    try:
+        # when it retries after a transient error and cannot send the retry,
+        with pytest.raises(Reject) as rejected:
+            task.retry(exc=BrokerUnavailableError("Redis went away"))
+    finally:
+        task.pop_request()
+    # then the original message is rejected back onto the queue, not dropped with the video.
+    assert rejected.value.requeue
 
 
 def test_a_name_too_long_for_the_file_system_is_permanent_and_running_out_of_memory_is_transient(

@@ -92,6 +92,26 @@ def test_lifecycle_counts_attempts_until_the_video_ends(redis_url: str, tmp_path
     assert ledger.claim(run, ["v"]) == [True]
 
 
+def test_an_attempt_stopped_from_outside_is_told_to_the_next_one(redis_url: str, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    ledger = Ledger.from_url(redis_url)
+    ledger.claim(run, ["cut", "died", "other"])
+    for relative_id in ("cut", "died"):
+        ledger.mark_started(run.run_id, relative_id, "w1")
+    # An attempt released because its connection broke is forgotten (not a death), one whose
+    # worker died stays counted; both may have been cut off mid-write, and the next attempt is told once.
+    assert ledger.release_attempt(run.run_id, "cut", "w1")
+    assert ledger.release_attempt(run.run_id, "died", "w1", died=True)
+    assert not ledger.release_attempt(run.run_id, "other", "w1")  # not running there: nothing changes
+    assert ledger.entries(run.run_id, "running") == {}
+    assert ledger.entries(run.run_id, "deliveries") == {"died": "1"}
+    assert ledger.take_interrupted(run.run_id, "cut") and not ledger.take_interrupted(run.run_id, "cut")
+    assert not ledger.take_interrupted(run.run_id, "other")
+    # The mark goes when the video ends.
+    ledger.mark_done(run.run_id, "died", {"shape": [1, 1, 8]})
+    assert not ledger.take_interrupted(run.run_id, "died")
+
+
 def test_unreachable_redis_is_a_clear_error() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(BrokerUnavailableError, match=f"Cannot reach Redis at {url}.*--local"):

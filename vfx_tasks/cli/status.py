@@ -1,4 +1,5 @@
-"""``vfx-status``: queued / running / done / failed videos of an output root (and model), with reasons.
+"""``vfx-status``: queued / running / done / failed videos of an output root (and model), with
+reasons, and the videos no live worker holds (stranded), so that a wait that cannot end shows.
 
 It also says how many task messages workers refused on this Redis (malformed, untrusted, naming a
 run they do not belong to, or another task than ``vfx.extract_video``), with the last few and their
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,10 @@ from vfx_tasks.cli.options import (
     version_option,
 )
 from vfx_tasks.errors import VfxError
+from vfx_tasks.queue.app import create_app
 from vfx_tasks.queue.ledger import Ledger
+from vfx_tasks.queue.recovery.holders import Holders
+from vfx_tasks.queue.recovery.stranded import StrandedVideo, stranded_videos
 from vfx_tasks.redaction import redact
 from vfx_tasks.settings import Settings
 from vfx_tasks.storage import is_url, normalize_url
@@ -50,21 +56,26 @@ SHOWN_REFUSALS_TEXT = 5
 SHOWN_REFUSALS_JSON = 50
 
 
-def collect_status(ledger: Ledger, output_dir: str, model: str | None) -> dict[str, Any]:
-    """Counts and failures of every run writing to ``output_dir`` (with ``model``, if given)."""
+def collect_status(
+    ledger: Ledger, output_dir: str, model: str | None, *, find_stranded: Callable[[str], list[StrandedVideo]]
+) -> dict[str, Any]:
+    """Counts, failures and stranded videos (``find_stranded(run_id)``) of every run writing to
+    ``output_dir`` (with ``model``, if given), and the messages workers refused."""
     if is_url(output_dir):
         root = normalize_url(output_dir, what="--output_dir")
     else:
         root = str(Path(output_dir).expanduser().resolve())
     runs = [r for r in ledger.runs() if r.get("output_dir") == root and model in (None, r.get("model"))]
-    totals = {"queued": 0, "running": 0, "done": 0, "failed": 0}
+    totals = {"queued": 0, "running": 0, "done": 0, "failed": 0, "stranded": 0}
     described = []
     for run in runs:
         counts = ledger.counts(run["run_id"])
         failed = ledger.entries(run["run_id"], "failed")
-        for key in totals:
+        stranded = [asdict(video) for video in find_stranded(run["run_id"])]
+        for key in ("queued", "running", "done", "failed"):
             totals[key] += getattr(counts, key)
-        described.append({**run, "counts": vars(counts), "failed": failed})
+        totals["stranded"] += len(stranded)
+        described.append({**run, "counts": vars(counts), "failed": failed, "stranded": stranded})
     refused, last = ledger.refusals(SHOWN_REFUSALS_JSON)
     return {
         "output_dir": root, "model": model, "totals": totals, "runs": described,
@@ -87,6 +98,10 @@ def _echo_text(status: dict[str, Any]) -> None:
         for relative_id, reason in sorted(run["failed"].items()):
             # Reasons come from Redis, written by any worker: secrets in them are masked here too.
             click.echo(redact(f"  FAILED {relative_id}: [{reason.get('code')}] {reason.get('message')}"))
+        if run["stranded"]:
+            click.echo(f"  stranded {len(run['stranded'])}: held by no live worker")
+        for video in run["stranded"]:
+            click.echo(redact(f"  STRANDED {video['relative_id']} ({video['state']}): {video['detail']}"))
     _echo_refused(status["refused"])
 
 
@@ -128,8 +143,13 @@ def main(
     """Show how far the runs writing to an output folder are."""
     try:
         settings = Settings.from_env(broker_url=broker_url, storage_options=storage_options)
-        ledger = Ledger.from_url(settings.broker_url)
-        status = collect_status(ledger, output_dir, model)
+        ledger, holders = Ledger.from_url(settings.broker_url), Holders.from_url(settings.broker_url)
+        app = create_app(settings, producer_only=True)
+
+        def find_stranded(run_id: str) -> list[StrandedVideo]:
+            return stranded_videos(app, ledger, holders, run_id, queue=settings.queue_name)
+
+        status = collect_status(ledger, output_dir, model, find_stranded=find_stranded)
         with output_folder(status["output_dir"], settings) as folder:
             status["outputs"] = output_folder_status(ledger, folder, status["runs"], write_index=write_index)
     except VfxError as e:

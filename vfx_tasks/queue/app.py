@@ -64,7 +64,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Ride out Redis restarts: workers reconnect with backoff for as long as it takes (a worker
         # has nothing else to do), and a result stored while Redis is away waits for it instead of
         # failing a task whose features are written. Tasks cut off by the lost connection are
-        # requeued by vfx_tasks.queue.recovery.reconciler.Reconciler.
+        # put back by the workers' sweeps (vfx_tasks.queue.recovery.sweeper).
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "result_backend_always_retry": True,

@@ -12,6 +12,9 @@ computes the same keys. Per run, all hashes are keyed by the video's relative id
 * ``vfx:run:<run_id>:running``     relative_id -> worker hostname, while a worker is on it
 * ``vfx:run:<run_id>:deliveries``  relative_id -> attempts started that have not ended
                                    (a count above 1 means earlier workers died mid-video)
+* ``vfx:run:<run_id>:interrupted`` relative_id -> "1" while an attempt that was stopped from
+                                   outside (its worker died, or its Redis connection broke) may
+                                   have left temporary files; the next attempt removes them
 * ``vfx:run:<run_id>:done``        relative_id -> JSON summary, written after the output's rename
 * ``vfx:run:<run_id>:failed``      relative_id -> JSON ``{"code", "message"}``
 * ``vfx:runs``                     set of every run id, for ``vfx-status``
@@ -54,11 +57,12 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 for i = 3, 5 do redis.call('HDEL', KEYS[i], ARGV[1]) end
 return 1
 """
-#: KEYS: running, deliveries; ARGV: relative id, worker, "1" to uncount the attempt. Atomic, so
-#: that a worker that started the video in between keeps its entry.
+#: KEYS: running, deliveries, interrupted; ARGV: relative id, worker, "1" to uncount the attempt.
+#: Atomic, so that a worker that started the video in between keeps its entry.
 _RELEASE_ATTEMPT = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], '1')
 if ARGV[3] ~= '1' then return 1 end
 if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
 return 1
@@ -71,6 +75,7 @@ class State(str, Enum):
     PENDING = "pending"
     RUNNING = "running"
     DELIVERIES = "deliveries"
+    INTERRUPTED = "interrupted"
     DONE = "done"
     FAILED = "failed"
 
@@ -139,7 +144,7 @@ class Ledger:
             for relative_id in relative_ids:
                 if force:
                     pipe.hset(pending, relative_id, run.task_id(relative_id))
-                    for state in (State.DONE, State.FAILED, State.DELIVERIES):
+                    for state in (State.DONE, State.FAILED, State.DELIVERIES, State.INTERRUPTED):
                         pipe.hdel(_key(run.run_id, state), relative_id)
                 else:
                     pipe.hsetnx(pending, relative_id, run.task_id(relative_id))
@@ -215,12 +220,23 @@ class Ledger:
         was lost): not running any more, and not counted as a worker death. Whether it was forgotten.
 
         With ``died`` the worker died mid-video: not running any more either, but the attempt stays
-        counted, as a death (see ``max_redeliveries``). Nothing changes when another worker has
-        started the video since.
+        counted, as a death (see ``max_redeliveries``). Either way the attempt may have been cut
+        off in the middle of writing: the next one is told so (:meth:`take_interrupted`). Nothing
+        changes when another worker has started the video since.
         """
-        keys = [_key(run_id, State.RUNNING), _key(run_id, State.DELIVERIES)]
+        keys = [_key(run_id, State.RUNNING), _key(run_id, State.DELIVERIES), _key(run_id, State.INTERRUPTED)]
         with self._errors():
             return bool(self._release_attempt(keys=keys, args=[relative_id, worker, "0" if died else "1"]))
+
+    def take_interrupted(self, run_id: str, relative_id: str) -> bool:
+        """Whether an attempt on this video was stopped from outside since the last one started;
+        the mark is taken (the caller cleans up after it)."""
+        key = _key(run_id, State.INTERRUPTED)
+        with self._errors():
+            pipe = self.client.pipeline()
+            pipe.hget(key, relative_id)
+            pipe.hdel(key, relative_id)
+            return pipe.execute()[0] is not None
 
     def mark_done(self, run_id: str, relative_id: str, summary: dict[str, Any]) -> None:
         self._end(run_id, relative_id, State.DONE, summary, drop=State.FAILED)
@@ -277,7 +293,7 @@ class Ledger:
         with self._errors():
             pipe = self.client.pipeline()
             pipe.hset(_key(run_id, state), relative_id, json.dumps(value))
-            for other in (State.PENDING, State.RUNNING, State.DELIVERIES, drop):
+            for other in (State.PENDING, State.RUNNING, State.DELIVERIES, State.INTERRUPTED, drop):
                 pipe.hdel(_key(run_id, other), relative_id)
             pipe.execute()
 

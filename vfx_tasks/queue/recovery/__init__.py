@@ -1,7 +1,9 @@
 """Crash and outage recovery: every delivered video is either finished or put back on the queue.
 
-Three cases, one finder (:mod:`.held`, by task id): a worker restarted under its name takes back
-what it held (:mod:`.orphans`); live workers take back what dead workers held (:mod:`.liveness`);
-a worker whose Redis connection broke puts back what Celery cancelled (:mod:`.reconciler`). The
-kombu and Celery internals this needs are in :mod:`.internals` alone.
+Each worker process records in Redis the deliveries it holds (:mod:`.holders`, written by its
+:mod:`.reconciler` thread); every worker sweeps for deliveries no live process holds and puts them
+back (:mod:`.sweeper`), and a worker restarted under its name takes back its predecessor's at once
+(:mod:`.orphans`). A delivery's video is found by task id from the ledger (:mod:`.held`);
+``vfx-status`` names the videos nobody holds (:mod:`.stranded`). The kombu and Celery internals
+this needs are in :mod:`.internals` alone.
 """

@@ -1,74 +1,49 @@
-"""Take back the videos a live worker stopped running when its connection to Redis broke.
+"""The worker's recovery thread: says what this process holds, and puts back what nobody holds.
 
-When a worker's connection to Redis breaks (a Redis restart, a failover, a network cut), Celery
-terminates the tasks in flight (``worker_cancel_long_running_tasks_on_connection_loss``), as they
-could not be acknowledged on the broken connection; their messages stay unacknowledged, and
-nothing would redeliver them before the visibility timeout. So every worker runs a
-:class:`Reconciler`: it remembers each delivery it receives, and every
-:data:`RECONCILE_INTERVAL_SECONDS` it looks for deliveries that are no longer running in this
-worker yet still unacknowledged in Redis. One seen like that on two passes in a row (an
-acknowledgement in flight is not mistaken for it) goes back to the queue, and its attempt is not
-counted as a worker death. Deliveries are this worker's own, matched by their delivery tags.
-Less often, the same thread sweeps for videos held by workers that died and never came back under
-their name (:mod:`.liveness`). The worker's bootstep (:mod:`vfx_tasks.queue.worker.lifecycle`)
-starts and stops it.
+Every worker process runs one :class:`Reconciler` (started and stopped by the worker's bootstep,
+:mod:`vfx_tasks.queue.worker.lifecycle`). Every :data:`RECONCILE_INTERVAL_SECONDS` it
+
+1. writes this process's record (:mod:`.holders`): the deliveries its consumer has received and
+   will still settle (reserved, scheduled or running, from Celery's own bookkeeping), plus those
+   received since the last write; and, woken by the consumer, at once after each delivery, so
+   that the record is at most moments behind what the worker took;
+2. sweeps (:mod:`.sweeper`): every delivery of the queue that no live process has recorded, for
+   long enough, goes back to the queue, whoever took it and whatever stopped them.
+
+So a delivery this worker's own connection loss cut off (Celery cancels the running task and
+drops the reserved ones; nothing acknowledges them) leaves its record on the next write and is
+put back by the next sweep past the grace, by this worker or any other: within about half a
+minute of Redis answering again. A delivery of a worker that died leaves the records when its
+record expires. A sweep whose own record could not be written (Redis away or refusing writes)
+decides nothing, and every count starts again: what it read cannot be trusted.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
-from typing import Any
+import uuid
+from collections.abc import Callable, Mapping
 
 from celery import Celery
 
-from vfx_tasks.errors import VfxError
-from vfx_tasks.queue.job import Job
 from vfx_tasks.queue.ledger import Ledger
-from vfx_tasks.queue.recovery.internals import restore_unacked, still_unacked
-from vfx_tasks.queue.recovery.liveness import SWEEP_INTERVAL_SECONDS, DeadWorkerSweeper
+from vfx_tasks.queue.recovery.holders import HOLDER_TTL_SECONDS, Holders
+from vfx_tasks.queue.recovery.sweeper import UNHELD_GRACE_SECONDS, Sweeper
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two reconciliation passes; a stranded video is requeued on its second pass,
-#: so within twice this after its worker reconnected.
-RECONCILE_INTERVAL_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class HeldTask:
-    """A delivery this worker received: its tag, and the video it is for, when that is known."""
-
-    delivery_tag: str
-    run_id: str | None
-    relative_id: str | None
-
-
-def held_task(delivery_tag: str, kwargs: Any) -> HeldTask:
-    """The :class:`HeldTask` of a received message.
-
-    Its video is known only when the arguments are a job's whose run id is its run's own: a forged
-    message naming another run's video must not change that video's entry in the ledger.
-    """
-    try:
-        job = Job.from_message(kwargs)
-    except VfxError:
-        return HeldTask(str(delivery_tag), None, None)
-    if job.run_id != job.run.run_id:
-        return HeldTask(str(delivery_tag), None, None)
-    return HeldTask(str(delivery_tag), job.run_id, job.relative_id)
+#: Seconds between two passes (a record written, a sweep).
+RECONCILE_INTERVAL_SECONDS = 5.0
 
 
 class Reconciler:
-    """Requeues the tasks this live worker received, no longer runs, and could not acknowledge.
+    """This process's record and sweeps (see the module).
 
-    :meth:`received` is called (from the consumer) for every delivery; ``in_flight`` returns the
-    delivery tags the worker is running or holds reserved right now; :meth:`reconcile` runs one
-    pass, :meth:`start` a daemon thread that runs one every ``interval_seconds``, and a sweep of
-    its :class:`~.liveness.DeadWorkerSweeper` every ``sweep_interval_seconds``.
+    :meth:`received` is called (from the consumer's thread) for every delivery; ``in_flight``
+    returns ``delivery tag -> task id`` of the requests the worker will still settle;
+    :meth:`write_record` and :meth:`sweep` are one pass's two steps, :meth:`start` runs them in a
+    daemon thread.
     """
 
     def __init__(
@@ -76,62 +51,61 @@ class Reconciler:
         app: Celery,
         worker_name: str,
         *,
-        ledger_url: str,
-        in_flight: Callable[[], Collection[str]],
+        redis_url: str,
+        queue: str,
+        in_flight: Callable[[], Mapping[str, str]],
         interval_seconds: float = RECONCILE_INTERVAL_SECONDS,
-        sweep_interval_seconds: float = SWEEP_INTERVAL_SECONDS,
+        grace_seconds: float = UNHELD_GRACE_SECONDS,
+        ttl_seconds: float = HOLDER_TTL_SECONDS,
     ) -> None:
-        self.app, self.worker_name, self.ledger_url = app, worker_name, ledger_url
-        self.in_flight, self.interval_seconds = in_flight, interval_seconds
-        self.sweeper = DeadWorkerSweeper(app, worker_name)
-        self.sweep_interval_seconds = sweep_interval_seconds
-        self._held: dict[str, HeldTask] = {}
-        self._held_lock = threading.Lock()  # received() runs on the consumer's thread
-        self._suspects: set[str] = set()
-        self._ledger: Ledger | None = None
+        self.app, self.worker_name, self.redis_url = app, worker_name, redis_url
+        self.in_flight, self.interval_seconds, self.ttl_seconds = in_flight, interval_seconds, ttl_seconds
+        #: This process's record; a restart under the same name is another one.
+        self.incarnation = uuid.uuid4().hex
+        self.sweeper = Sweeper(app, queue=queue, grace_seconds=grace_seconds)
+        self._received: dict[str, str] = {}
+        self._received_lock = threading.Lock()  # received() runs on the consumer's thread
+        self._wake = threading.Event()
         self._stop = threading.Event()
+        self._ledger: Ledger | None = None
+        self._holders: Holders | None = None
 
-    def received(self, task: HeldTask) -> None:
-        with self._held_lock:
-            self._held[task.delivery_tag] = task
+    def received(self, delivery_tag: str, task_id: str) -> None:
+        with self._received_lock:
+            self._received[str(delivery_tag)] = str(task_id)
+        self._wake.set()
 
-    def reconcile(self) -> list[HeldTask]:
-        """One pass; the tasks put back on the queue."""
-        in_flight = set(self.in_flight())
-        with self._held_lock:
-            ended = {tag: task for tag, task in self._held.items() if tag not in in_flight}
-        unsettled = still_unacked(self.app, ended)
-        stranded = [ended[tag] for tag in unsettled if tag in self._suspects]
-        if stranded:
-            restore_unacked(self.app, [task.delivery_tag for task in stranded])
-            logger.warning(
-                "Requeued %d video(s) that %s stopped running when its connection to Redis was lost "
-                "(they could not be acknowledged): %s",
-                len(stranded),
-                self.worker_name,
-                ", ".join(task.relative_id or task.delivery_tag for task in stranded),
-            )
-        # Settled (acknowledged, rejected, restored) deliveries need no watching any more.
-        settled = set(ended) - unsettled | {task.delivery_tag for task in stranded}
-        with self._held_lock:
-            for tag in settled:
-                self._held.pop(tag, None)
-        self._suspects = unsettled - settled
-        self._forget_attempts(stranded)
-        return stranded
+    @property
+    def holders(self) -> Holders:
+        if self._holders is None:
+            self._holders = Holders.from_url(self.redis_url)
+        return self._holders
 
-    def _forget_attempts(self, tasks: list[HeldTask]) -> None:
-        if not tasks:
-            return
-        ledger = self._get_ledger()
-        for task in tasks:
-            if task.run_id and task.relative_id:
-                ledger.release_attempt(task.run_id, task.relative_id, self.worker_name)
-
-    def _get_ledger(self) -> Ledger:
+    @property
+    def ledger(self) -> Ledger:
         if self._ledger is None:
-            self._ledger = Ledger.from_url(self.ledger_url)
+            self._ledger = Ledger.from_url(self.redis_url)
         return self._ledger
+
+    def write_record(self) -> None:
+        """Record what this process holds now."""
+        with self._received_lock:
+            received, self._received = self._received, {}
+        try:
+            # A delivery just received may not be among Celery's requests yet: it is recorded too.
+            self.holders.write(
+                self.incarnation,
+                self.worker_name,
+                {**received, **self.in_flight()},
+                ttl_seconds=self.ttl_seconds,
+            )
+        except Exception:
+            with self._received_lock:  # recorded with the next write instead
+                self._received = {**received, **self._received}
+            raise
+
+    def sweep(self) -> None:
+        self.sweeper.sweep(self.ledger, self.holders)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="vfx-reconciler", daemon=True)
@@ -140,22 +114,33 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def _run(self) -> None:
-        next_sweep = time.monotonic() + self.sweep_interval_seconds
-        while not self._stop.wait(self.interval_seconds):
-            self._guarded("reconcile its tasks with Redis", self.reconcile)
-            if time.monotonic() >= next_sweep:
-                # One thread for both: a sweep blocks reconciling for a ping's timeout at most.
-                self._guarded("look for dead workers' videos", lambda: self.sweeper.sweep(self._get_ledger()))
-                next_sweep = time.monotonic() + self.sweep_interval_seconds
+        next_sweep = 0.0
+        clock = self.sweeper.clock
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, next_sweep - clock()))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            written = self._guarded("write its record of the deliveries it holds", self.write_record)
+            if clock() < next_sweep:
+                continue  # woken by a delivery: its record is written, the sweep waits its turn
+            if written:
+                self._guarded("put back the deliveries no live worker holds", self.sweep)
+            else:
+                self.sweeper.forget()
+            next_sweep = clock() + self.interval_seconds
 
-    def _guarded(self, what: str, work: Callable[[], object]) -> None:
+    def _guarded(self, what: str, work: Callable[[], object]) -> bool:
         try:
             work()
         except Exception as e:
             # Redis away (the consumer reconnects on its own) or anything else: the next pass retries.
-            self._ledger = None
+            self._ledger = self._holders = None
             logger.warning(
                 "%s could not %s (%s); retrying in %.0f s", self.worker_name, what, e, self.interval_seconds
             )
+            return False
+        return True

@@ -3,11 +3,13 @@ handlers for each pool process.
 
 :class:`Recovery` is a worker bootstep: it starts after the pool (so that no thread of ours exists
 when prefork children are forked) and before the consumer (so that it sees every delivery). On
-start it says which folders tasks may use, takes back what a dead earlier run of this worker held
-(:mod:`vfx_tasks.queue.recovery.orphans`) and starts the
-:class:`~vfx_tasks.queue.recovery.reconciler.Reconciler`; on stop it stops it. Each pool process
-forgets what it inherited and imports the pipeline before its first task; its models are released
-when it ends.
+start it says which folders tasks may use, takes back what dead earlier processes of this worker
+held (:mod:`vfx_tasks.queue.recovery.orphans`), writes this process's first record of what it
+holds (nothing yet) and starts its :class:`~vfx_tasks.queue.recovery.reconciler.Reconciler`, which
+it tells of every delivery (``task_received``). The reconciler keeps running while the worker
+shuts down: a warm shutdown waits for the tasks in flight, which stay recorded as held until
+the process ends. Each pool process forgets what it inherited and imports the pipeline before
+its first task; its models are released when it ends.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from typing import Any
 from celery import bootsteps
 from celery.signals import task_received, worker_process_init, worker_process_shutdown
 
-from vfx_tasks.queue.ledger import Ledger
-from vfx_tasks.queue.recovery.internals import in_flight_delivery_tags
+from vfx_tasks.queue.recovery.internals import in_flight_deliveries
 from vfx_tasks.queue.recovery.orphans import requeue_orphaned_tasks
-from vfx_tasks.queue.recovery.reconciler import Reconciler, held_task
+from vfx_tasks.queue.recovery.reconciler import Reconciler
 from vfx_tasks.queue.worker.models import forget_models, release_models
 from vfx_tasks.queue.worker.process import forget_ledgers
 from vfx_tasks.settings import Settings
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 class Recovery(bootsteps.StartStopStep):
-    """Takes back what an earlier run of this worker left, then reconciles deliveries while it runs."""
+    """Takes back what earlier processes of this worker left, then records and sweeps while it runs."""
 
     requires = {"celery.worker.components:Pool"}
 
@@ -42,26 +43,33 @@ class Recovery(bootsteps.StartStopStep):
         settings: Settings = worker.app.settings
         name: str = worker.hostname
         _say_which_folders_tasks_may_use(name, settings)
-        try:
-            requeue_orphaned_tasks(worker.app, Ledger.from_url(settings.broker_url), name)
-        except Exception as e:
-            # Never keep a worker from starting over this: it is best effort, and the visibility
-            # timeout still brings the videos back.
-            logger.warning("Could not look for videos an earlier run of %s left unfinished: %s", name, e)
-        self.reconciler = Reconciler(
-            worker.app, name, ledger_url=settings.broker_url, in_flight=in_flight_delivery_tags
+        reconciler = self.reconciler = Reconciler(
+            worker.app,
+            name,
+            redis_url=settings.broker_url,
+            queue=settings.queue_name,
+            in_flight=in_flight_deliveries,
         )
+        try:
+            requeue_orphaned_tasks(
+                worker.app, reconciler.ledger, reconciler.holders, name, incarnation=reconciler.incarnation
+            )
+            reconciler.write_record()
+        except Exception as e:
+            # Never keep a worker from starting over this (Redis may be away): live workers' sweeps
+            # take back what a dead predecessor held once its record has expired.
+            logger.warning("Could not look for videos an earlier run of %s left unfinished: %s", name, e)
         task_received.connect(self._remember_delivery, weak=False)
-        self.reconciler.start()
+        reconciler.start()
 
     def stop(self, worker: Any) -> None:
+        # The reconciler goes on until the process ends: the tasks a warm shutdown waits for are
+        # still this worker's, and a record that stopped now would let another worker take them.
         task_received.disconnect(self._remember_delivery)
-        if self.reconciler is not None:
-            self.reconciler.stop()
 
     def _remember_delivery(self, request: Any, **_: Any) -> None:
         if self.reconciler is not None:
-            self.reconciler.received(held_task(request.message.delivery_tag, request.kwargs))
+            self.reconciler.received(request.message.delivery_tag, request.id)
 
 
 def _say_which_folders_tasks_may_use(worker_name: str, settings: Settings) -> None:
@@ -69,7 +77,8 @@ def _say_which_folders_tasks_may_use(worker_name: str, settings: Settings) -> No
     if not settings.output_roots:
         logger.warning(
             "%s: VFX_OUTPUT_ROOTS is not set, so every task will be refused. Set it (and VFX_INPUT_ROOTS) "
-            "to the folders this worker may write to (and read from).", worker_name
+            "to the folders this worker may write to (and read from).",
+            worker_name,
         )
     # ", " between roots: a URL root holds a ':' of its own.
     reads, writes, configs = (

@@ -98,9 +98,11 @@ def _process_in(
         )
     if deaths:
         logger.warning("%s: redelivered after %d worker death(s)", job.relative_id, deaths)
-        # The attempt that died may have been writing: its temporary files are nobody's now.
+    if ledger.take_interrupted(job.run_id, job.relative_id) or deaths:
+        # An attempt that died, or was cut off with its connection, may have been writing: its
+        # temporary files are nobody's now.
         for leftover in folder.remove_temp_files(of=features_name(job.relative_id)):
-            logger.info("%s: removed %s, left by the attempt that died", job.relative_id, leftover)
+            logger.info("%s: removed %s, left by an attempt that was stopped", job.relative_id, leftover)
     check_job_settings(job, folder, settings=settings)
     with fetched_video(
         job.video_path, keep_downloads=settings.keep_downloads, storage_options=settings.storage_kwargs(),

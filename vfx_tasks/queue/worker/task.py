@@ -25,6 +25,7 @@ secrets in error messages are masked before the error leaves the task.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import threading
@@ -34,7 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from vfx_tasks.errors import (
     MemoryLimitError,
@@ -46,6 +47,7 @@ from vfx_tasks.errors import (
 )
 from vfx_tasks.queue.app import EXTRACT_VIDEO_TASK
 from vfx_tasks.queue.job import Job, ledger_key
+from vfx_tasks.queue.recovery.internals import is_cancellation
 from vfx_tasks.queue.worker.process import process_video, record_failure, record_refusal, record_retry
 from vfx_tasks.queue.worker.watchdog import Watchdog, Watched
 from vfx_tasks.redaction import redact, url_passwords
@@ -175,14 +177,45 @@ class ExtractVideoTask(Task):
                 logger.warning("Could not store the timeout of task %s in the result backend",
                                watched.task_id)
 
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's retry, except that a retry message that cannot be sent keeps the original one.
+
+        When the retry cannot be published (Redis away, or out of memory), Celery rejects the
+        original message without requeueing it: the video would be lost. Rejected *with*
+        requeueing, the message goes back to the queue now, or, if Redis cannot take that either,
+        stays unacknowledged and held by nobody, and a sweep puts it back
+        (:mod:`vfx_tasks.queue.recovery.sweeper`).
+        """
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as e:
+            if e.requeue:
+                raise
+            key = ledger_key(self.request.kwargs)
+            logger.warning(
+                "%s: could not send the retry (%s); the message goes back to the queue instead",
+                key[1] if key else self.request.id,
+                e.reason,
+            )
+            if key is not None:
+                with contextlib.suppress(VfxError):  # Redis is likely away: a sweep releases it then
+                    record_retry(key, settings=self.settings)
+            raise Reject(e.reason, requeue=True) from e
+
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         key = _key_or_log(task_id, kwargs)
         if key is None:
             return
+        if is_cancellation(exc, einfo):
+            # No retry was sent: the message stays unacknowledged, held by nobody now, and a sweep
+            # puts it back and releases the attempt (not counted as a death) once Redis answers.
+            # The ledger is left as it is: Redis is most likely away.
+            logger.warning("%s: stopped, this worker lost its connection to Redis; put back later", key[1])
+            return
         # Celery calls this once the retry message is sent: with a zero delay (full jitter draws
         # one now and then) another worker may already have started the video, whose running
         # entry and attempt count this then drops. It shows as queued until it ends, and a crash
-        # meanwhile is left to the visibility timeout: degraded bookkeeping, no lost video.
+        # meanwhile is left to the sweeps: degraded bookkeeping, no lost video.
         try:
             record_retry(key, settings=self.settings)
         except VfxError:
